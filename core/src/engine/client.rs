@@ -1,0 +1,194 @@
+//! Opening client connections: DNS, TCP, TLS and the opening handshake, all under one
+//! timeout, on the runtime. The caller waits for the outcome with its own timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::config::ClientConfig;
+use super::connection::{Connection, HandshakeInfo, Setup, Stream};
+use super::slot::Slot;
+use super::{runtime, tls};
+use crate::error::{Error, Result};
+use crate::protocol::handshake::{ClientHandshake, HandshakeLimits, Response};
+use crate::protocol::uri::WsUri;
+use crate::protocol::Role;
+
+/// The most body read from a refused handshake response, for the error report.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A connection being opened. Dropping it abandons the attempt.
+pub struct PendingConnect {
+    outcome: Arc<Slot<Result<Connection>>>,
+    task: JoinHandle<()>,
+}
+
+impl PendingConnect {
+    /// Waits up to `timeout` (`None`: until the open timeout ends it) for the connection.
+    /// `Ok(None)` means the wait timed out and the attempt goes on.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<Connection>> {
+        runtime::check_may_block()?;
+        let Some(mut outcome) = self.outcome.wait(timeout) else {
+            return Ok(None);
+        };
+        match outcome.take() {
+            Some(result) => result.map(Some),
+            None => Err(Error::Concurrency(
+                "another thread already took this connection".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts opening a connection to `uri`. URI and TLS configuration errors are reported at
+/// once; network and handshake errors through [`PendingConnect::wait`].
+pub fn connect(uri: &str, config: ClientConfig) -> Result<PendingConnect> {
+    let uri = WsUri::parse(uri)?;
+    let tls = if uri.secure {
+        Some(tls::client_config(&config.tls)?)
+    } else {
+        None
+    };
+    let handshake = ClientHandshake::new(&uri, &config.handshake)?;
+    let runtime = runtime::handle()?;
+    let outcome = Arc::new(Slot::default());
+    let sender = outcome.clone();
+    let spawn_handle = runtime.clone();
+    let task = runtime.spawn(async move {
+        let open = open(&spawn_handle, uri, handshake, tls, config.clone());
+        let result = match config.open_timeout {
+            Some(limit) => tokio::time::timeout(limit, open)
+                .await
+                .unwrap_or(Err(Error::Timeout("opening handshake"))),
+            None => open.await,
+        };
+        sender.fill(result);
+    });
+    Ok(PendingConnect { outcome, task })
+}
+
+/// Resolves `host` and connects to the first address that answers.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(Error::Io(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no address found for {host}"),
+        )
+    })))
+}
+
+async fn open(
+    runtime: &tokio::runtime::Handle,
+    uri: WsUri,
+    handshake: ClientHandshake,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    config: ClientConfig,
+) -> Result<Connection> {
+    let (host, port) = uri.authority();
+    let tcp = connect_tcp(&host, port).await?;
+    let local_addr = tcp.local_addr().ok();
+    let remote_addr = tcp.peer_addr().ok();
+    match tls {
+        Some(tls_config) => {
+            let name = tls::server_name(&config.tls, &host)?;
+            let stream = tokio_rustls::TlsConnector::from(tls_config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            finish_handshake(runtime, stream, handshake, config, local_addr, remote_addr).await
+        }
+        None => finish_handshake(runtime, tcp, handshake, config, local_addr, remote_addr).await,
+    }
+}
+
+async fn finish_handshake<S: Stream>(
+    runtime: &tokio::runtime::Handle,
+    mut stream: S,
+    handshake: ClientHandshake,
+    config: ClientConfig,
+    local_addr: Option<SocketAddr>,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Connection> {
+    stream.write_all(&handshake.to_bytes()).await?;
+    let (mut response, mut rest) = read_response(&mut stream, &config.limits).await?;
+    if response.status != 101 {
+        read_error_body(&mut stream, &mut response, &mut rest).await;
+    }
+    let accepted = handshake.validate(&response)?;
+    let connection = Connection::new(Setup {
+        role: Role::Client,
+        config: config.protocol,
+        inbox: config.inbox,
+        outbox: config.outbox,
+        info: HandshakeInfo {
+            request: handshake.request().clone(),
+            response,
+            subprotocol: accepted.subprotocol,
+            local_addr,
+            remote_addr,
+        },
+    });
+    connection.start(runtime, stream, rest);
+    Ok(connection)
+}
+
+/// Reads the response head; returns it with the bytes that followed it.
+async fn read_response<S: Stream>(
+    stream: &mut S,
+    limits: &HandshakeLimits,
+) -> Result<(Response, Vec<u8>)> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Error::InvalidMessage(
+                "connection closed before the handshake response".into(),
+            ));
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some((response, used)) = ClientHandshake::parse_response(&buffer, limits)? {
+            return Ok((response, buffer.split_off(used)));
+        }
+    }
+}
+
+/// Reads a refused response's body (bounded, best effort) so the error can show it.
+async fn read_error_body<S: Stream>(stream: &mut S, response: &mut Response, rest: &mut Vec<u8>) {
+    let wanted = ClientHandshake::body_length(response)
+        .unwrap_or(MAX_ERROR_BODY)
+        .min(MAX_ERROR_BODY);
+    let mut body = std::mem::take(rest);
+    let mut chunk = [0u8; 4096];
+    let read_body = async {
+        while body.len() < wanted {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_body).await;
+    body.truncate(wanted);
+    response.body = body;
+}

@@ -1,0 +1,101 @@
+//! Engine settings: the protocol's limits plus buffers, timeouts and TLS, with safe defaults.
+
+use std::time::Duration;
+
+use super::tls::{TlsClientOptions, TlsServerOptions};
+use crate::protocol::handshake::{ClientOptions, HandshakeLimits, Headers, ServerOptions};
+use crate::protocol::ProtocolConfig;
+
+/// A byte budget: above `high` the producer waits (or the reader pauses) until the level
+/// falls to `low`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub high: usize,
+    pub low: usize,
+}
+
+impl Watermarks {
+    /// A budget with `low` at a quarter of `high`, as websockets does for its write limit.
+    pub fn with_high(high: usize) -> Self {
+        Self {
+            high,
+            low: high / 4,
+        }
+    }
+}
+
+/// The inbox default: 4 MiB holds several maximum-size messages before reading pauses.
+pub const DEFAULT_INBOX: Watermarks = Watermarks {
+    high: 4 << 20,
+    low: 1 << 20,
+};
+/// The outbox default: send() waits once 1 MiB is queued and not yet written.
+pub const DEFAULT_OUTBOX: Watermarks = Watermarks {
+    high: 1 << 20,
+    low: 256 << 10,
+};
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub protocol: ProtocolConfig,
+    pub handshake: ClientOptions,
+    pub limits: HandshakeLimits,
+    pub tls: TlsClientOptions,
+    /// Bounds DNS, TCP connect, TLS and the opening handshake together.
+    pub open_timeout: Option<Duration>,
+    pub inbox: Watermarks,
+    pub outbox: Watermarks,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolConfig::default(),
+            handshake: ClientOptions::default(),
+            limits: HandshakeLimits::default(),
+            tls: TlsClientOptions::default(),
+            open_timeout: Some(Duration::from_secs(10)),
+            inbox: DEFAULT_INBOX,
+            outbox: DEFAULT_OUTBOX,
+        }
+    }
+}
+
+/// How a server accepts connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub protocol: ProtocolConfig,
+    pub handshake: ServerOptions,
+    pub limits: HandshakeLimits,
+    pub tls: Option<TlsServerOptions>,
+    /// Bounds TLS, reading the request and the application's accept decision.
+    pub handshake_timeout: Option<Duration>,
+    /// Connections beyond this many (handshaking or open) get HTTP 503.
+    pub max_connections: usize,
+    /// Handshakes waiting for the application to accept them; beyond this, HTTP 503.
+    pub backlog: usize,
+    /// Headers added to every handshake response (such as `Server`).
+    pub response_headers: Headers,
+    pub inbox: Watermarks,
+    pub outbox: Watermarks,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let mut response_headers = Headers::new();
+        response_headers.insert("Server", &format!("ferrows/{}", env!("CARGO_PKG_VERSION")));
+        Self {
+            protocol: ProtocolConfig::default(),
+            handshake: ServerOptions::default(),
+            limits: HandshakeLimits::default(),
+            tls: None,
+            handshake_timeout: Some(Duration::from_secs(10)),
+            max_connections: 10_000,
+            backlog: 1024,
+            response_headers,
+            inbox: DEFAULT_INBOX,
+            outbox: DEFAULT_OUTBOX,
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! An open connection on the runtime: a reader task and a writer task drive the protocol
+//! state machine, and a handle lets any thread send, receive, ping and close with timeouts.
+//!
+//! Memory is bounded both ways. The inbox holds received data up to its high watermark, then
+//! the reader stops reading from the socket until the consumer drains it below the low mark.
+//! Outgoing frames are encoded on the sender's thread into the protocol's output; a sender
+//! waits while the bytes not yet written to the socket exceed the high mark.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+
+use super::config::Watermarks;
+use super::slot::{wait_until, Slot};
+use crate::error::{CloseInfo, Error, Result};
+use crate::protocol::handshake::{Request, Response};
+use crate::protocol::{self, Event, MessageKind};
+
+/// A byte stream a connection runs on: TCP or TLS over TCP.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Size of the socket read buffer: small enough not to waste memory per idle connection.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// A piece of a received message. Whole messages arrive as one chunk with `fin` set.
+#[derive(Debug)]
+pub struct Chunk {
+    pub kind: MessageKind,
+    pub data: Vec<u8>,
+    pub fin: bool,
+}
+
+/// What the opening handshake established.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    pub request: Request,
+    pub response: Response,
+    pub subprotocol: Option<String>,
+    pub local_addr: Option<SocketAddr>,
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Waits for the pong answering one ping.
+#[derive(Debug, Clone, Default)]
+pub struct PongWaiter {
+    slot: Arc<Slot<Result<Duration, CloseInfo>>>,
+}
+
+impl PongWaiter {
+    /// Waits up to `timeout` (forever with `None`) for the pong; returns the round-trip time.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Duration> {
+        super::runtime::check_may_block()?;
+        let outcome = self.slot.wait(timeout).ok_or(Error::Timeout("pong"))?;
+        outcome
+            .clone()
+            .expect("a waited slot is filled")
+            .map_err(Error::ConnectionClosed)
+    }
+
+    /// The latency if the pong arrived already.
+    pub fn try_result(&self) -> Option<Result<Duration>> {
+        self.slot
+            .lock()
+            .clone()
+            .map(|outcome| outcome.map_err(Error::ConnectionClosed))
+    }
+
+    fn resolve(&self, outcome: Result<Duration, CloseInfo>) {
+        self.slot.fill(outcome);
+    }
+}
+
+/// The final state of a finished connection.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub info: CloseInfo,
+    /// Why it failed, when it did (payload too big, protocol error, timeout, I/O error).
+    pub cause: Option<Arc<Error>>,
+}
+
+struct Inner {
+    protocol: protocol::Connection,
+    inbox: VecDeque<Chunk>,
+    inbox_bytes: usize,
+    reading_paused: bool,
+    /// Bytes handed to the writer and not yet written.
+    in_flight: usize,
+    pings: VecDeque<(Vec<u8>, PongWaiter)>,
+    ended: Option<Ended>,
+    receiving: bool,
+}
+
+impl Inner {
+    fn unsent(&self) -> usize {
+        self.protocol.output().len() + self.in_flight
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Signalled when data arrives in the inbox or the connection ends.
+    readable: Condvar,
+    /// Signalled when unsent bytes fall below the low watermark or the connection ends.
+    writable: Condvar,
+    /// Wakes the writer task: output is waiting, or a timer changed.
+    wake_writer: Notify,
+    /// Wakes the reader task when the inbox drains below its low watermark.
+    resume_reading: Notify,
+    /// Set once the protocol is closed: the tasks finish.
+    closed_tx: watch::Sender<bool>,
+    inbox_marks: Watermarks,
+    outbox_marks: Watermarks,
+    info: HandshakeInfo,
+    id: String,
+    listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+/// A handle to an open connection. Cloning it gives another handle to the same connection;
+/// one thread may send while another receives.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+/// Everything needed to start a connection's tasks once its handshake is done.
+pub struct Setup {
+    pub role: protocol::Role,
+    pub config: protocol::ProtocolConfig,
+    pub inbox: Watermarks,
+    pub outbox: Watermarks,
+    pub info: HandshakeInfo,
+}
+
+impl Connection {
+    /// Creates the handle; [`Connection::start`] then runs it on a stream.
+    pub(crate) fn new(setup: Setup) -> Self {
+        let mut config = setup.config;
+        // The engine always streams: the inbox is bounded in bytes, and recv() reassembles.
+        config.streaming = true;
+        let (closed_tx, _) = watch::channel(false);
+        let inner = Inner {
+            protocol: protocol::Connection::new(setup.role, config, Instant::now()),
+            inbox: VecDeque::new(),
+            inbox_bytes: 0,
+            reading_paused: false,
+            in_flight: 0,
+            pings: VecDeque::new(),
+            ended: None,
+            receiving: false,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(inner),
+                readable: Condvar::new(),
+                writable: Condvar::new(),
+                wake_writer: Notify::new(),
+                resume_reading: Notify::new(),
+                closed_tx,
+                inbox_marks: setup.inbox,
+                outbox_marks: setup.outbox,
+                info: setup.info,
+                id: new_id(),
+                listeners: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Spawns the reader and writer tasks on `stream`; `leftover` holds bytes that arrived
+    /// with the handshake.
+    pub(crate) fn start<S: Stream>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        stream: S,
+        leftover: Vec<u8>,
+    ) {
+        let (reader, writer) = tokio::io::split(stream);
+        if !leftover.is_empty() {
+            let mut inner = self.lock();
+            inner.protocol.receive_data(&leftover, Instant::now());
+            self.dispatch(&mut inner);
+        }
+        runtime.spawn(read_loop(self.clone(), reader));
+        runtime.spawn(write_loop(self.clone(), writer));
+    }
+
+    /// Ends a connection whose transport never started (the handshake response failed).
+    pub(crate) fn abort(&self, error: Error) {
+        let mut inner = self.lock();
+        inner.protocol.receive_transport_error(error);
+        self.dispatch(&mut inner);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a function called (on a runtime thread) whenever the connection becomes
+    /// readable or ends; it must not block. Used by event-loop integrations.
+    pub fn add_listener(&self, listener: Box<dyn Fn() + Send + Sync>) {
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    fn notify_listeners(&self) {
+        for listener in self
+            .shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            listener();
+        }
+    }
+
+    /// Moves the protocol's events into the inbox, ping waiters and final state; wakes whoever
+    /// waits on them. Called with the lock held after every change to the protocol.
+    fn dispatch(&self, inner: &mut Inner) {
+        let mut became_readable = false;
+        while let Some(event) = inner.protocol.poll_event() {
+            match event {
+                Event::Fragment { kind, data, fin } => {
+                    inner.inbox_bytes += data.len();
+                    inner.inbox.push_back(Chunk { kind, data, fin });
+                    became_readable = true;
+                }
+                Event::Message { kind, data } => {
+                    inner.inbox_bytes += data.len();
+                    inner.inbox.push_back(Chunk {
+                        kind,
+                        data,
+                        fin: true,
+                    });
+                    became_readable = true;
+                }
+                Event::Pong {
+                    data,
+                    latency: Some(latency),
+                } => {
+                    if let Some(index) = inner.pings.iter().position(|(p, _)| *p == data) {
+                        for (_, waiter) in inner.pings.drain(..=index) {
+                            waiter.resolve(Ok(latency));
+                        }
+                    }
+                }
+                Event::Ping(_) | Event::Pong { .. } => {}
+                Event::Closed { info, error } => {
+                    for (_, waiter) in inner.pings.drain(..) {
+                        waiter.resolve(Err(info.clone()));
+                    }
+                    if let Some(error) = &error {
+                        log::debug!("connection {} failed: {error}", self.shared.id);
+                    }
+                    inner.ended = Some(Ended {
+                        info,
+                        cause: error.map(Arc::new),
+                    });
+                    self.shared.closed_tx.send_replace(true);
+                    self.shared.writable.notify_all();
+                    became_readable = true;
+                }
+            }
+        }
+        if became_readable {
+            self.shared.readable.notify_all();
+            self.notify_listeners();
+        }
+        if !inner.protocol.output().is_empty() || inner.protocol.is_closed() {
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Receives the next chunk of data, waiting up to `timeout` (`None`: forever,
+    /// zero: don't wait). A whole message arrives as one chunk unless it was fragmented.
+    pub fn recv_chunk(&self, timeout: Option<Duration>) -> Result<Chunk> {
+        if timeout != Some(Duration::ZERO) {
+            super::runtime::check_may_block()?;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut inner = self.lock();
+        loop {
+            if let Some(chunk) = inner.inbox.pop_front() {
+                inner.inbox_bytes -= chunk.data.len();
+                if inner.reading_paused && inner.inbox_bytes <= self.shared.inbox_marks.low {
+                    inner.reading_paused = false;
+                    self.shared.resume_reading.notify_one();
+                }
+                return Ok(chunk);
+            }
+            if let Some(ended) = &inner.ended {
+                return Err(Error::ConnectionClosed(ended.info.clone()));
+            }
+            inner =
+                wait_until(&self.shared.readable, inner, deadline).ok_or(Error::Timeout("recv"))?;
+        }
+    }
+
+    /// Receives a whole message, reassembling fragments. Fails with [`Error::Concurrency`]
+    /// if another thread is receiving: two receivers would tear messages apart.
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<(MessageKind, Vec<u8>)> {
+        let _receiving = self.begin_receive()?;
+        let first = self.recv_chunk(timeout)?;
+        if first.fin {
+            return Ok((first.kind, first.data));
+        }
+        let kind = first.kind;
+        let mut data = first.data;
+        loop {
+            // The rest of a started message must arrive; the protocol's timers bound the wait.
+            let chunk = self.recv_chunk(None)?;
+            data.extend_from_slice(&chunk.data);
+            if chunk.fin {
+                return Ok((kind, data));
+            }
+        }
+    }
+
+    /// Marks this connection as being received from, for [`Connection::recv`]'s check.
+    pub fn begin_receive(&self) -> Result<ReceiveGuard<'_>> {
+        let mut inner = self.lock();
+        if inner.receiving {
+            return Err(Error::Concurrency(
+                "cannot call recv while another thread is already running recv".into(),
+            ));
+        }
+        inner.receiving = true;
+        Ok(ReceiveGuard { connection: self })
+    }
+
+    /// Waits up to `timeout` until unsent bytes are below the high watermark.
+    fn wait_writable<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        timeout: Option<Duration>,
+    ) -> Result<MutexGuard<'a, Inner>> {
+        if inner.unsent() < self.shared.outbox_marks.high {
+            return Ok(inner);
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::Timeout("send would block"));
+        }
+        super::runtime::check_may_block()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(ended) = &inner.ended {
+                return Err(Error::ConnectionClosed(ended.info.clone()));
+            }
+            if inner.unsent() <= self.shared.outbox_marks.low {
+                return Ok(inner);
+            }
+            inner =
+                wait_until(&self.shared.writable, inner, deadline).ok_or(Error::Timeout("send"))?;
+        }
+    }
+
+    /// Sends a whole message, waiting up to `timeout` while the outgoing buffer is above
+    /// its high watermark (zero: fail at once with a timeout instead of waiting).
+    pub fn send(&self, kind: MessageKind, data: &[u8], timeout: Option<Duration>) -> Result<()> {
+        self.queue(timeout, |protocol| protocol.send_message(kind, data))
+    }
+
+    /// Sends one fragment of a message (`kind` counts on the first; `fin` ends the message),
+    /// with the same waiting rule as [`Connection::send`].
+    pub fn send_fragment(
+        &self,
+        kind: MessageKind,
+        data: &[u8],
+        fin: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.queue(timeout, |protocol| protocol.send_fragment(kind, data, fin))
+    }
+
+    fn queue(
+        &self,
+        timeout: Option<Duration>,
+        encode: impl FnOnce(&mut protocol::Connection) -> Result<()>,
+    ) -> Result<()> {
+        let inner = self.lock();
+        let mut inner = self.wait_writable(inner, timeout)?;
+        encode(&mut inner.protocol)?;
+        self.dispatch(&mut inner);
+        Ok(())
+    }
+
+    /// Sends a ping with `payload` (at most 125 bytes) and returns a waiter for its pong.
+    pub fn ping(&self, payload: &[u8]) -> Result<PongWaiter> {
+        let mut inner = self.lock();
+        if inner.pings.iter().any(|(p, _)| p == payload) {
+            return Err(Error::Concurrency(
+                "already waiting for a pong with the same payload".into(),
+            ));
+        }
+        inner.protocol.send_ping(payload, Instant::now())?;
+        let waiter = PongWaiter::default();
+        inner.pings.push_back((payload.to_vec(), waiter.clone()));
+        self.dispatch(&mut inner);
+        Ok(waiter)
+    }
+
+    /// Sends an unsolicited pong.
+    pub fn pong(&self, payload: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        inner.protocol.send_pong(payload)?;
+        self.dispatch(&mut inner);
+        Ok(())
+    }
+
+    /// Starts the closing handshake without waiting for it to finish.
+    pub fn start_close(&self, code: u16, reason: &str) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.ended.is_some() {
+            return Ok(());
+        }
+        inner.protocol.close(code, reason, Instant::now())?;
+        self.dispatch(&mut inner);
+        // The close timeout is a new deadline for the writer's timer.
+        self.shared.wake_writer.notify_one();
+        Ok(())
+    }
+
+    /// Closes with `code` and `reason` and waits until the connection has ended: everything
+    /// sent before is flushed first. The protocol's close timeout bounds the wait; `timeout`
+    /// bounds it further.
+    pub fn close(&self, code: u16, reason: &str, timeout: Option<Duration>) -> Result<Ended> {
+        self.start_close(code, reason)?;
+        self.wait_ended(timeout)
+    }
+
+    /// Waits up to `timeout` for the connection to end.
+    pub fn wait_ended(&self, timeout: Option<Duration>) -> Result<Ended> {
+        super::runtime::check_may_block()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut inner = self.lock();
+        loop {
+            if let Some(ended) = &inner.ended {
+                return Ok(ended.clone());
+            }
+            inner = wait_until(&self.shared.readable, inner, deadline)
+                .ok_or(Error::Timeout("close"))?;
+        }
+    }
+
+    /// Resolves once the connection has ended (for tasks on the runtime).
+    pub(crate) async fn closed(&self) {
+        let mut closed = self.shared.closed_tx.subscribe();
+        let _ = closed.wait_for(|closed| *closed).await;
+    }
+
+    /// How the connection ended, once it has.
+    pub fn ended(&self) -> Option<Ended> {
+        self.lock().ended.clone()
+    }
+
+    /// The handshake's request, response, subprotocol and addresses.
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.shared.info
+    }
+
+    /// A unique identifier, for logs.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The latency measured by the last answered ping.
+    pub fn latency(&self) -> Option<Duration> {
+        self.lock().protocol.latency()
+    }
+
+    /// Bytes received and not yet consumed.
+    pub fn inbox_bytes(&self) -> usize {
+        self.lock().inbox_bytes
+    }
+
+    /// Bytes sent and not yet written to the socket.
+    pub fn unsent_bytes(&self) -> usize {
+        self.lock().unsent()
+    }
+
+    /// Whether a chunk can be received without waiting (or the connection has ended).
+    pub fn is_readable(&self) -> bool {
+        let inner = self.lock();
+        !inner.inbox.is_empty() || inner.ended.is_some()
+    }
+}
+
+/// Clears the "receiving" mark when a receive ends.
+pub struct ReceiveGuard<'a> {
+    connection: &'a Connection,
+}
+
+impl Drop for ReceiveGuard<'_> {
+    fn drop(&mut self) {
+        self.connection.lock().receiving = false;
+    }
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Reads from the socket into the protocol until the connection closes.
+async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, mut reader: R) {
+    let mut closed = connection.shared.closed_tx.subscribe();
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let paused = connection.lock().reading_paused;
+        if paused {
+            tokio::select! {
+                _ = connection.shared.resume_reading.notified() => continue,
+                _ = closed.wait_for(|closed| *closed) => return,
+            }
+        }
+        let read = tokio::select! {
+            read = reader.read(&mut buffer) => read,
+            _ = closed.wait_for(|closed| *closed) => return,
+        };
+        let mut inner = connection.lock();
+        match read {
+            Ok(0) => inner.protocol.receive_eof(),
+            Ok(n) => inner.protocol.receive_data(&buffer[..n], Instant::now()),
+            Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
+        }
+        connection.dispatch(&mut inner);
+        if inner.inbox_bytes >= connection.shared.inbox_marks.high {
+            inner.reading_paused = true;
+        }
+        if inner.protocol.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Writes the protocol's output, coalescing everything queued into one write, and runs the
+/// protocol's timers. Flushes and shuts the socket down once the protocol is closed.
+async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W) {
+    let mut buffer = Vec::new();
+    loop {
+        let (deadline, closed) = {
+            let mut inner = connection.lock();
+            inner.protocol.drain_output_into(&mut buffer);
+            inner.in_flight = buffer.len();
+            (inner.protocol.next_deadline(), inner.protocol.is_closed())
+        };
+        if !buffer.is_empty() {
+            let result = writer.write_all(&buffer).await;
+            buffer.clear();
+            let mut inner = connection.lock();
+            inner.in_flight = 0;
+            if let Err(error) = result {
+                inner.protocol.receive_transport_error(Error::Io(error));
+                connection.dispatch(&mut inner);
+                connection.shared.writable.notify_all();
+                return;
+            }
+            if inner.unsent() <= connection.shared.outbox_marks.low {
+                connection.shared.writable.notify_all();
+            }
+            continue;
+        }
+        if closed {
+            // Best effort: the peer may be gone already.
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            return;
+        }
+        let sleep = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = connection.shared.wake_writer.notified() => {}
+            _ = sleep => {
+                let mut inner = connection.lock();
+                inner.protocol.handle_timeout(Instant::now());
+                connection.dispatch(&mut inner);
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The connection engine on ferrows' own tokio runtime: sockets, TLS, timers, servers, and
+//! per-connection inboxes and outboxes with byte budgets. Consumers on other threads (the
+//! Python sync face, the C ABI) wait on it with timeouts; nothing here calls into them.
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod runtime;
+pub mod server;
+mod slot;
+pub mod tls;
+
+pub use client::{connect, PendingConnect};
+pub use config::{ClientConfig, ServerConfig, Watermarks};
+pub use connection::{Chunk, Connection, Ended, HandshakeInfo, PongWaiter};
+pub use server::{PendingHandshake, Server};
+pub use tls::{TlsClientOptions, TlsServerOptions};

@@ -1,0 +1,425 @@
+//! Serving connections: an accept loop on the runtime reads and validates each opening
+//! handshake, then hands it to the application, which accepts it (choosing a subprotocol and
+//! headers) or answers it with any HTTP response. The application's code never runs on a
+//! runtime thread.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use super::config::ServerConfig;
+use super::connection::{Connection, HandshakeInfo, Setup, Stream};
+use super::{runtime, tls};
+use crate::error::{Error, Result};
+use crate::protocol::close::GOING_AWAY;
+use crate::protocol::handshake::{
+    accept_response, parse_request, select_subprotocol, validate_request, Headers, Request,
+    Response, ValidRequest,
+};
+use crate::protocol::Role;
+
+/// What the application decided about a handshake.
+enum Decision {
+    Accept {
+        connection: Connection,
+        response: Response,
+    },
+    Respond(Response),
+}
+
+/// A validated opening handshake waiting for the application's decision. Dropping it
+/// answers 500.
+pub struct PendingHandshake {
+    request: Request,
+    valid: ValidRequest,
+    remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+    decision: oneshot::Sender<Decision>,
+    server: Arc<ServerShared>,
+}
+
+impl PendingHandshake {
+    /// The client's request: path and headers.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The subprotocols the client offered, in its order.
+    pub fn offered_subprotocols(&self) -> &[String] {
+        &self.valid.subprotocols
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The subprotocol the server's configuration would pick: its first one the client offered.
+    pub fn default_subprotocol(&self) -> Option<String> {
+        select_subprotocol(
+            &self.valid.subprotocols,
+            &self.server.config.handshake.subprotocols,
+        )
+    }
+
+    /// Accepts the connection with `subprotocol` (which the client must have offered) and
+    /// extra response headers. The connection is usable at once; sends wait in its outbox
+    /// until the response is written.
+    pub fn accept(self, subprotocol: Option<String>, headers: &Headers) -> Result<Connection> {
+        if let Some(chosen) = &subprotocol {
+            if !self.valid.subprotocols.contains(chosen) {
+                return Err(Error::Negotiation(format!(
+                    "subprotocol {chosen:?} was not offered by the client"
+                )));
+            }
+        }
+        let mut all_headers = self.server.config.response_headers.clone();
+        for (name, value) in headers.iter() {
+            all_headers.insert(name, value);
+        }
+        let response = accept_response(&self.valid.key, subprotocol.as_deref(), None, &all_headers);
+        let config = &self.server.config;
+        let connection = Connection::new(Setup {
+            role: Role::Server,
+            config: config.protocol.clone(),
+            inbox: config.inbox,
+            outbox: config.outbox,
+            info: HandshakeInfo {
+                request: self.request,
+                response: response.clone(),
+                subprotocol,
+                local_addr: self.local_addr,
+                remote_addr: self.remote_addr,
+            },
+        });
+        self.server.track(&connection);
+        let decision = Decision::Accept {
+            connection: connection.clone(),
+            response,
+        };
+        if self.decision.send(decision).is_err() {
+            connection.abort(Error::Timeout("opening handshake"));
+        }
+        Ok(connection)
+    }
+
+    /// Answers the request with `response` instead of upgrading (a health check, 401, 403...).
+    pub fn respond(self, mut response: Response) {
+        for (name, value) in self.server.config.response_headers.iter() {
+            if !response.headers.contains(name) {
+                response.headers.insert(name, value);
+            }
+        }
+        let _ = self.decision.send(Decision::Respond(response));
+    }
+}
+
+struct AcceptQueue {
+    pending: VecDeque<PendingHandshake>,
+    closed: bool,
+}
+
+struct ServerShared {
+    config: ServerConfig,
+    queue: Mutex<AcceptQueue>,
+    queued: Condvar,
+    live: Mutex<Vec<Connection>>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl ServerShared {
+    fn track(&self, connection: &Connection) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|c| c.ended().is_none());
+        live.push(connection.clone());
+    }
+}
+
+/// A listening WebSocket server.
+pub struct Server {
+    shared: Arc<ServerShared>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `host:port` (port 0 picks a free port; see [`Server::local_addr`]) and starts
+    /// accepting connections on the runtime.
+    pub fn bind(host: &str, port: u16, config: ServerConfig) -> Result<Server> {
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let runtime = runtime::handle()?;
+        let std_listener = std::net::TcpListener::bind((host, port))?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(std_listener)?
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(ServerShared {
+            config,
+            queue: Mutex::new(AcceptQueue {
+                pending: VecDeque::new(),
+                closed: false,
+            }),
+            queued: Condvar::new(),
+            live: Mutex::new(Vec::new()),
+            shutdown_tx,
+        });
+        runtime.spawn(accept_loop(listener, tls, shared.clone(), shutdown_rx));
+        Ok(Server { shared, local_addr })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits up to `timeout` for the next validated handshake. `Ok(None)` means the wait
+    /// timed out; [`Error::ConnectionClosed`] that the server was shut down.
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<Option<PendingHandshake>> {
+        if timeout != Some(Duration::ZERO) {
+            runtime::check_may_block()?;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(pending) = queue.pending.pop_front() {
+                return Ok(Some(pending));
+            }
+            if queue.closed {
+                return Err(Error::ConnectionClosed(Default::default()));
+            }
+            let now = Instant::now();
+            let wait = match deadline {
+                Some(deadline) if now >= deadline => return Ok(None),
+                Some(deadline) => deadline - now,
+                None => Duration::from_secs(3600),
+            };
+            queue = self
+                .shared
+                .queued
+                .wait_timeout(queue, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops accepting, closes every open connection with 1001 and waits up to `timeout`
+    /// for their closing handshakes. Returns how many connections were still open then.
+    pub fn shutdown(&self, timeout: Option<Duration>) -> Result<usize> {
+        runtime::check_may_block()?;
+        self.shared.shutdown_tx.send_replace(true);
+        {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.closed = true;
+            // Handshakes not yet accepted are answered 503 as they drop.
+            for pending in queue.pending.drain(..) {
+                pending.respond(Response::new(503, "server shutting down\n"));
+            }
+        }
+        self.shared.queued.notify_all();
+        let connections: Vec<Connection> = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for connection in &connections {
+            let _ = connection.start_close(GOING_AWAY, "server shutting down");
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut still_open = 0;
+        for connection in &connections {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if connection.wait_ended(left).is_err() {
+                still_open += 1;
+            }
+        }
+        Ok(still_open)
+    }
+
+    /// Open connections accepted by this server.
+    pub fn connection_count(&self) -> usize {
+        let mut live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|c| c.ended().is_none());
+        live.len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.shutdown_tx.send_replace(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<ServerShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (tcp, remote_addr) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log::warn!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let permit = slots.clone().try_acquire_owned().ok();
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let local_addr = tcp.local_addr().ok();
+            let has_slot = permit.is_some();
+            let serve = async {
+                match acceptor {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => {
+                            handshake(stream, shared.clone(), has_slot, local_addr, remote_addr)
+                                .await
+                        }
+                        Err(error) => {
+                            log::debug!("TLS handshake from {remote_addr} failed: {error}");
+                            None
+                        }
+                    },
+                    None => handshake(tcp, shared.clone(), has_slot, local_addr, remote_addr).await,
+                }
+            };
+            let connection = match shared.config.handshake_timeout {
+                Some(limit) => tokio::time::timeout(limit, serve)
+                    .await
+                    .unwrap_or_else(|_| {
+                        log::debug!("opening handshake from {remote_addr} timed out");
+                        None
+                    }),
+                None => serve.await,
+            };
+            // The connection holds its slot until it ends.
+            if let Some(connection) = connection {
+                connection.closed().await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads, validates and answers one opening handshake; returns the connection if the
+/// application accepted it.
+async fn handshake<S: Stream>(
+    mut stream: S,
+    shared: Arc<ServerShared>,
+    has_slot: bool,
+    local_addr: Option<SocketAddr>,
+    remote_addr: SocketAddr,
+) -> Option<Connection> {
+    let refuse = |error: &dyn std::fmt::Display, mut response: Response| {
+        log::debug!("refused handshake from {remote_addr}: {error}");
+        add_headers(&mut response, &shared.config.response_headers);
+        response.to_bytes()
+    };
+    let (request, rest) = match read_request(&mut stream, &shared).await {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return None,
+        Err(error) => {
+            let answer = refuse(&error, Response::new(400, format!("{error}\n")));
+            let _ = stream.write_all(&answer).await;
+            return None;
+        }
+    };
+    let valid = match validate_request(&request, &shared.config.handshake) {
+        Ok(valid) => valid,
+        Err((error, response)) => {
+            let _ = stream.write_all(&refuse(&error, response)).await;
+            return None;
+        }
+    };
+    if !has_slot {
+        let answer = refuse(
+            &"too many connections",
+            Response::new(503, "too many connections\n"),
+        );
+        let _ = stream.write_all(&answer).await;
+        return None;
+    }
+    let (decision_tx, decision_rx) = oneshot::channel();
+    let pending = PendingHandshake {
+        request,
+        valid,
+        remote_addr: Some(remote_addr),
+        local_addr,
+        decision: decision_tx,
+        server: shared.clone(),
+    };
+    {
+        let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.closed || queue.pending.len() >= shared.config.backlog {
+            drop(queue);
+            pending.respond(Response::new(503, "server busy\n"));
+        } else {
+            queue.pending.push_back(pending);
+            shared.queued.notify_one();
+        }
+    }
+    let answer = match decision_rx.await {
+        Ok(Decision::Accept {
+            connection,
+            response,
+        }) => {
+            if let Err(error) = stream.write_all(&response.to_bytes()).await {
+                connection.abort(Error::Io(error));
+                return None;
+            }
+            connection.start(&tokio::runtime::Handle::current(), stream, rest);
+            return Some(connection);
+        }
+        Ok(Decision::Respond(response)) => response,
+        Err(_) => Response::new(500, "handshake abandoned\n"),
+    };
+    let _ = stream.write_all(&answer.to_bytes()).await;
+    let _ = stream.shutdown().await;
+    None
+}
+
+fn add_headers(response: &mut Response, headers: &Headers) {
+    for (name, value) in headers.iter() {
+        if !response.headers.contains(name) {
+            response.headers.insert(name, value);
+        }
+    }
+}
+
+/// Reads the request head; `None` when the client went away first.
+async fn read_request<S: Stream>(
+    stream: &mut S,
+    shared: &ServerShared,
+) -> Result<Option<(Request, Vec<u8>)>> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some((request, used)) = parse_request(&buffer, &shared.config.limits)? {
+            return Ok(Some((request, buffer.split_off(used))));
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! A value filled once by a runtime task and waited for, with a timeout, by other threads.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A one-time value with blocking waiters.
+#[derive(Debug)]
+pub struct Slot<T> {
+    value: Mutex<Option<T>>,
+    filled: Condvar,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            value: Mutex::new(None),
+            filled: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// Stores the value and wakes every waiter.
+    pub fn fill(&self, value: T) {
+        *self.lock() = Some(value);
+        self.filled.notify_all();
+    }
+
+    /// The slot's content, filled or not.
+    pub fn lock(&self) -> MutexGuard<'_, Option<T>> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for the value; `None` when the time ran out,
+    /// otherwise the guard over the filled slot.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, Option<T>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = self.lock();
+        while guard.is_none() {
+            guard = wait_until(&self.filled, guard, deadline)?;
+        }
+        Some(guard)
+    }
+}
+
+/// Waits on `condvar` until notified or `deadline` passes; `None` once it has passed.
+pub fn wait_until<'a, T>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> Option<MutexGuard<'a, T>> {
+    match deadline {
+        None => Some(condvar.wait(guard).unwrap_or_else(|e| e.into_inner())),
+        Some(deadline) => {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let (guard, _) = condvar
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner());
+            Some(guard)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+pub mod engine;
+pub mod error;
+pub mod protocol;
+
+pub use error::{CloseFrame, CloseInfo, Error, Result};

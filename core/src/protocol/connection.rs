@@ -1,0 +1,756 @@
+//! The RFC 6455 state machine of an open connection: frames in, events out; messages,
+//! pings and closes in, bytes out; and the next deadline, with time passed in by the driver.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use super::close::{self, INTERNAL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+use super::ProtocolConfig;
+use crate::error::{CloseFrame, CloseInfo, Error};
+
+/// Which end of the connection we are: clients mask, servers require masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// The type of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+/// Where the connection is in its life (RFC 6455 §4–§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// A close frame was sent or received; waiting for the rest of the closing handshake.
+    Closing,
+    /// Finished: the driver closes the transport once the output is flushed.
+    Closed,
+}
+
+/// Something the peer did, for the driver to hand to the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A whole message. Text data is valid UTF-8.
+    Message { kind: MessageKind, data: Vec<u8> },
+    /// In streaming mode, a frame's data as it arrives. Text chunks end on character
+    /// boundaries, so each one is valid UTF-8; `fin` marks the message's last chunk.
+    Fragment {
+        kind: MessageKind,
+        data: Vec<u8>,
+        fin: bool,
+    },
+    /// A ping arrived (its pong is already queued).
+    Ping(Vec<u8>),
+    /// A pong arrived; `latency` is set when it answers one of our pings.
+    Pong {
+        data: Vec<u8>,
+        latency: Option<Duration>,
+    },
+    /// The connection is over; always the last event. `error` says why it failed, if it did.
+    Closed {
+        info: CloseInfo,
+        error: Option<Error>,
+    },
+}
+
+/// Reading position inside the frame stream.
+enum ReadState {
+    Header,
+    Payload {
+        header: FrameHeader,
+        remaining: u64,
+        consumed: usize,
+    },
+}
+
+/// The message being reassembled (or streamed).
+struct Incoming {
+    kind: MessageKind,
+    data: Vec<u8>,
+    size: usize,
+    utf8: Utf8Validator,
+}
+
+/// One WebSocket connection's protocol state, without I/O.
+pub struct Connection {
+    role: Role,
+    config: ProtocolConfig,
+    state: State,
+    read: ReadState,
+    header_buf: Vec<u8>,
+    control: Vec<u8>,
+    incoming: Option<Incoming>,
+    sending_fragmented: Option<MessageKind>,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    close: CloseInfo,
+    failure: Option<Error>,
+    /// After a protocol failure the rest of the input is noise.
+    discard_input: bool,
+    close_deadline: Option<Instant>,
+    pending_pings: VecDeque<(Vec<u8>, Instant)>,
+    next_keepalive: Option<Instant>,
+    keepalive_deadline: Option<Instant>,
+    latency: Option<Duration>,
+}
+
+/// The longest frame header: 2 bytes, 8 of length, 4 of mask.
+const MAX_HEADER: usize = 14;
+
+impl Connection {
+    /// Starts an open connection (the opening handshake is done) at time `now`.
+    pub fn new(role: Role, config: ProtocolConfig, now: Instant) -> Self {
+        let next_keepalive = config.ping_interval.map(|interval| now + interval);
+        Self {
+            role,
+            config,
+            state: State::Open,
+            read: ReadState::Header,
+            header_buf: Vec::with_capacity(MAX_HEADER),
+            control: Vec::new(),
+            incoming: None,
+            sending_fragmented: None,
+            output: Vec::new(),
+            events: VecDeque::new(),
+            close: CloseInfo::default(),
+            failure: None,
+            discard_input: false,
+            close_deadline: None,
+            pending_pings: VecDeque::new(),
+            next_keepalive,
+            keepalive_deadline: None,
+            latency: None,
+        }
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The close frames exchanged so far.
+    pub fn close_info(&self) -> &CloseInfo {
+        &self.close
+    }
+
+    /// The round-trip time measured by the last answered ping.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes waiting to be written to the transport.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Takes the bytes to write, leaving the output buffer empty.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Appends the bytes to write to `out` (lets a driver reuse its write buffer).
+    pub fn drain_output_into(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.output);
+        } else {
+            out.append(&mut self.output);
+        }
+    }
+
+    /// True once the driver should flush the output and close the transport.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The earliest time at which [`Connection::handle_timeout`] has work to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.close_deadline,
+            self.next_keepalive,
+            self.keepalive_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the timers due at `now`: keepalive pings, their timeout and the close timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            self.close_deadline = None;
+            // With both close frames exchanged, a server slow to drop TCP is no failure.
+            let error = self
+                .close
+                .rcvd
+                .is_none()
+                .then_some(Error::Timeout("closing handshake"));
+            self.finish(error);
+            return;
+        }
+        if self.keepalive_deadline.is_some_and(|d| now >= d) {
+            self.keepalive_deadline = None;
+            // The peer is gone or stuck: send 1011 and drop the transport without waiting.
+            self.send_close_frame(INTERNAL_ERROR, "keepalive ping timeout");
+            self.finish(Some(Error::Timeout("keepalive ping")));
+            return;
+        }
+        if self.next_keepalive.is_some_and(|d| now >= d) {
+            self.next_keepalive = self.config.ping_interval.map(|interval| now + interval);
+            if self.state == State::Open && self.keepalive_deadline.is_none() {
+                let payload = rand::random::<[u8; 4]>().to_vec();
+                self.queue_ping(payload, now);
+                self.keepalive_deadline = self.config.ping_timeout.map(|timeout| now + timeout);
+            }
+        }
+    }
+
+    /// Feeds bytes read from the transport.
+    pub fn receive_data(&mut self, mut data: &[u8], now: Instant) {
+        while !data.is_empty() && !self.discard_input && self.state != State::Closed {
+            let used = match self.read {
+                ReadState::Header => self.read_header(data, now),
+                ReadState::Payload { .. } => self.read_payload(data, now),
+            };
+            data = &data[used..];
+        }
+    }
+
+    /// The transport reached end of file.
+    pub fn receive_eof(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        let error = if self.close.rcvd.is_some() || self.failure.is_some() {
+            None
+        } else {
+            Some(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection dropped without a close frame",
+            )))
+        };
+        self.finish(error);
+    }
+
+    /// The transport failed (reset, TLS error...): the connection ends abnormally.
+    pub fn receive_transport_error(&mut self, error: Error) {
+        if self.state != State::Closed {
+            self.finish(Some(error));
+        }
+    }
+
+    /// Queues a whole message.
+    pub fn send_message(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.sending_fragmented.is_some() {
+            return Err(Error::Concurrency(
+                "cannot send a message while a fragmented message is being sent".into(),
+            ));
+        }
+        self.write_frame(data_opcode(kind), true, data);
+        Ok(())
+    }
+
+    /// Queues one fragment of a message; `kind` matters on the first one, `fin` ends it.
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        fin: bool,
+    ) -> Result<(), Error> {
+        self.check_can_send()?;
+        let opcode = match self.sending_fragmented {
+            Some(_) => OpCode::Data(Data::Continue),
+            None => data_opcode(kind),
+        };
+        self.sending_fragmented = if fin { None } else { Some(kind) };
+        self.write_frame(opcode, fin, data);
+        Ok(())
+    }
+
+    /// Queues a ping; the pong that answers it reports the latency.
+    pub fn send_ping(&mut self, payload: &[u8], now: Instant) -> Result<(), Error> {
+        self.check_can_send()?;
+        check_control_payload(payload)?;
+        self.queue_ping(payload.to_vec(), now);
+        Ok(())
+    }
+
+    /// Queues an unsolicited pong (a heartbeat without reply).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.check_can_send()?;
+        check_control_payload(payload)?;
+        self.write_frame(OpCode::Control(Control::Pong), true, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake with `code` and `reason`.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<(), Error> {
+        if code != close::NO_STATUS && !close::is_valid_code(code) {
+            return Err(Error::Config(format!("invalid close code {code}")));
+        }
+        if reason.len() > 123 || (code == close::NO_STATUS && !reason.is_empty()) {
+            return Err(Error::Config("close reason longer than 123 bytes".into()));
+        }
+        match self.state {
+            State::Open => {
+                self.send_close_frame(code, reason);
+                self.state = State::Closing;
+                self.close_deadline = self.config.close_timeout.map(|timeout| now + timeout);
+                Ok(())
+            }
+            // Closing already: the handshake under way ends the connection.
+            State::Closing => Ok(()),
+            State::Closed => Err(Error::ConnectionClosed(self.close.clone())),
+        }
+    }
+
+    fn check_can_send(&self) -> Result<(), Error> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(Error::ConnectionClosed(self.close.clone()))
+        }
+    }
+
+    fn queue_ping(&mut self, payload: Vec<u8>, now: Instant) {
+        self.write_frame(OpCode::Control(Control::Ping), true, &payload);
+        self.pending_pings.push_back((payload, now));
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            is_final: fin,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+        };
+        self.output.reserve(MAX_HEADER + payload.len());
+        header
+            .format(payload.len() as u64, &mut self.output)
+            .expect("writing to a Vec cannot fail");
+        let start = self.output.len();
+        self.output.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.output[start..], key, 0);
+        }
+    }
+
+    fn send_close_frame(&mut self, code: u16, reason: &str) {
+        if self.close.sent.is_some() {
+            return;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.write_frame(
+            OpCode::Control(Control::Close),
+            true,
+            &close::payload(&frame),
+        );
+        self.close.sent = Some(frame);
+        if self.close.rcvd_then_sent.is_none() {
+            self.close.rcvd_then_sent = Some(self.close.rcvd.is_some());
+        }
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): send a close frame with `code`, ignore further
+    /// input, and end the connection once that frame is flushed.
+    fn fail(&mut self, code: u16, error: Error) {
+        log::debug!("failing connection with {code}: {error}");
+        self.discard_input = true;
+        if self.failure.is_none() {
+            self.failure = Some(error);
+        }
+        if self.state == State::Open {
+            self.send_close_frame(code, &close_reason_for(code));
+            self.state = State::Closing;
+        }
+        // The input is no longer trusted, so the peer's close cannot be read: end now and let
+        // the driver flush our close frame before dropping the transport.
+        self.finish(None);
+    }
+
+    /// Ends the connection: emits `Closed` and tells the driver to drop the transport.
+    fn finish(&mut self, error: Option<Error>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.close_deadline = None;
+        self.next_keepalive = None;
+        self.keepalive_deadline = None;
+        let error = self.failure.take().or(error);
+        self.events.push_back(Event::Closed {
+            info: self.close.clone(),
+            error,
+        });
+    }
+
+    fn read_header(&mut self, data: &[u8], now: Instant) -> usize {
+        let (parsed, used) = if self.header_buf.is_empty() {
+            let mut cursor = Cursor::new(data);
+            let parsed = FrameHeader::parse(&mut cursor);
+            (parsed, cursor.position() as usize)
+        } else {
+            let before = self.header_buf.len();
+            let take = (MAX_HEADER - before).min(data.len());
+            self.header_buf.extend_from_slice(&data[..take]);
+            let mut cursor = Cursor::new(&self.header_buf[..]);
+            let parsed = FrameHeader::parse(&mut cursor);
+            let header_len = cursor.position() as usize;
+            match parsed {
+                Ok(Some(_)) => {
+                    self.header_buf.clear();
+                    (parsed, header_len - before)
+                }
+                _ => {
+                    self.header_buf.truncate(before);
+                    (parsed, 0)
+                }
+            }
+        };
+        match parsed {
+            Ok(Some((header, length))) => {
+                self.start_frame(header, length, now);
+                used
+            }
+            Ok(None) => {
+                if self.header_buf.is_empty() {
+                    self.header_buf.extend_from_slice(data);
+                } else {
+                    let take = (MAX_HEADER - self.header_buf.len()).min(data.len());
+                    self.header_buf.extend_from_slice(&data[..take]);
+                    return take;
+                }
+                data.len()
+            }
+            Err(e) => {
+                self.fail(
+                    PROTOCOL_ERROR,
+                    Error::Protocol {
+                        code: PROTOCOL_ERROR,
+                        reason: format!("bad frame header: {e}"),
+                    },
+                );
+                data.len()
+            }
+        }
+    }
+
+    /// Validates a frame header against RFC 6455 §5 and the limits, then reads its payload.
+    fn start_frame(&mut self, header: FrameHeader, length: u64, now: Instant) {
+        if let Err((code, reason)) = self.check_header(&header, length) {
+            let error = if code == MESSAGE_TOO_BIG {
+                Error::PayloadTooBig(reason)
+            } else {
+                Error::Protocol { code, reason }
+            };
+            self.fail(code, error);
+            return;
+        }
+        if let OpCode::Data(data) = header.opcode {
+            if data != Data::Continue {
+                let kind = if data == Data::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.incoming = Some(Incoming {
+                    kind,
+                    data: Vec::with_capacity(length.min(1 << 16) as usize),
+                    size: 0,
+                    utf8: Utf8Validator::default(),
+                });
+            }
+        } else {
+            self.control.clear();
+        }
+        self.read = ReadState::Payload {
+            header,
+            remaining: length,
+            consumed: 0,
+        };
+        if length == 0 {
+            self.end_frame(now);
+        }
+    }
+
+    fn check_header(&self, header: &FrameHeader, length: u64) -> Result<(), (u16, String)> {
+        let protocol = |reason: &str| Err((PROTOCOL_ERROR, reason.to_owned()));
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return protocol("reserved bits set without a negotiated extension");
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return protocol("client frame is not masked"),
+            (Role::Client, true) => return protocol("server frame is masked"),
+            _ => {}
+        }
+        match header.opcode {
+            OpCode::Control(Control::Reserved(op)) | OpCode::Data(Data::Reserved(op)) => {
+                Err((PROTOCOL_ERROR, format!("reserved opcode {op}")))
+            }
+            OpCode::Control(_) => {
+                if !header.is_final {
+                    return protocol("fragmented control frame");
+                }
+                if length > 125 {
+                    return protocol("control frame payload over 125 bytes");
+                }
+                Ok(())
+            }
+            OpCode::Data(data) => {
+                match (data, &self.incoming) {
+                    (Data::Continue, None) => {
+                        return protocol("continuation frame without a message")
+                    }
+                    (Data::Text | Data::Binary, Some(_)) => {
+                        return protocol("new message before the previous one ended")
+                    }
+                    _ => {}
+                }
+                if let Some(limit) = self.config.max_frame_size {
+                    if length > limit as u64 {
+                        return Err((
+                            MESSAGE_TOO_BIG,
+                            format!("frame of {length} bytes exceeds limit of {limit} bytes"),
+                        ));
+                    }
+                }
+                if let Some(limit) = self.config.max_message_size {
+                    let so_far = self.incoming.as_ref().map_or(0, |m| m.size) as u64;
+                    if so_far + length > limit as u64 {
+                        return Err((
+                            MESSAGE_TOO_BIG,
+                            format!(
+                                "message of over {} bytes exceeds limit of {limit} bytes",
+                                so_far + length
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read_payload(&mut self, data: &[u8], now: Instant) -> usize {
+        let ReadState::Payload {
+            ref header,
+            ref mut remaining,
+            ref mut consumed,
+        } = self.read
+        else {
+            unreachable!("read_payload outside a payload");
+        };
+        let take = (*remaining).min(data.len() as u64) as usize;
+        let chunk = &data[..take];
+        let mask = header.mask;
+        let offset = *consumed;
+        *remaining -= take as u64;
+        *consumed += take;
+        let done = *remaining == 0;
+        let is_data = matches!(header.opcode, OpCode::Data(_));
+        if is_data {
+            let incoming = self.incoming.as_mut().expect("data frame has a message");
+            let start = incoming.data.len();
+            incoming.data.extend_from_slice(chunk);
+            incoming.size += take;
+            if let Some(key) = mask {
+                apply_mask(&mut incoming.data[start..], key, offset);
+            }
+            if incoming.kind == MessageKind::Text
+                && incoming.utf8.feed(&incoming.data[start..]).is_err()
+            {
+                self.fail_invalid_utf8();
+                return take;
+            }
+        } else {
+            let start = self.control.len();
+            self.control.extend_from_slice(chunk);
+            if let Some(key) = mask {
+                apply_mask(&mut self.control[start..], key, offset);
+            }
+        }
+        if done {
+            self.end_frame(now);
+        }
+        take
+    }
+
+    fn fail_invalid_utf8(&mut self) {
+        self.fail(
+            INVALID_DATA,
+            Error::Protocol {
+                code: INVALID_DATA,
+                reason: "invalid UTF-8 in text message".into(),
+            },
+        );
+    }
+
+    fn end_frame(&mut self, now: Instant) {
+        let ReadState::Payload { header, .. } =
+            std::mem::replace(&mut self.read, ReadState::Header)
+        else {
+            unreachable!("end_frame outside a payload");
+        };
+        match header.opcode {
+            OpCode::Data(_) => self.end_data_frame(header.is_final),
+            OpCode::Control(Control::Ping) => {
+                let payload = std::mem::take(&mut self.control);
+                if self.state == State::Open {
+                    self.write_frame(OpCode::Control(Control::Pong), true, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Control(Control::Pong) => {
+                let payload = std::mem::take(&mut self.control);
+                let latency = self.acknowledge_pings(&payload, now);
+                self.events.push_back(Event::Pong {
+                    data: payload,
+                    latency,
+                });
+            }
+            OpCode::Control(Control::Close) => self.receive_close(now),
+            OpCode::Control(Control::Reserved(_)) => unreachable!("rejected in check_header"),
+        }
+    }
+
+    fn end_data_frame(&mut self, fin: bool) {
+        if self.state != State::Open {
+            // RFC 6455 §5.5.1: after sending a close frame, data is ignored.
+            if fin {
+                self.incoming = None;
+            }
+            return;
+        }
+        let streaming = self.config.streaming;
+        let incoming = self.incoming.as_mut().expect("data frame has a message");
+        if fin && incoming.kind == MessageKind::Text && incoming.utf8.finish().is_err() {
+            self.fail_invalid_utf8();
+            return;
+        }
+        if streaming {
+            let pending = if fin { 0 } else { incoming.utf8.pending_len() };
+            let keep = incoming.data.split_off(incoming.data.len() - pending);
+            let chunk = std::mem::replace(&mut incoming.data, keep);
+            let kind = incoming.kind;
+            if fin {
+                self.incoming = None;
+            }
+            self.events.push_back(Event::Fragment {
+                kind,
+                data: chunk,
+                fin,
+            });
+        } else if fin {
+            let message = self.incoming.take().expect("checked above");
+            self.events.push_back(Event::Message {
+                kind: message.kind,
+                data: message.data,
+            });
+        }
+    }
+
+    fn acknowledge_pings(&mut self, payload: &[u8], now: Instant) -> Option<Duration> {
+        let index = self.pending_pings.iter().position(|(p, _)| p == payload)?;
+        // A pong answers its ping and every earlier one (RFC 6455 §5.5.3 lets peers skip).
+        let (_, sent_at) = self.pending_pings.drain(..=index).next_back()?;
+        let latency = now.saturating_duration_since(sent_at);
+        self.latency = Some(latency);
+        self.keepalive_deadline = None;
+        Some(latency)
+    }
+
+    fn receive_close(&mut self, now: Instant) {
+        let payload = std::mem::take(&mut self.control);
+        let frame = match close::parse_payload(&payload) {
+            Ok(frame) => frame,
+            Err((code, reason)) => {
+                let error = Error::Protocol {
+                    code,
+                    reason: reason.into(),
+                };
+                self.fail(code, error);
+                return;
+            }
+        };
+        if self.close.rcvd.is_some() {
+            return;
+        }
+        // Echo the peer's code (an empty close is echoed empty), as websockets and browsers do.
+        let code = frame.code;
+        self.close.rcvd = Some(frame);
+        if self.close.sent.is_none() {
+            self.send_close_frame(code, "");
+        }
+        self.state = State::Closing;
+        match self.role {
+            // The server closes the TCP connection first (RFC 6455 §7.1.1).
+            Role::Server => self.finish(None),
+            // The client waits for the server to close it, bounded by the close timeout.
+            Role::Client => {
+                if self.close_deadline.is_none() {
+                    self.close_deadline = self.config.close_timeout.map(|timeout| now + timeout);
+                }
+            }
+        }
+    }
+}
+
+fn data_opcode(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Data(Data::Text),
+        MessageKind::Binary => OpCode::Data(Data::Binary),
+    }
+}
+
+fn check_control_payload(payload: &[u8]) -> Result<(), Error> {
+    if payload.len() > 125 {
+        Err(Error::Config("control frame payload over 125 bytes".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn close_reason_for(code: u16) -> String {
+    match code {
+        PROTOCOL_ERROR => "protocol error",
+        INVALID_DATA => "invalid UTF-8",
+        MESSAGE_TOO_BIG => "message too big",
+        INTERNAL_ERROR => "internal error",
+        _ => "",
+    }
+    .to_owned()
+}

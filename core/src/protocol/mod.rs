@@ -1,0 +1,13 @@
+//! The sans-IO protocol core: bytes in, events and bytes out, plus the next deadline.
+//! It knows nothing of sockets, threads, clocks or Python; every face drives it.
+
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod handshake;
+pub mod mask;
+pub mod uri;
+pub mod utf8;
+
+pub use config::ProtocolConfig;
+pub use connection::{Connection, Event, MessageKind, Role, State};

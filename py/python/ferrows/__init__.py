@@ -1,0 +1,53 @@
+"""ferrows: a fast WebSocket library (RFC 6455) with a Rust engine.
+
+``ferrows.sync`` holds the threaded client and server; ``ferrows.exceptions`` the errors.
+"""
+
+from __future__ import annotations
+
+from ._ferrows import __version__
+from .exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidMessage,
+    InvalidOrigin,
+    InvalidStatus,
+    InvalidURI,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+    TimeoutError,
+    TLSError,
+    WebSocketException,
+)
+from .frames import Close, CloseCode
+from .http11 import Headers, Request, Response
+
+__all__ = [
+    "Close",
+    "CloseCode",
+    "ConcurrencyError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidMessage",
+    "InvalidOrigin",
+    "InvalidStatus",
+    "InvalidURI",
+    "NegotiationError",
+    "PayloadTooBig",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "TLSError",
+    "TimeoutError",
+    "WebSocketException",
+    "__version__",
+]

@@ -1,0 +1,98 @@
+"""The sync client: ``connect()`` opens a connection and returns a :class:`ClientConnection`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from .. import _ferrows
+from ..http11 import Headers, HeadersLike
+from .connection import Connection
+from .options import Limits, protocol_options, read_pem
+
+__all__ = ["ClientConnection", "connect"]
+
+logger = logging.getLogger("ferrows.client")
+
+
+class ClientConnection(Connection):
+    """A connection opened by :func:`connect`."""
+
+
+def connect(
+    uri: str,
+    *,
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    additional_headers: HeadersLike | None = None,
+    user_agent_header: str | None = None,
+    cafile: str | os.PathLike[str] | None = None,
+    cadata: str | bytes | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    server_hostname: str | None = None,
+    use_system_roots: bool = True,
+    insecure_skip_verify: bool = False,
+    open_timeout: float | None = 10,
+    close_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    max_size: int | None = 2**20,
+    max_frame_size: int | None = None,
+    read_limit: Limits = None,
+    write_limit: Limits = None,
+) -> ClientConnection:
+    """Opens a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
+
+    Blocks until the opening handshake completes, for at most ``open_timeout`` seconds.
+    Ctrl-C interrupts the wait.
+
+    TLS: server certificates are verified against the system's roots, plus ``cafile`` /
+    ``cadata`` (PEM) if given (``use_system_roots=False`` trusts only those).
+    ``certfile``/``keyfile`` present a client certificate. ``server_hostname`` verifies
+    against another name than the URI's host. ``insecure_skip_verify=True`` disables
+    verification: never use it outside tests.
+
+    Limits: ``max_size`` bounds a message and ``max_frame_size`` a frame (None: no limit);
+    ``read_limit`` and ``write_limit`` bound the bytes buffered in each direction, as a high
+    watermark or a ``(high, low)`` pair. Keepalive pings every ``ping_interval`` seconds
+    and closes with 1011 if no pong comes within ``ping_timeout`` (None disables either).
+
+    Raises :class:`~ferrows.exceptions.InvalidURI`,
+    :class:`~ferrows.exceptions.InvalidHandshake` and subclasses,
+    :class:`~ferrows.exceptions.TimeoutError`, :class:`~ferrows.exceptions.TLSError` or
+    :class:`OSError`.
+    """
+    ca = read_pem(cafile, "cafile") or b""
+    cert = read_pem(certfile, "certfile")
+    # Like ssl.SSLContext.load_cert_chain: without keyfile, the key is in certfile.
+    key = read_pem(keyfile, "keyfile") if keyfile is not None else cert
+    if cadata is not None:
+        ca += cadata.encode() if isinstance(cadata, str) else cadata
+    options = protocol_options(
+        open_timeout=open_timeout,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+        max_frame_size=max_frame_size,
+        read_limit=read_limit,
+        write_limit=write_limit,
+    )
+    options.update(
+        origin=origin,
+        subprotocols=list(subprotocols) if subprotocols else None,
+        additional_headers=Headers(additional_headers).items() if additional_headers else None,
+        user_agent=user_agent_header,
+        ca_data=ca or None,
+        no_system_roots=not use_system_roots,
+        cert_data=cert,
+        key_data=key,
+        server_hostname=server_hostname,
+        insecure_skip_verify=insecure_skip_verify,
+    )
+    pending = _ferrows.connect(uri, options)
+    connection = ClientConnection(pending.wait(), logger)
+    logger.debug("connected to %s as %s", uri, connection.id)
+    return connection

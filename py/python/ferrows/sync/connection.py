@@ -1,0 +1,250 @@
+"""The connection object shared by the sync client and server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Union
+
+from .. import _ferrows
+from ..exceptions import ConcurrencyError, ConnectionClosedOK
+from ..exceptions import TimeoutError as WsTimeoutError
+from ..frames import CloseCode
+from ..http11 import Request, Response, _request_from_core, _response_from_core
+
+__all__ = ["Connection", "Data", "PongWaiter"]
+
+Data = Union[str, bytes]
+"""A message: ``str`` for text, ``bytes`` for binary."""
+
+PongWaiter = _ferrows.PongWaiter
+"""What :meth:`Connection.ping` returns: ``wait(timeout=None)`` gives the latency in seconds."""
+
+_SENDABLE = (str, bytes, bytearray, memoryview)
+
+
+def _payload(data: Data | bytearray | memoryview) -> Data:
+    """str and bytes go to the engine as they are; other buffers are copied to bytes."""
+    if isinstance(data, (str, bytes)):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be str or a bytes-like object, not {type(data).__name__}")
+
+
+class Connection:
+    """A WebSocket connection, used from threads.
+
+    One thread may send while another receives. Iterating yields messages until the
+    connection closes: cleanly ends the loop, otherwise raises
+    :class:`~ferrows.exceptions.ConnectionClosedError`.
+    """
+
+    def __init__(self, core: _ferrows.Connection, logger: logging.Logger) -> None:
+        self._core = core
+        self._recv_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self.logger = logger
+        self.request: Request | None = _request_from_core(core.request())
+        self.response: Response | None = _response_from_core(core.response())
+
+    # Properties
+
+    @property
+    def id(self) -> str:
+        """A unique identifier (a UUID 4 string), for logs."""
+        return self._core.id
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol negotiated in the opening handshake, if any."""
+        return self._core.subprotocol
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of this end of the connection."""
+        return self._core.local_address
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the peer."""
+        return self._core.remote_address
+
+    @property
+    def latency(self) -> float:
+        """Round-trip time of the last answered ping, in seconds (0.0 before any)."""
+        return self._core.latency
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection has closed (1006 without a close frame)."""
+        frames = self._core.close_frames()
+        if frames is None:
+            return None
+        frame = frames[0] or frames[1]
+        return frame[0] if frame else CloseCode.ABNORMAL_CLOSURE
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once the connection has closed."""
+        frames = self._core.close_frames()
+        if frames is None:
+            return None
+        frame = frames[0] or frames[1]
+        return frame[1] if frame else ""
+
+    # Receiving
+
+    def recv(self, timeout: float | None = None, decode: bool | None = None) -> Data:
+        """Receives the next message: ``str`` for text, ``bytes`` for binary.
+
+        Waits up to ``timeout`` seconds (forever with None) and raises
+        :class:`~ferrows.exceptions.TimeoutError` then. ``decode=False`` returns text as
+        ``bytes``, ``decode=True`` returns binary as ``str``. Raises
+        :class:`~ferrows.exceptions.ConnectionClosed` once the connection is closed and
+        :class:`~ferrows.exceptions.ConcurrencyError` if another thread is receiving.
+        """
+        if not self._recv_lock.acquire(blocking=False):
+            raise ConcurrencyError("cannot call recv while another thread is receiving")
+        try:
+            message = self._core.recv(timeout)
+        finally:
+            self._recv_lock.release()
+        if message is None:
+            raise WsTimeoutError("timed out while waiting for a message")
+        return _decoded(message, decode)
+
+    def recv_streaming(self, decode: bool | None = None) -> Iterator[Data]:
+        """Yields the next message in chunks, as they arrive.
+
+        Text arrives as ``str`` chunks that never split a character. The iterator ends with
+        the message; a message with no data yields one empty chunk.
+        """
+        if not self._recv_lock.acquire(blocking=False):
+            raise ConcurrencyError("cannot call recv_streaming while another thread is receiving")
+        try:
+            while True:
+                chunk = self._core.recv_chunk(None)
+                assert chunk is not None  # no timeout given
+                _, data, fin = chunk
+                yield _decoded(data, decode)
+                if fin:
+                    return
+        finally:
+            self._recv_lock.release()
+
+    def __iter__(self) -> Iterator[Data]:
+        try:
+            while True:
+                yield self.recv()
+        except ConnectionClosedOK:
+            return
+
+    # Sending
+
+    def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data | bytearray | memoryview],
+        text: bool | None = None,
+    ) -> None:
+        """Sends a message.
+
+        ``str`` is sent as text, bytes-like objects as binary; ``text=True`` sends bytes
+        as a text frame (they must be UTF-8), ``text=False`` sends str as binary. An
+        iterable of those is sent as one fragmented message, each item a frame. Waits
+        while the outgoing buffer is above its high-water mark.
+        """
+        if isinstance(message, _SENDABLE):
+            with self._send_lock:
+                self._core.send(_typed(_payload(message), text))
+            return
+        with self._send_lock:
+            self._send_fragments(message, text)
+
+    def _send_fragments(
+        self, fragments: Iterable[Data | bytearray | memoryview], text: bool | None
+    ) -> None:
+        iterator = iter(fragments)
+        try:
+            current = next(iterator)
+        except StopIteration:
+            return
+        first_type = type(_payload(current))
+        for following in iterator:
+            self._core.send_fragment(_typed(_checked(current, first_type), text), False)
+            current = following
+        self._core.send_fragment(_typed(_checked(current, first_type), text), True)
+
+    def ping(self, data: Data | None = None) -> PongWaiter:
+        """Sends a ping; returns a waiter whose ``wait(timeout)`` gives the latency.
+
+        Without ``data``, a random 4-byte payload identifies the ping.
+        """
+        if data is None:
+            payload = os.urandom(4)
+        elif isinstance(data, str):
+            payload = data.encode()
+        else:
+            payload = bytes(data)
+        return self._core.ping(payload)
+
+    def pong(self, data: Data = b"") -> None:
+        """Sends an unsolicited pong (a one-way heartbeat)."""
+        self._core.pong(data.encode() if isinstance(data, str) else bytes(data))
+
+    # Closing
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Performs the closing handshake and waits for it to end.
+
+        Messages sent before are delivered first. Returns at once if already closed.
+        """
+        self._core.close(int(code), reason)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Waits up to ``timeout`` seconds for the connection to close; True if it has."""
+        return self._core.wait_closed(timeout)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(CloseCode.INTERNAL_ERROR)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} to {self.remote_address}>"
+
+
+def _decoded(data: Data, decode: bool | None) -> Data:
+    if decode is False and isinstance(data, str):
+        return data.encode()
+    if decode is True and isinstance(data, bytes):
+        return data.decode()
+    return data
+
+
+def _typed(data: Data, text: bool | None) -> Data:
+    """Applies the ``text`` override: the engine sends str as text and bytes as binary."""
+    if text is True and isinstance(data, bytes):
+        return data.decode()
+    if text is False and isinstance(data, str):
+        return data.encode()
+    return data
+
+
+def _checked(fragment: Data | bytearray | memoryview, first_type: type) -> Data:
+    payload = _payload(fragment)
+    if type(payload) is not first_type:
+        raise TypeError("all fragments of a message must be str, or all bytes-like")
+    return payload

@@ -1,0 +1,31 @@
+//! `ferrows._ferrows`: the native module behind the `ferrows` Python package. It is a thin
+//! binding of ferrows-core's engine; the public API lives in the Python package.
+
+mod connection;
+mod convert;
+mod errors;
+mod options;
+mod server;
+mod wait;
+
+use pyo3::prelude::*;
+
+/// Sets the engine's worker thread count; only before the first connection.
+#[pyfunction]
+fn set_runtime_threads(py: Python<'_>, count: usize) -> PyResult<()> {
+    ferrows_core::engine::runtime::set_worker_threads(count)
+        .map_err(|e| errors::to_py_err(py, e, None))
+}
+
+#[pymodule]
+fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add_class::<connection::PyConnection>()?;
+    module.add_class::<connection::PyPongWaiter>()?;
+    module.add_class::<connection::PyPendingConnect>()?;
+    module.add_class::<server::PyServer>()?;
+    module.add_class::<server::PyPendingHandshake>()?;
+    module.add_function(wrap_pyfunction!(connection::connect, module)?)?;
+    module.add_function(wrap_pyfunction!(set_runtime_threads, module)?)?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+"""Fixtures for the sync face of ferrows: real servers on 127.0.0.1, ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import websockets.asyncio.server
+import websockets.sync.server
+from wsutil import HOST, RawServer
+
+import ferrows.sync
+
+JOIN_TIMEOUT = 10.0
+
+
+def ferrows_echo(connection: ferrows.sync.ServerConnection) -> None:
+    """Sends every message back, keeping its type."""
+    for message in connection:
+        connection.send(message)
+
+
+def websockets_echo(connection: websockets.sync.server.ServerConnection) -> None:
+    for message in connection:
+        connection.send(message)
+
+
+@dataclass
+class Running:
+    """A server serving in a thread."""
+
+    server: Any
+    thread: threading.Thread
+    port: int
+    scheme: str = "ws"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{HOST}:{self.port}/"
+
+
+class Outbox:
+    """Results that handler threads report to the test; reads are bounded."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def get(self, timeout: float = 5.0) -> Any:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"nothing reported within {timeout} s") from None
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox()
+
+
+@pytest.fixture
+def ferrows_server() -> Iterator[Callable[..., Running]]:
+    """Factory: ``ferrows_server(handler=echo, **serve_kwargs)`` starts a ferrows server."""
+    started: list[Running] = []
+
+    def start(handler: Callable[..., None] = ferrows_echo, **kwargs: Any) -> Running:
+        server = ferrows.sync.serve(handler, HOST, 0, **kwargs)
+        thread = threading.Thread(target=server.serve_forever, name="ferrows-serve", daemon=True)
+        thread.start()
+        scheme = "wss" if kwargs.get("certfile") else "ws"
+        running = Running(server, thread, server.port, scheme)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.server.shutdown()
+        running.thread.join(JOIN_TIMEOUT)
+        assert not running.thread.is_alive(), "ferrows serve_forever did not return"
+
+
+@pytest.fixture
+def echo_server(ferrows_server: Callable[..., Running]) -> Running:
+    """A ferrows echo server with default options."""
+    return ferrows_server()
+
+
+@pytest.fixture
+def websockets_server() -> Iterator[Callable[..., Running]]:
+    """Factory: ``websockets_server(handler=echo, **serve_kwargs)``, websockets' sync server."""
+    started: list[Running] = []
+
+    def start(handler: Callable[..., None] = websockets_echo, **kwargs: Any) -> Running:
+        server = websockets.sync.server.serve(handler, HOST, 0, **kwargs)
+        thread = threading.Thread(target=server.serve_forever, name="ws-serve", daemon=True)
+        thread.start()
+        scheme = "wss" if kwargs.get("ssl") else "ws"
+        running = Running(server, thread, server.socket.getsockname()[1], scheme)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.server.shutdown()
+        running.thread.join(JOIN_TIMEOUT)
+        assert not running.thread.is_alive(), "websockets serve_forever did not return"
+
+
+@pytest.fixture
+def websockets_echo_server(websockets_server: Callable[..., Running]) -> Running:
+    return websockets_server()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    """Factory for hand-made servers (see :class:`wsutil.RawServer`), stopped at teardown."""
+    started: list[RawServer] = []
+
+    def start(**kwargs: Any) -> RawServer:
+        server = RawServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def asyncio_websockets_server() -> Iterator[Callable[..., Running]]:
+    """Factory for websockets' asyncio server, its event loop running in a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="asyncio-loop", daemon=True)
+    thread.start()
+    servers: list[Any] = []
+
+    def start(handler: Callable[..., Any], **kwargs: Any) -> Running:
+        async def open_server() -> Any:
+            return await websockets.asyncio.server.serve(handler, HOST, 0, **kwargs)
+
+        server = asyncio.run_coroutine_threadsafe(open_server(), loop).result(10)
+        servers.append(server)
+        port = next(iter(server.sockets)).getsockname()[1]
+        return Running(server, thread, port)
+
+    yield start
+
+    async def close_all() -> None:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(close_all(), loop).result(JOIN_TIMEOUT)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive(), "asyncio loop did not stop"
+    loop.close()
+
+
+@dataclass
+class TlsFiles:
+    ca: trustme.CA
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+    leaf: trustme.LeafCert
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        self.ca.configure_trust(context)
+        return context
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.leaf.configure_cert(context)
+        return context
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A trustme CA and a certificate it issued for 127.0.0.1 and localhost, as PEM files."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    ca_pem = directory / "ca.pem"
+    cert_pem = directory / "server.pem"
+    key_pem = directory / "server.key"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert_pem.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_pem))
+    return TlsFiles(ca, ca_pem, cert_pem, key_pem, leaf)
