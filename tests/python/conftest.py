@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ferrows.sync
 import pytest
 import trustme
 import websockets.asyncio.server
 import websockets.sync.server
 from wsutil import HOST, RawServer
-
-import ferrows.sync
 
 JOIN_TIMEOUT = 10.0
 
