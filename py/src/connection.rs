@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::convert::{address_tuple, request_tuple, response_tuple};
+use crate::convert::{address_tuple, request_tuple, response_tuple, RequestTuple};
 use crate::errors::{shared_to_py_err, to_py_err};
 use crate::options::client_config;
 use crate::wait::{slice_timeout, timeout_from, wait_interruptibly};
@@ -60,20 +60,33 @@ impl PyConnection {
 impl PyConnection {
     /// Receives the next whole message as str or bytes; None when `timeout` passes.
     #[pyo3(signature = (timeout=None))]
-    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let _receiving = self.inner.begin_receive().map_err(|e| to_py_err(py, e, None))?;
-        let first = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.recv_chunk(slice))
-        }, |e| self.closed_error(py, e))?;
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let _receiving = self
+            .inner
+            .begin_receive()
+            .map_err(|e| to_py_err(py, e, None))?;
+        let first = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.recv_chunk(slice)),
+            |e| self.closed_error(py, e),
+        )?;
         let Some(first) = first else { return Ok(None) };
         if first.fin {
             return Ok(Some(data_to_py(py, first.kind, &first.data)));
         }
         let mut data = first.data;
         loop {
-            let chunk = wait_interruptibly(py, None, |slice| {
-                slice_timeout(self.inner.recv_chunk(slice))
-            }, |e| self.closed_error(py, e))?
+            let chunk = wait_interruptibly(
+                py,
+                None,
+                |slice| slice_timeout(self.inner.recv_chunk(slice)),
+                |e| self.closed_error(py, e),
+            )?
             .expect("waits without a timeout end with a value");
             data.extend_from_slice(&chunk.data);
             if chunk.fin {
@@ -89,19 +102,31 @@ impl PyConnection {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<(bool, Bound<'py, PyAny>, bool)>> {
-        let chunk = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.recv_chunk(slice))
-        }, |e| self.closed_error(py, e))?;
-        Ok(chunk.map(|c| (c.kind == MessageKind::Text, data_to_py(py, c.kind, &c.data), c.fin)))
+        let chunk = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.recv_chunk(slice)),
+            |e| self.closed_error(py, e),
+        )?;
+        Ok(chunk.map(|c| {
+            (
+                c.kind == MessageKind::Text,
+                data_to_py(py, c.kind, &c.data),
+                c.fin,
+            )
+        }))
     }
 
     /// Sends a whole message, waiting while the outgoing buffer is full; False on timeout.
     #[pyo3(signature = (message, timeout=None))]
     fn send(&self, py: Python<'_>, message: Outgoing, timeout: Option<f64>) -> PyResult<bool> {
         let (kind, data) = message.parts();
-        let sent = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.send(kind, data, slice))
-        }, |e| self.closed_error(py, e))?;
+        let sent = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.send(kind, data, slice)),
+            |e| self.closed_error(py, e),
+        )?;
         Ok(sent.is_some())
     }
 
@@ -115,21 +140,29 @@ impl PyConnection {
         timeout: Option<f64>,
     ) -> PyResult<bool> {
         let (kind, data) = message.parts();
-        let sent = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.send_fragment(kind, data, fin, slice))
-        }, |e| self.closed_error(py, e))?;
+        let sent = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.send_fragment(kind, data, fin, slice)),
+            |e| self.closed_error(py, e),
+        )?;
         Ok(sent.is_some())
     }
 
     /// Sends a ping and returns the waiter of its pong.
     fn ping(&self, py: Python<'_>, payload: PyBackedBytes) -> PyResult<PyPongWaiter> {
-        let waiter = self.inner.ping(&payload).map_err(|e| self.closed_error(py, e))?;
+        let waiter = self
+            .inner
+            .ping(&payload)
+            .map_err(|e| self.closed_error(py, e))?;
         Ok(PyPongWaiter { inner: waiter })
     }
 
     /// Sends an unsolicited pong.
     fn pong(&self, py: Python<'_>, payload: PyBackedBytes) -> PyResult<()> {
-        self.inner.pong(&payload).map_err(|e| self.closed_error(py, e))
+        self.inner
+            .pong(&payload)
+            .map_err(|e| self.closed_error(py, e))
     }
 
     /// Closes and waits for the closing handshake to end (bounded by the close timeout).
@@ -158,9 +191,12 @@ impl PyConnection {
     /// Waits up to `timeout` for the connection to end; True if it has.
     #[pyo3(signature = (timeout=None))]
     fn wait_closed(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let ended = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.wait_ended(slice))
-        }, |e| to_py_err(py, e, None))?;
+        let ended = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.wait_ended(slice)),
+            |e| to_py_err(py, e, None),
+        )?;
         Ok(ended.is_some())
     }
 
@@ -171,7 +207,11 @@ impl PyConnection {
             let pair = |f: &Option<ferrows_core::CloseFrame>| {
                 f.as_ref().map(|f| (f.code, f.reason.clone()))
             };
-            (pair(&ended.info.rcvd), pair(&ended.info.sent), ended.info.rcvd_then_sent)
+            (
+                pair(&ended.info.rcvd),
+                pair(&ended.info.sent),
+                ended.info.rcvd_then_sent,
+            )
         })
     }
 
@@ -213,7 +253,7 @@ impl PyConnection {
     }
 
     /// The opening request as `(method, path, headers)`.
-    fn request(&self) -> (String, String, Vec<(String, String)>) {
+    fn request(&self) -> RequestTuple {
         request_tuple(&self.inner.info().request)
     }
 
@@ -247,9 +287,12 @@ impl PyPongWaiter {
     /// TimeoutError when `timeout` passes, ConnectionClosed if the connection ends first.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<f64> {
-        let latency = wait_interruptibly(py, timeout_from(timeout)?, |slice| {
-            slice_timeout(self.inner.wait(slice))
-        }, |e| to_py_err(py, e, None))?;
+        let latency = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.wait(slice)),
+            |e| to_py_err(py, e, None),
+        )?;
         match latency {
             Some(latency) => Ok(latency.as_secs_f64()),
             None => Err(to_py_err(py, Error::Timeout("pong"), None)),
@@ -281,8 +324,13 @@ pub fn connect(uri: &str, options: &Bound<'_, PyDict>) -> PyResult<PyPendingConn
 impl PyPendingConnect {
     /// Waits for the connection (the open timeout bounds the wait).
     fn wait(&self, py: Python<'_>) -> PyResult<PyConnection> {
-        let connection = wait_interruptibly(py, None, |slice| self.inner.wait(slice), |e| to_py_err(py, e, None))?
-            .expect("waits without a timeout end with a value");
+        let connection = wait_interruptibly(
+            py,
+            None,
+            |slice| self.inner.wait(slice),
+            |e| to_py_err(py, e, None),
+        )?
+        .expect("waits without a timeout end with a value");
         Ok(PyConnection::new(connection))
     }
 }

@@ -24,8 +24,11 @@ pub fn headers_from(pairs: Option<Vec<(String, String)>>) -> Headers {
     headers
 }
 
+/// A request as Python sees it: `(method, path, headers)`.
+pub type RequestTuple = (String, String, Vec<(String, String)>);
+
 /// A request as `(method, path, headers)`.
-pub fn request_tuple(request: &Request) -> (String, String, Vec<(String, String)>) {
+pub fn request_tuple(request: &Request) -> RequestTuple {
     (
         request.method.clone(),
         request.path.clone(),

@@ -38,9 +38,10 @@ fn build(py: Python<'_>, error: &Error, ended: Option<&Ended>) -> PyResult<PyErr
     let message = error.to_string();
     let (kind, args): (&str, Bound<'_, PyTuple>) = match error {
         Error::InvalidUri { uri, reason } => ("invalid_uri", (uri, reason).into_pyobject(py)?),
-        Error::InvalidStatus(response) => {
-            ("invalid_status", (response_tuple(py, response)?,).into_pyobject(py)?)
-        }
+        Error::InvalidStatus(response) => (
+            "invalid_status",
+            (response_tuple(py, response)?,).into_pyobject(py)?,
+        ),
         Error::InvalidHeader { name, reason } => {
             ("invalid_header", (name, reason).into_pyobject(py)?)
         }
@@ -61,7 +62,10 @@ fn build(py: Python<'_>, error: &Error, ended: Option<&Ended>) -> PyResult<PyErr
             }
             return Ok(err);
         }
-        Error::Timeout(what) => ("timeout", (format!("timed out: {what}"),).into_pyobject(py)?),
+        Error::Timeout(what) => (
+            "timeout",
+            (format!("timed out: {what}"),).into_pyobject(py)?,
+        ),
         Error::Concurrency(_) => ("concurrency", (message,).into_pyobject(py)?),
         Error::WouldDeadlock => return Ok(PyRuntimeError::new_err(message)),
         Error::Tls(_) => ("tls", (message,).into_pyobject(py)?),
@@ -85,7 +89,10 @@ fn build(py: Python<'_>, error: &Error, ended: Option<&Ended>) -> PyResult<PyErr
 /// Calls `ferrows.exceptions._from_core(kind, args)`, which builds the exception object.
 fn from_core(py: Python<'_>, kind: &str, args: Bound<'_, PyTuple>) -> PyResult<PyErr> {
     let factory = FROM_CORE.get_or_try_init(py, || -> PyResult<_> {
-        Ok(py.import("ferrows.exceptions")?.getattr("_from_core")?.unbind())
+        Ok(py
+            .import("ferrows.exceptions")?
+            .getattr("_from_core")?
+            .unbind())
     })?;
     Ok(PyErr::from_value(factory.bind(py).call1((kind, args))?))
 }

@@ -15,7 +15,10 @@ use pyo3::types::PyDict;
 use crate::convert::headers_from;
 
 /// Reads `key` from `options`; absent or None both give `None`.
-fn get<'py, T: FromPyObjectOwned<'py>>(options: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+fn get<'py, T: FromPyObjectOwned<'py>>(
+    options: &Bound<'py, PyDict>,
+    key: &str,
+) -> PyResult<Option<T>> {
     match options.get_item(key)? {
         Some(value) if !value.is_none() => Ok(Some(value.extract().map_err(Into::into)?)),
         _ => Ok(None),
@@ -27,8 +30,10 @@ fn seconds(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>>
         None => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
         // 0 disables, as websockets' ping_interval=None does.
-        Some(s) if s == 0.0 => Ok(None),
-        Some(s) => Err(PyValueError::new_err(format!("{key} must be >= 0, not {s}"))),
+        Some(0.0) => Ok(None),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "{key} must be >= 0, not {s}"
+        ))),
     }
 }
 

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::connection::PyConnection;
-use crate::convert::{address_tuple, headers_from, request_tuple};
+use crate::convert::{address_tuple, headers_from, request_tuple, RequestTuple};
 use crate::errors::to_py_err;
 use crate::options::server_config;
 use crate::wait::{timeout_from, wait_interruptibly};
@@ -96,7 +96,7 @@ impl PyPendingHandshake {
 #[pymethods]
 impl PyPendingHandshake {
     /// The request as `(method, path, headers)`.
-    fn request(&self) -> PyResult<(String, String, Vec<(String, String)>)> {
+    fn request(&self) -> PyResult<RequestTuple> {
         self.with(|p| request_tuple(p.request()))
     }
 

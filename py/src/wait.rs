@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use ferrows_core::{Error, Result};
 use pyo3::prelude::*;
 
-
 /// Longest uninterrupted wait: Ctrl-C is noticed within this time.
 const SLICE: Duration = Duration::from_millis(50);
 
@@ -34,7 +33,9 @@ pub fn wait_interruptibly<T: Send>(
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let slice = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(SLICE),
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(SLICE),
             None => SLICE,
         };
         let outcome = if slice.is_zero() {

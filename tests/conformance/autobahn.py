@@ -146,6 +146,9 @@ def summarize(title: str, results: dict[str, dict]) -> list[str]:
             notes.append(f"  {case}: {result['behavior']} / close {result['behaviorClose']}")
         if worst:
             failures.append(case)
+    if not results:
+        print(f"\n== {title}: no case ran")
+        return ["none"]
     order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "WRONG CODE", "FAILED"]
     print(f"\n== {title}: {len(results)} cases")
     print("  section " + " ".join(f"{v:>13}" for v in order))
@@ -177,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             for mode, run in (("server", run_fuzzingclient), ("client", run_fuzzingserver)):
                 job_dir = outdir / agent.name / mode
                 job_dir.mkdir(parents=True, exist_ok=True)
-                jobs[f"{agent.name} {mode} (tested by fuzzing{'client' if mode == 'server' else 'server'})"] = pool.submit(
-                    run, wstest, agent, cases, job_dir
-                )
+                tester = "fuzzingclient" if mode == "server" else "fuzzingserver"
+                title = f"{agent.name} {mode} (tested by {tester})"
+                jobs[title] = pool.submit(run, wstest, agent, cases, job_dir)
     failed = False
     for title, job in jobs.items():
         try:

@@ -645,8 +645,11 @@ def test_server_as_context_manager(outbox: Outbox) -> None:
 def test_max_connections(ferrows_server: Callable[..., Running], outbox: Outbox) -> None:
     def handler(connection: ServerConnection) -> None:
         outbox.put("open")
-        for message in connection:
-            connection.send(message)
+        try:
+            for message in connection:
+                connection.send(message)
+        finally:
+            outbox.put("closed")
 
     running = ferrows_server(handler, max_connections=1)
     first = connect(running.url, open_timeout=5)
@@ -657,19 +660,20 @@ def test_max_connections(ferrows_server: Callable[..., Running], outbox: Outbox)
     first.send("first still works")
     assert first.recv(timeout=5) == "first still works"
     first.close()
-    # The slot is released once the server has seen the connection end; nothing signals
-    # that to the client, so retry a bounded number of times.
+    assert outbox.get() == "closed"
+    # The engine frees the slot as the connection ends, concurrently with the handler's
+    # return: a few attempts at most, bounded in count and time.
     third = None
     deadline = time.monotonic() + 5
-    for _ in range(100):
+    for _ in range(50):
         try:
             third = connect(running.url, open_timeout=5)
             break
         except fx.InvalidStatus as exc:
             assert exc.response.status_code == 503
             assert time.monotonic() < deadline, "the slot was never released"
-            threading.Event().wait(0.05)
-    assert third is not None
+    assert third is not None, "the slot was never released"
     with third:
+        assert outbox.get() == "open"
         third.send("third")
         assert third.recv(timeout=5) == "third"

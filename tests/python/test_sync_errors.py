@@ -13,6 +13,7 @@ import websockets.exceptions
 import websockets.sync.client
 import websockets.sync.server
 from conftest import Outbox, Running
+from ferrows.http11 import Request, Response
 from ferrows.sync import ServerConnection, connect
 from wsutil import (
     HOST,
@@ -287,8 +288,9 @@ def test_raw_ping_gets_pong_with_same_payload(echo_server: Running) -> None:
 # Handshakes refused by the server
 
 
-def test_process_request_can_refuse(ferrows_server: Callable[..., Running]) -> None:
-    def process_request(connection: ServerConnection, request: object) -> object:
+def test_process_request_can_refuse(ferrows_server: Callable[..., Running], outbox: Outbox) -> None:
+    def process_request(connection: ServerConnection, request: Request) -> Response:
+        outbox.put((connection.remote_address, request.path, request.headers["Host"]))
         return connection.respond(404, "nope")
 
     running = ferrows_server(process_request=process_request)
@@ -300,6 +302,11 @@ def test_process_request_can_refuse(ferrows_server: Callable[..., Running]) -> N
     assert response.headers["Content-Type"].startswith("text/plain")
     assert "404" in str(info.value)
     assert isinstance(info.value, fx.InvalidHandshake)
+    remote_address, path, host = outbox.get()
+    assert remote_address[0] == HOST
+    assert isinstance(remote_address[1], int)
+    assert path == "/"
+    assert host == f"{HOST}:{running.port}"
 
 
 def health_check(connection: ServerConnection, request: object) -> object:

@@ -42,7 +42,11 @@ def run_connect(url: str) -> int:
         def printer() -> None:
             try:
                 for message in connection:
-                    shown = message if isinstance(message, str) else f"<{len(message)} bytes> {message[:32]!r}"
+                    shown = (
+                        message
+                        if isinstance(message, str)
+                        else f"<{len(message)} bytes> {message[:32]!r}"
+                    )
                     print(f"< {shown}", flush=True)
             except ConnectionClosed as exc:
                 print(f"connection closed: {exc}", flush=True)
@@ -71,7 +75,10 @@ def run_demo() -> int:
             payload = bytes(range(256)) * 4
             connection.send(payload)
             echoed = connection.recv(timeout=5)
-            print(f"binary sent {len(payload)} bytes -> echoed {len(echoed)} bytes, identical: {echoed == payload}")
+            print(
+                f"binary sent {len(payload)} bytes -> echoed {len(echoed)} bytes, "
+                f"identical: {echoed == payload}"
+            )
             connection.send(["frag", "mented ", "message"])
             print(f"fragmented message echoed as {connection.recv(timeout=5)!r}")
             latency = connection.ping().wait(timeout=5)

@@ -162,7 +162,7 @@ class ConcurrencyError(WebSocketException, RuntimeError):
     """Two threads called a method that must not run concurrently (such as ``recv``)."""
 
 
-class TimeoutError(WebSocketException, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(WebSocketException, builtins.TimeoutError):
     """A wait ran past its timeout: open, recv, pong or close."""
 
 

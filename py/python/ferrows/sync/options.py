@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
-Limits = Optional[Union[int, Tuple[int, int]]]
+Limits = Optional[Union[int, tuple[int, int]]]
 """A buffer limit: a high watermark (the low one is a quarter of it) or ``(high, low)``."""
 
 

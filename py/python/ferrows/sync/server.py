@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from .. import _ferrows
 from ..exceptions import ConnectionClosed
 from ..frames import CloseCode
-from ..http11 import Headers, HeadersLike, Request, Response, _request_from_core
+from ..http11 import Headers, Request, Response, _request_from_core
 from .connection import Connection
 from .options import Limits, protocol_options, read_pem
 
@@ -146,7 +146,9 @@ class Server:
         except Exception:
             logger.exception("opening handshake failed")
             try:
-                pending.respond(500, "Internal Server Error", [], b"Failed to open a WebSocket connection.\n")
+                pending.respond(
+                    500, "Internal Server Error", [], b"Failed to open a WebSocket connection.\n"
+                )
             except RuntimeError:
                 pass  # already answered
             return None

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, builds ferrows, then
+# runs style checks, the Rust tests, the wheel on Python 3.9 and 3.13, the Python suite and
+# the Autobahn conformance suite (inside pytest, summarized at the end).
+#   usage: tests/run.sh            (FERROWS_VENV overrides the virtualenv, default .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${FERROWS_VENV:-$ROOT/.venv}
+step() { printf '\n=== %s\n' "$*"; }
+
+step "Python environment ($VENV)"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+PY=$VENV/bin/python
+
+step "Style: cargo fmt, clippy, ruff"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+"$VENV/bin/ruff" check py/python tests bench
+"$VENV/bin/ruff" format --check py/python tests bench
+
+step "Rust tests"
+# The py crate is an extension module: it links only inside Python, and is tested there.
+cargo test -p ferrows-core
+
+step "Build and install ferrows (release)"
+rm -rf target/wheels
+"$VENV/bin/maturin" build --release --quiet --out target/wheels
+WHEEL=$(ls target/wheels/ferrows-*.whl)
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+
+step "The abi3 wheel on Python 3.9 and 3.13"
+for version in 3.9 3.13; do
+  interpreter=$(ls -d "$(pyenv root)"/versions/"$version".*/bin/python"$version" 2>/dev/null | tail -1)
+  if [ -z "$interpreter" ]; then
+    pyenv install -s "$version" && interpreter=$(ls -d "$(pyenv root)"/versions/"$version".*/bin/python"$version" | tail -1)
+  fi
+  env_dir=$ROOT/target/py$version
+  [ -x "$env_dir/bin/python" ] || "$interpreter" -m venv "$env_dir"
+  "$env_dir/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout trustme websockets websocket-client
+  "$env_dir/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+  (cd target && "$env_dir/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python/test_sync_echo.py")
+done
+
+step "Python suite and Autobahn conformance"
+"$PY" -m pytest tests -q
