@@ -19,6 +19,7 @@ fn set_runtime_threads(py: Python<'_>, count: usize) -> PyResult<()> {
 
 #[pymodule]
 fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    wait::remember_main_thread();
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<connection::PyConnection>()?;
     module.add_class::<connection::PyPongWaiter>()?;

@@ -28,7 +28,8 @@ fn get<'py, T: FromPyObjectOwned<'py>>(
 fn seconds(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
     match get::<f64>(options, key)? {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        // Beyond what a Duration holds (or infinity) never fires.
+        Some(s) if s > 0.0 => Ok(Duration::try_from_secs_f64(s).ok()),
         // 0 disables, as websockets' ping_interval=None does.
         Some(0.0) => Ok(None),
         Some(s) => Err(PyValueError::new_err(format!(

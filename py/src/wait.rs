@@ -1,20 +1,35 @@
-//! Blocking waits that release the GIL and stay interruptible: the wait runs in short
-//! slices, and between slices pending signals (Ctrl-C) are handled.
+//! Blocking waits that release the GIL and stay interruptible: on the main thread, where
+//! Python runs signal handlers, the wait runs in short slices and pending signals (Ctrl-C)
+//! are handled between them. Other threads wait in one piece.
 
+use std::sync::OnceLock;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use ferrows_core::{Error, Result};
 use pyo3::prelude::*;
 
-/// Longest uninterrupted wait: Ctrl-C is noticed within this time.
-const SLICE: Duration = Duration::from_millis(50);
+/// Longest uninterrupted wait on the main thread: Ctrl-C is noticed within this time.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// The thread that imported the module: Python's main thread, the one that gets signals.
+static MAIN_THREAD: OnceLock<ThreadId> = OnceLock::new();
+
+/// Records the current thread as the main thread (called when the module is imported).
+pub fn remember_main_thread() {
+    let _ = MAIN_THREAD.set(std::thread::current().id());
+}
+
+fn on_main_thread() -> bool {
+    MAIN_THREAD.get() == Some(&std::thread::current().id())
+}
 
 /// Converts a Python timeout in seconds (None: forever) into a duration.
 pub fn timeout_from(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     match seconds {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) if s.is_infinite() && s > 0.0 => Ok(None),
+        // Beyond what a Duration holds (or infinity) is forever.
+        Some(s) if s >= 0.0 => Ok(Duration::try_from_secs_f64(s).ok()),
         Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
             "timeout must be a non-negative number of seconds, not {s}"
         ))),
@@ -30,18 +45,18 @@ pub fn wait_interruptibly<T: Send>(
     mut attempt: impl FnMut(Option<Duration>) -> Result<Option<T>> + Send,
     to_exception: impl FnOnce(Error) -> PyErr,
 ) -> PyResult<Option<T>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let slice_limit = on_main_thread().then_some(SLICE);
     loop {
-        let slice = match deadline {
-            Some(deadline) => deadline
-                .saturating_duration_since(Instant::now())
-                .min(SLICE),
-            None => SLICE,
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let slice = match (left, slice_limit) {
+            (Some(left), Some(limit)) => Some(left.min(limit)),
+            (left, limit) => left.or(limit),
         };
-        let outcome = if slice.is_zero() {
-            attempt(Some(Duration::ZERO))
+        let outcome = if slice == Some(Duration::ZERO) {
+            attempt(slice)
         } else {
-            py.detach(|| attempt(Some(slice)))
+            py.detach(|| attempt(slice))
         };
         match outcome {
             Ok(Some(value)) => return Ok(Some(value)),

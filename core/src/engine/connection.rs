@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use super::config::Watermarks;
-use super::slot::{wait_until, Slot};
+use super::slot::{deadline_after, wait_until, Slot};
 use crate::error::{CloseInfo, Error, Result};
 use crate::protocol::handshake::{Request, Response};
 use crate::protocol::{self, Event, MessageKind};
@@ -292,7 +292,7 @@ impl Connection {
         if timeout != Some(Duration::ZERO) {
             super::runtime::check_may_block()?;
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut inner = self.lock();
         loop {
             if let Some(chunk) = inner.inbox.pop_front() {
@@ -356,7 +356,7 @@ impl Connection {
             return Err(Error::Timeout("send would block"));
         }
         super::runtime::check_may_block()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         loop {
             if let Some(ended) = &inner.ended {
                 return Err(Error::ConnectionClosed(ended.info.clone()));
@@ -446,7 +446,7 @@ impl Connection {
     /// Waits up to `timeout` for the connection to end.
     pub fn wait_ended(&self, timeout: Option<Duration>) -> Result<Ended> {
         super::runtime::check_may_block()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut inner = self.lock();
         loop {
             if let Some(ended) = &inner.ended {
@@ -511,14 +511,17 @@ impl Drop for ReceiveGuard<'_> {
     }
 }
 
+/// A random UUID (version 4, RFC 9562), for logs.
 fn new_id() -> String {
-    let bytes: [u8; 16] = rand::random();
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "{}-{}-4{}-{}-{}",
+        "{}-{}-{}-{}-{}",
         &hex[0..8],
         &hex[8..12],
-        &hex[13..16],
+        &hex[12..16],
         &hex[16..20],
         &hex[20..32]
     )

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::config::ServerConfig;
 use super::connection::{Connection, HandshakeInfo, Setup, Stream};
+use super::slot::deadline_after;
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::close::GOING_AWAY;
@@ -32,11 +33,14 @@ enum Decision {
     Respond(Response),
 }
 
-/// A validated opening handshake waiting for the application's decision. Dropping it
-/// answers 500.
+/// An opening handshake waiting for the application's decision. Dropping it answers 500.
+///
+/// The request may not be a valid WebSocket upgrade: the application sees it first (to answer
+/// health checks or other plain HTTP requests), and [`PendingHandshake::accept`] refuses it then.
 pub struct PendingHandshake {
     request: Request,
-    valid: ValidRequest,
+    /// The validated upgrade, or why it is not one and the response that says so.
+    valid: std::result::Result<ValidRequest, (Error, Response)>,
     remote_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
     decision: oneshot::Sender<Decision>,
@@ -51,7 +55,7 @@ impl PendingHandshake {
 
     /// The subprotocols the client offered, in its order.
     pub fn offered_subprotocols(&self) -> &[String] {
-        &self.valid.subprotocols
+        self.valid.as_ref().map_or(&[], |valid| &valid.subprotocols)
     }
 
     /// The client's address.
@@ -62,17 +66,26 @@ impl PendingHandshake {
     /// The subprotocol the server's configuration would pick: its first one the client offered.
     pub fn default_subprotocol(&self) -> Option<String> {
         select_subprotocol(
-            &self.valid.subprotocols,
+            self.offered_subprotocols(),
             &self.server.config.handshake.subprotocols,
         )
     }
 
     /// Accepts the connection with `subprotocol` (which the client must have offered) and
     /// extra response headers. The connection is usable at once; sends wait in its outbox
-    /// until the response is written.
+    /// until the response is written. A request that is no valid upgrade gets its error
+    /// response (400, 403, 426...) and the error is returned.
     pub fn accept(self, subprotocol: Option<String>, headers: &Headers) -> Result<Connection> {
+        let valid = match self.valid {
+            Ok(valid) => valid,
+            Err((error, mut response)) => {
+                add_headers(&mut response, &self.server.config.response_headers);
+                let _ = self.decision.send(Decision::Respond(response));
+                return Err(error);
+            }
+        };
         if let Some(chosen) = &subprotocol {
-            if !self.valid.subprotocols.contains(chosen) {
+            if !valid.subprotocols.contains(chosen) {
                 return Err(Error::Negotiation(format!(
                     "subprotocol {chosen:?} was not offered by the client"
                 )));
@@ -82,7 +95,7 @@ impl PendingHandshake {
         for (name, value) in headers.iter() {
             all_headers.insert(name, value);
         }
-        let response = accept_response(&self.valid.key, subprotocol.as_deref(), None, &all_headers);
+        let response = accept_response(&valid.key, subprotocol.as_deref(), None, &all_headers);
         let config = &self.server.config;
         let connection = Connection::new(Setup {
             role: Role::Server,
@@ -110,11 +123,7 @@ impl PendingHandshake {
 
     /// Answers the request with `response` instead of upgrading (a health check, 401, 403...).
     pub fn respond(self, mut response: Response) {
-        for (name, value) in self.server.config.response_headers.iter() {
-            if !response.headers.contains(name) {
-                response.headers.insert(name, value);
-            }
-        }
+        add_headers(&mut response, &self.server.config.response_headers);
         let _ = self.decision.send(Decision::Respond(response));
     }
 }
@@ -185,7 +194,7 @@ impl Server {
         if timeout != Some(Duration::ZERO) {
             runtime::check_may_block()?;
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(pending) = queue.pending.pop_front() {
@@ -233,7 +242,7 @@ impl Server {
         for connection in &connections {
             let _ = connection.start_close(GOING_AWAY, "server shutting down");
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut still_open = 0;
         for connection in &connections {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -343,13 +352,7 @@ async fn handshake<S: Stream>(
             return None;
         }
     };
-    let valid = match validate_request(&request, &shared.config.handshake) {
-        Ok(valid) => valid,
-        Err((error, response)) => {
-            let _ = stream.write_all(&refuse(&error, response)).await;
-            return None;
-        }
-    };
+    let valid = validate_request(&request, &shared.config.handshake);
     if !has_slot {
         let answer = refuse(
             &"too many connections",

@@ -34,13 +34,19 @@ impl<T> Slot<T> {
     /// Waits up to `timeout` (`None`: forever) for the value; `None` when the time ran out,
     /// otherwise the guard over the filled slot.
     pub fn wait(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, Option<T>>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut guard = self.lock();
         while guard.is_none() {
             guard = wait_until(&self.filled, guard, deadline)?;
         }
         Some(guard)
     }
+}
+
+/// The instant `timeout` from now; `None` (wait forever) for no timeout or one too large to
+/// represent.
+pub fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// Waits on `condvar` until notified or `deadline` passes; `None` once it has passed.

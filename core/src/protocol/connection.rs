@@ -112,7 +112,7 @@ const MAX_HEADER: usize = 14;
 impl Connection {
     /// Starts an open connection (the opening handshake is done) at time `now`.
     pub fn new(role: Role, config: ProtocolConfig, now: Instant) -> Self {
-        let next_keepalive = config.ping_interval.map(|interval| now + interval);
+        let next_keepalive = after(now, config.ping_interval);
         Self {
             role,
             config,
@@ -220,11 +220,11 @@ impl Connection {
             return;
         }
         if self.next_keepalive.is_some_and(|d| now >= d) {
-            self.next_keepalive = self.config.ping_interval.map(|interval| now + interval);
+            self.next_keepalive = after(now, self.config.ping_interval);
             if self.state == State::Open && self.keepalive_deadline.is_none() {
                 let payload = rand::random::<[u8; 4]>().to_vec();
                 self.queue_ping(payload, now);
-                self.keepalive_deadline = self.config.ping_timeout.map(|timeout| now + timeout);
+                self.keepalive_deadline = after(now, self.config.ping_timeout);
             }
         }
     }
@@ -320,7 +320,7 @@ impl Connection {
             State::Open => {
                 self.send_close_frame(code, reason);
                 self.state = State::Closing;
-                self.close_deadline = self.config.close_timeout.map(|timeout| now + timeout);
+                self.close_deadline = after(now, self.config.close_timeout);
                 Ok(())
             }
             // Closing already: the handshake under way ends the connection.
@@ -709,11 +709,11 @@ impl Connection {
         if self.close.rcvd.is_some() {
             return;
         }
-        // Echo the peer's code (an empty close is echoed empty), as websockets and browsers do.
-        let code = frame.code;
+        // Echo the peer's code and reason (an empty close is echoed empty), as websockets does.
+        let (code, reason) = (frame.code, frame.reason.clone());
         self.close.rcvd = Some(frame);
         if self.close.sent.is_none() {
-            self.send_close_frame(code, "");
+            self.send_close_frame(code, &reason);
         }
         self.state = State::Closing;
         match self.role {
@@ -722,11 +722,16 @@ impl Connection {
             // The client waits for the server to close it, bounded by the close timeout.
             Role::Client => {
                 if self.close_deadline.is_none() {
-                    self.close_deadline = self.config.close_timeout.map(|timeout| now + timeout);
+                    self.close_deadline = after(now, self.config.close_timeout);
                 }
             }
         }
     }
+}
+
+/// `now + delay`, or no deadline for no delay or one too far away to represent.
+fn after(now: Instant, delay: Option<Duration>) -> Option<Instant> {
+    delay.and_then(|d| now.checked_add(d))
 }
 
 fn data_opcode(kind: MessageKind) -> OpCode {

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Callable, Optional
 
 from .. import _ferrows
-from ..exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
 from ..http11 import Headers, Request, Response, _request_from_core
 from .connection import Connection
@@ -143,6 +143,10 @@ class Server:
             else:
                 subprotocol = pending.default_subprotocol()
             connection._opened(pending.accept(subprotocol))
+        except InvalidHandshake as exc:
+            # Not a valid upgrade: the engine answered with the matching HTTP error.
+            logger.info("refused opening handshake from %s: %s", connection.remote_address, exc)
+            return None
         except Exception:
             logger.exception("opening handshake failed")
             try:
