@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::config::ClientConfig;
-use super::connection::{Connection, HandshakeInfo, Setup, Stream};
+use super::connection::{Connection, HandshakeInfo, Setup};
 use super::slot::Slot;
+use super::transport::Transport;
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::handshake::{ClientHandshake, HandshakeLimits, Response};
@@ -115,15 +116,35 @@ async fn open(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            finish_handshake(runtime, stream, handshake, config, local_addr, remote_addr).await
+            let transport = Transport::Secure(Box::new(stream));
+            finish_handshake(
+                runtime,
+                transport,
+                handshake,
+                config,
+                local_addr,
+                remote_addr,
+            )
+            .await
         }
-        None => finish_handshake(runtime, tcp, handshake, config, local_addr, remote_addr).await,
+        None => {
+            let transport = Transport::Plain(tcp);
+            finish_handshake(
+                runtime,
+                transport,
+                handshake,
+                config,
+                local_addr,
+                remote_addr,
+            )
+            .await
+        }
     }
 }
 
-async fn finish_handshake<S: Stream>(
+async fn finish_handshake(
     runtime: &tokio::runtime::Handle,
-    mut stream: S,
+    mut stream: Transport,
     handshake: ClientHandshake,
     config: ClientConfig,
     local_addr: Option<SocketAddr>,
@@ -153,8 +174,8 @@ async fn finish_handshake<S: Stream>(
 }
 
 /// Reads the response head; returns it with the bytes that followed it.
-async fn read_response<S: Stream>(
-    stream: &mut S,
+async fn read_response(
+    stream: &mut Transport,
     limits: &HandshakeLimits,
 ) -> Result<(Response, Vec<u8>)> {
     let mut buffer = Vec::with_capacity(1024);
@@ -174,7 +195,7 @@ async fn read_response<S: Stream>(
 }
 
 /// Reads a refused response's body (bounded, best effort) so the error can show it.
-async fn read_error_body<S: Stream>(stream: &mut S, response: &mut Response, rest: &mut Vec<u8>) {
+async fn read_error_body(stream: &mut Transport, response: &mut Response, rest: &mut Vec<u8>) {
     let wanted = ClientHandshake::body_length(response)
         .unwrap_or(MAX_ERROR_BODY)
         .min(MAX_ERROR_BODY);

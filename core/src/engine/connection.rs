@@ -12,17 +12,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use super::config::Watermarks;
 use super::slot::{deadline_after, wait_until, Slot};
+use super::transport::{SharedTcp, Transport};
 use crate::error::{CloseInfo, Error, Result};
 use crate::protocol::handshake::{Request, Response};
 use crate::protocol::{self, Event, MessageKind};
-
-/// A byte stream a connection runs on: TCP or TLS over TCP.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// Size of the socket read buffer: small enough not to waste memory per idle connection.
 const READ_BUFFER: usize = 16 * 1024;
@@ -90,6 +88,9 @@ struct Inner {
     reading_paused: bool,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
+    /// The socket, for senders to write to directly while the writer task is idle
+    /// (plain TCP only).
+    inline_writer: Option<Arc<TcpStream>>,
     pings: VecDeque<(Vec<u8>, PongWaiter)>,
     ended: Option<Ended>,
     receiving: bool,
@@ -157,6 +158,7 @@ impl Connection {
             inbox_bytes: 0,
             reading_paused: false,
             in_flight: 0,
+            inline_writer: None,
             pings: VecDeque::new(),
             ended: None,
             receiving: false,
@@ -178,22 +180,32 @@ impl Connection {
         }
     }
 
-    /// Spawns the reader and writer tasks on `stream`; `leftover` holds bytes that arrived
-    /// with the handshake.
-    pub(crate) fn start<S: Stream>(
+    /// Spawns the reader and writer tasks on `transport`; `leftover` holds bytes that
+    /// arrived with the handshake.
+    pub(crate) fn start(
         &self,
         runtime: &tokio::runtime::Handle,
-        stream: S,
+        transport: Transport,
         leftover: Vec<u8>,
     ) {
-        let (reader, writer) = tokio::io::split(stream);
+        let mut inner = self.lock();
         if !leftover.is_empty() {
-            let mut inner = self.lock();
             inner.protocol.receive_data(&leftover, Instant::now());
             self.dispatch(&mut inner);
         }
-        runtime.spawn(read_loop(self.clone(), reader));
-        runtime.spawn(write_loop(self.clone(), writer));
+        match transport {
+            Transport::Plain(tcp) => {
+                let shared = SharedTcp(Arc::new(tcp));
+                inner.inline_writer = Some(shared.0.clone());
+                runtime.spawn(read_loop(self.clone(), shared.clone()));
+                runtime.spawn(write_loop(self.clone(), shared));
+            }
+            Transport::Secure(stream) => {
+                let (reader, writer) = tokio::io::split(stream);
+                runtime.spawn(read_loop(self.clone(), reader));
+                runtime.spawn(write_loop(self.clone(), writer));
+            }
+        }
     }
 
     /// Ends a connection whose transport never started (the handshake response failed).
@@ -395,6 +407,7 @@ impl Connection {
         let inner = self.lock();
         let mut inner = self.wait_writable(inner, timeout)?;
         encode(&mut inner.protocol)?;
+        write_inline(&mut inner);
         self.dispatch(&mut inner);
         Ok(())
     }
@@ -525,6 +538,22 @@ fn new_id() -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+/// Writes the protocol's output straight to the socket from the sending thread, when that
+/// keeps bytes in order (no write under way) and the socket takes them without blocking.
+/// What remains goes to the writer task as usual.
+fn write_inline(inner: &mut Inner) {
+    if inner.in_flight > 0 || inner.protocol.output().is_empty() {
+        return;
+    }
+    let Some(socket) = &inner.inline_writer else {
+        return;
+    };
+    // Errors and WouldBlock are left to the writer task, which reports or waits.
+    if let Ok(written) = socket.try_write(inner.protocol.output()) {
+        inner.protocol.consume_output(written);
+    }
 }
 
 /// Reads from the socket into the protocol until the connection closes.

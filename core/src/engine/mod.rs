@@ -9,6 +9,7 @@ pub mod runtime;
 pub mod server;
 mod slot;
 pub mod tls;
+pub mod transport;
 
 pub use client::{connect, PendingConnect};
 pub use config::{ClientConfig, ServerConfig, Watermarks};

@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::config::ServerConfig;
-use super::connection::{Connection, HandshakeInfo, Setup, Stream};
+use super::connection::{Connection, HandshakeInfo, Setup};
 use super::slot::deadline_after;
+use super::transport::Transport;
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::close::GOING_AWAY;
@@ -300,7 +301,8 @@ async fn accept_loop(
                 match acceptor {
                     Some(acceptor) => match acceptor.accept(tcp).await {
                         Ok(stream) => {
-                            handshake(stream, shared.clone(), has_slot, local_addr, remote_addr)
+                            let transport = Transport::Secure(Box::new(stream));
+                            handshake(transport, shared.clone(), has_slot, local_addr, remote_addr)
                                 .await
                         }
                         Err(error) => {
@@ -308,7 +310,11 @@ async fn accept_loop(
                             None
                         }
                     },
-                    None => handshake(tcp, shared.clone(), has_slot, local_addr, remote_addr).await,
+                    None => {
+                        let transport = Transport::Plain(tcp);
+                        handshake(transport, shared.clone(), has_slot, local_addr, remote_addr)
+                            .await
+                    }
                 }
             };
             let connection = match shared.config.handshake_timeout {
@@ -331,8 +337,8 @@ async fn accept_loop(
 
 /// Reads, validates and answers one opening handshake; returns the connection if the
 /// application accepted it.
-async fn handshake<S: Stream>(
-    mut stream: S,
+async fn handshake(
+    mut stream: Transport,
     shared: Arc<ServerShared>,
     has_slot: bool,
     local_addr: Option<SocketAddr>,
@@ -409,8 +415,8 @@ fn add_headers(response: &mut Response, headers: &Headers) {
 }
 
 /// Reads the request head; `None` when the client went away first.
-async fn read_request<S: Stream>(
-    stream: &mut S,
+async fn read_request(
+    stream: &mut Transport,
     shared: &ServerShared,
 ) -> Result<Option<(Request, Vec<u8>)>> {
     let mut buffer = Vec::with_capacity(1024);

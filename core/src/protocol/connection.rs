@@ -170,6 +170,11 @@ impl Connection {
         std::mem::take(&mut self.output)
     }
 
+    /// Drops the first `count` bytes of the output: the driver wrote them.
+    pub fn consume_output(&mut self, count: usize) {
+        self.output.drain(..count);
+    }
+
     /// Appends the bytes to write to `out` (lets a driver reuse its write buffer).
     pub fn drain_output_into(&mut self, out: &mut Vec<u8>) {
         if out.is_empty() {
