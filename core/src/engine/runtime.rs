@@ -16,8 +16,9 @@ thread_local! {
     static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Sets the number of runtime worker threads (0 means the default: 2, or one per core up
-/// to 4). Takes effect when the runtime is next built; fails once it runs.
+/// Sets the number of runtime worker threads (0 means the default: `FERROWS_RUNTIME_THREADS`
+/// if set, else one per core, between 2 and 4). Takes effect when the runtime is built;
+/// fails once it runs.
 pub fn set_worker_threads(count: usize) -> Result<()> {
     let guard = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     if matches!(&*guard, Some((pid, _)) if *pid == std::process::id()) {
@@ -48,9 +49,20 @@ pub fn handle() -> Result<Handle> {
     Ok(handle)
 }
 
+/// The environment variable that sets the thread count when no call did.
+pub const THREADS_VARIABLE: &str = "FERROWS_RUNTIME_THREADS";
+
 fn build() -> Result<Runtime> {
+    let from_environment = || {
+        std::env::var(THREADS_VARIABLE)
+            .ok()
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
     let threads = match WORKER_THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
+        0 => from_environment().unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+        }),
         n => n,
     };
     Builder::new_multi_thread()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ._ferrows import __version__
+from ._ferrows import __version__, set_runtime_threads
 from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -50,4 +50,5 @@ __all__ = [
     "TimeoutError",
     "WebSocketException",
     "__version__",
+    "set_runtime_threads",
 ]

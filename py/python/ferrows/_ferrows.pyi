@@ -69,4 +69,8 @@ class Server:
     def shutdown(self, timeout: float | None = None) -> int: ...
 
 def connect(uri: str, options: dict[str, Any]) -> PendingConnect: ...
-def set_runtime_threads(count: int) -> None: ...
+def set_runtime_threads(count: int) -> None:
+    """Sets the engine's thread count (0: FERROWS_RUNTIME_THREADS, else 2-4 by cores).
+
+    Call it before the first connection or server; raises ValueError once the engine runs.
+    """

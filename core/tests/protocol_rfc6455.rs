@@ -1,0 +1,2211 @@
+//! RFC 6455 conformance tests of the sans-IO protocol core, through its public API only.
+//!
+//! Frames are built by hand (opcode, FIN, RSV bits, optional mask key, payload, in the 7-bit,
+//! 16-bit or 64-bit length form) and the bytes from `take_output()` are parsed back into frames
+//! (unmasking client frames), so the tests assert on the wire. Time is passed in: nothing sleeps.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role, State};
+use ferrows_core::{CloseInfo, Error};
+
+// ---------------------------------------------------------------------------------------------
+// Frame building and parsing
+// ---------------------------------------------------------------------------------------------
+
+const CONT: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// The key the peer of a server masks its frames with (the RFC 6455 §5.7 example key).
+const PEER_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+const ROLES: [Role; 2] = [Role::Client, Role::Server];
+
+/// How a frame's payload length is written (RFC 6455 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LenForm {
+    /// The minimal form for the length.
+    Auto,
+    /// 7 bits, 0–125.
+    Short,
+    /// 126 followed by 16 bits.
+    Medium,
+    /// 127 followed by 64 bits.
+    Long,
+}
+
+fn minimal_form(len: u64) -> LenForm {
+    if len <= 125 {
+        LenForm::Short
+    } else if len <= 0xffff {
+        LenForm::Medium
+    } else {
+        LenForm::Long
+    }
+}
+
+/// A frame to send to the connection under test.
+#[derive(Debug, Clone)]
+struct Frame {
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len_form: LenForm,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn new(opcode: u8, payload: impl AsRef<[u8]>) -> Self {
+        Self {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            len_form: LenForm::Auto,
+            payload: payload.as_ref().to_vec(),
+        }
+    }
+
+    fn text(payload: impl AsRef<[u8]>) -> Self {
+        Self::new(TEXT, payload)
+    }
+
+    fn binary(payload: impl AsRef<[u8]>) -> Self {
+        Self::new(BINARY, payload)
+    }
+
+    fn cont(payload: impl AsRef<[u8]>) -> Self {
+        Self::new(CONT, payload)
+    }
+
+    fn ping(payload: impl AsRef<[u8]>) -> Self {
+        Self::new(PING, payload)
+    }
+
+    fn pong(payload: impl AsRef<[u8]>) -> Self {
+        Self::new(PONG, payload)
+    }
+
+    fn close(code: u16, reason: impl AsRef<[u8]>) -> Self {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_ref());
+        Self::new(CLOSE, payload)
+    }
+
+    fn fin(mut self, fin: bool) -> Self {
+        self.fin = fin;
+        self
+    }
+
+    fn rsv(mut self, rsv: u8) -> Self {
+        self.rsv = rsv;
+        self
+    }
+
+    fn masked(mut self, key: [u8; 4]) -> Self {
+        self.mask = Some(key);
+        self
+    }
+
+    fn unmasked(mut self) -> Self {
+        self.mask = None;
+        self
+    }
+
+    fn len_form(mut self, form: LenForm) -> Self {
+        self.len_form = form;
+        self
+    }
+
+    /// Masks the frame as the peer of a connection with `role` must (RFC 6455 §5.1): the peer
+    /// of a server is a client and masks; the peer of a client is a server and does not.
+    fn to(self, role: Role) -> Self {
+        match role {
+            Role::Server => self.masked(PEER_KEY),
+            Role::Client => self.unmasked(),
+        }
+    }
+
+    /// The header alone, declaring `len` bytes of payload.
+    fn header(&self, len: u64) -> Vec<u8> {
+        encode_header(
+            self.fin,
+            self.rsv,
+            self.opcode,
+            self.mask,
+            len,
+            self.len_form,
+        )
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.header(self.payload.len() as u64);
+        let start = out.len();
+        out.extend_from_slice(&self.payload);
+        if let Some(key) = self.mask {
+            for (i, byte) in out[start..].iter_mut().enumerate() {
+                *byte ^= key[i % 4];
+            }
+        }
+        out
+    }
+}
+
+fn encode_header(
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len: u64,
+    form: LenForm,
+) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | ((rsv & 0x7) << 4) | (opcode & 0x0f)];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let form = if form == LenForm::Auto {
+        minimal_form(len)
+    } else {
+        form
+    };
+    match form {
+        LenForm::Short => {
+            assert!(len <= 125, "length {len} does not fit the 7-bit form");
+            out.push(mask_bit | len as u8);
+        }
+        LenForm::Medium => {
+            let len = u16::try_from(len).expect("length fits the 16-bit form");
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        LenForm::Long => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        LenForm::Auto => unreachable!(),
+    }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
+    out
+}
+
+/// A frame parsed out of the connection's output, its payload unmasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wire {
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len_form: LenForm,
+    payload: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Wire {
+    /// The status code of a close frame, if it carries one.
+    fn close_code(&self) -> Option<u16> {
+        assert_eq!(self.opcode, CLOSE, "not a close frame: {self:?}");
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+
+    fn close_reason(&self) -> &[u8] {
+        self.payload.get(2..).unwrap_or_default()
+    }
+}
+
+/// Parses one frame from the front of `bytes`; None if it is incomplete.
+fn parse_one(bytes: &[u8]) -> Option<(Wire, usize)> {
+    let first = *bytes.first()?;
+    let second = *bytes.get(1)?;
+    let (len, len_form, mut pos) = match second & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+            LenForm::Medium,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?),
+            LenForm::Long,
+            10,
+        ),
+        n => (u64::from(n), LenForm::Short, 2),
+    };
+    let mask = if second & 0x80 != 0 {
+        let key: [u8; 4] = bytes.get(pos..pos + 4)?.try_into().ok()?;
+        pos += 4;
+        Some(key)
+    } else {
+        None
+    };
+    let end = pos.checked_add(usize::try_from(len).ok()?)?;
+    let mut payload = bytes.get(pos..end)?.to_vec();
+    if let Some(key) = mask {
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= key[i % 4];
+        }
+    }
+    let wire = Wire {
+        fin: first & 0x80 != 0,
+        rsv: (first >> 4) & 0x7,
+        opcode: first & 0x0f,
+        mask,
+        len_form,
+        payload,
+        raw: bytes[..end].to_vec(),
+    };
+    Some((wire, end))
+}
+
+/// Parses a whole output buffer into frames; trailing garbage is a test failure.
+fn parse_wire(mut bytes: &[u8]) -> Vec<Wire> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let (frame, used) = parse_one(bytes)
+            .unwrap_or_else(|| panic!("incomplete frame in the output: {bytes:02x?}"));
+        frames.push(frame);
+        bytes = &bytes[used..];
+    }
+    frames
+}
+
+/// Checks what every frame we send must satisfy: masked iff we are a client (§5.1, §5.3),
+/// no RSV bits (§5.2), a known opcode, the minimal length form (§5.2), unfragmented control
+/// frames of at most 125 bytes (§5.5).
+fn check_sent_frames(role: Role, frames: &[Wire]) {
+    for frame in frames {
+        assert_eq!(
+            frame.mask.is_some(),
+            role == Role::Client,
+            "§5.1: a {role:?} masks its frames iff it is a client: {frame:?}"
+        );
+        assert_eq!(frame.rsv, 0, "§5.2: RSV bits sent: {frame:?}");
+        assert!(
+            matches!(frame.opcode, CONT | TEXT | BINARY | CLOSE | PING | PONG),
+            "§5.2: reserved opcode sent: {frame:?}"
+        );
+        assert_eq!(
+            frame.len_form,
+            minimal_form(frame.payload.len() as u64),
+            "§5.2: the minimal number of bytes MUST be used to encode the length: {frame:?}"
+        );
+        if frame.opcode >= 0x8 {
+            assert!(frame.fin, "§5.5: fragmented control frame sent: {frame:?}");
+            assert!(frame.payload.len() <= 125, "§5.5: control frame too long");
+        }
+    }
+}
+
+/// Takes and parses the connection's output, checking the invariants of sent frames.
+fn take_frames(conn: &mut Connection) -> Vec<Wire> {
+    let frames = parse_wire(&conn.take_output());
+    check_sent_frames(conn.role(), &frames);
+    frames
+}
+
+fn take_events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+/// The Closed event of `events`, checking there is at most one and that it is the last.
+fn closed_event(events: &[Event]) -> Option<(&CloseInfo, Option<&Error>)> {
+    let count = events
+        .iter()
+        .filter(|e| matches!(e, Event::Closed { .. }))
+        .count();
+    assert!(count <= 1, "more than one Closed event: {events:?}");
+    match events.last() {
+        Some(Event::Closed { info, error }) => Some((info, error.as_ref())),
+        _ => {
+            assert_eq!(count, 0, "Closed is not the last event: {events:?}");
+            None
+        }
+    }
+}
+
+/// Moves the error out of the (single, last) Closed event.
+fn into_closed(events: Vec<Event>) -> Option<(CloseInfo, Option<Error>)> {
+    closed_event(&events)?;
+    match events.into_iter().last() {
+        Some(Event::Closed { info, error }) => Some((info, error)),
+        _ => unreachable!(),
+    }
+}
+
+/// Asserts the connection failed (RFC 6455 §7.1.7) with `code`: `frames` (its output) holds
+/// exactly one close frame, with that code; it is Closed; and its one Closed event, the last,
+/// records the frame sent and carries an error, which is returned.
+fn assert_failed_with(conn: &mut Connection, frames: &[Wire], code: u16, what: &str) -> Error {
+    let closes: Vec<&Wire> = frames.iter().filter(|f| f.opcode == CLOSE).collect();
+    assert_eq!(
+        closes.len(),
+        1,
+        "{what}: expected exactly one close frame in the output, got {frames:?}"
+    );
+    assert_eq!(
+        closes[0].close_code(),
+        Some(code),
+        "{what}: close code sent (frames {frames:?})"
+    );
+    assert_eq!(conn.state(), State::Closed, "{what}: state");
+    let events = take_events(conn);
+    let shown = format!("{events:?}");
+    let (info, error) =
+        into_closed(events).unwrap_or_else(|| panic!("{what}: no Closed event in {shown}"));
+    assert_eq!(
+        info.sent.as_ref().map(|f| f.code),
+        Some(code),
+        "{what}: info.sent in {shown}"
+    );
+    error.unwrap_or_else(|| panic!("{what}: the Closed event carries no error: {shown}"))
+}
+
+/// Feeds `bytes` to `conn` and asserts it fails with `code`; returns the error.
+fn feed_expect_failure(
+    conn: &mut Connection,
+    bytes: &[u8],
+    now: Instant,
+    code: u16,
+    what: &str,
+) -> Error {
+    conn.receive_data(bytes, now);
+    let frames = take_frames(conn);
+    assert_failed_with(conn, &frames, code, what)
+}
+
+fn assert_protocol_error(error: &Error, code: u16, what: &str) {
+    assert!(
+        matches!(error, Error::Protocol { code: c, .. } if *c == code),
+        "{what}: expected Error::Protocol {{ code: {code} }}, got {error:?}"
+    );
+}
+
+/// Defaults, without keepalive pings so that no timer interferes.
+fn quiet() -> ProtocolConfig {
+    ProtocolConfig {
+        ping_interval: None,
+        ..ProtocolConfig::default()
+    }
+}
+
+fn unlimited() -> ProtocolConfig {
+    ProtocolConfig {
+        max_message_size: None,
+        max_frame_size: None,
+        ..quiet()
+    }
+}
+
+fn streaming() -> ProtocolConfig {
+    ProtocolConfig {
+        streaming: true,
+        ..quiet()
+    }
+}
+
+fn open(role: Role, now: Instant) -> Connection {
+    Connection::new(role, quiet(), now)
+}
+
+fn messages(events: &[Event]) -> Vec<(MessageKind, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { kind, data } => Some((*kind, data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fragments(events: &[Event]) -> Vec<(MessageKind, Vec<u8>, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fragment { kind, data, fin } => Some((*kind, data.clone(), *fin)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.1 / §5.3 masking
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_5_3_client_frames_masked_with_a_fresh_key_each_frame() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Client, t0);
+    let payload = b"the same payload, twice over".to_vec();
+    conn.send_message(MessageKind::Binary, &payload).unwrap();
+    conn.send_message(MessageKind::Binary, &payload).unwrap();
+    let frames = take_frames(&mut conn);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    for frame in &frames {
+        assert!(frame.mask.is_some(), "§5.1: client frame not masked");
+        assert_eq!(frame.opcode, BINARY);
+        assert!(frame.fin);
+        assert_eq!(frame.payload, payload, "unmasks to the payload");
+        assert_ne!(
+            &frame.raw[6..],
+            &payload[..],
+            "payload on the wire is masked"
+        );
+    }
+    assert_ne!(
+        frames[0].mask, frames[1].mask,
+        "§5.3: a fresh masking key for each frame"
+    );
+    assert_ne!(
+        frames[0].raw, frames[1].raw,
+        "two identical sends differ on the wire"
+    );
+
+    // Over many frames of every kind, the keys keep changing.
+    for i in 0..32u8 {
+        conn.send_message(MessageKind::Text, b"x").unwrap();
+        conn.send_ping(&[i], t0).unwrap();
+        conn.send_pong(b"").unwrap();
+    }
+    let frames = take_frames(&mut conn);
+    let mut keys: Vec<[u8; 4]> = frames.iter().map(|f| f.mask.unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert!(keys.len() > 90, "masking keys repeat: {keys:?}");
+}
+
+#[test]
+fn rfc6455_5_1_server_frames_are_not_masked() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Server, t0);
+    conn.send_message(MessageKind::Text, b"Hello").unwrap();
+    conn.send_ping(b"p", t0).unwrap();
+    conn.send_pong(b"q").unwrap();
+    conn.close(1000, "bye", t0).unwrap();
+    let out = conn.take_output();
+    // RFC 6455 §5.7: a single-frame unmasked text message.
+    assert_eq!(&out[..7], &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    let frames = parse_wire(&out);
+    check_sent_frames(Role::Server, &frames);
+    let opcodes: Vec<u8> = frames.iter().map(|f| f.opcode).collect();
+    assert_eq!(opcodes, [TEXT, PING, PONG, CLOSE]);
+    assert!(frames.iter().all(|f| f.mask.is_none()));
+}
+
+#[test]
+fn rfc6455_5_1_server_fails_an_unmasked_client_frame_with_1002() {
+    let t0 = Instant::now();
+    for frame in [
+        Frame::text("hi"),
+        Frame::binary([1, 2, 3]),
+        Frame::ping("p"),
+        Frame::close(1000, ""),
+    ] {
+        let mut conn = open(Role::Server, t0);
+        let what = format!("unmasked {frame:?}");
+        let error = feed_expect_failure(&mut conn, &frame.unmasked().encode(), t0, 1002, &what);
+        assert_protocol_error(&error, 1002, &what);
+    }
+}
+
+#[test]
+fn rfc6455_5_1_client_fails_a_masked_server_frame_with_1002() {
+    let t0 = Instant::now();
+    for frame in [
+        Frame::text("hi"),
+        Frame::binary([1, 2, 3]),
+        Frame::ping("p"),
+        Frame::close(1000, ""),
+    ] {
+        let mut conn = open(Role::Client, t0);
+        let what = format!("masked {frame:?}");
+        let bytes = frame.masked([1, 2, 3, 4]).encode();
+        let error = feed_expect_failure(&mut conn, &bytes, t0, 1002, &what);
+        assert_protocol_error(&error, 1002, &what);
+    }
+}
+
+#[test]
+fn rfc6455_5_3_server_unmasks_client_frames_split_anywhere() {
+    let t0 = Instant::now();
+    // A payload whose length is no multiple of 4 or 8, so every mask offset is exercised.
+    let payload: Vec<u8> = (0..=250u8).collect();
+    let bytes = Frame::binary(&payload)
+        .masked([0xde, 0xad, 0xbe, 0xef])
+        .encode();
+    for split in 0..=bytes.len() {
+        let mut conn = open(Role::Server, t0);
+        conn.receive_data(&bytes[..split], t0);
+        conn.receive_data(&bytes[split..], t0);
+        let events = take_events(&mut conn);
+        assert_eq!(
+            messages(&events),
+            [(MessageKind::Binary, payload.clone())],
+            "split at {split}"
+        );
+    }
+    // Three pieces at odd offsets.
+    for a in (0..bytes.len()).step_by(7) {
+        for b in (a..bytes.len()).step_by(13) {
+            let mut conn = open(Role::Server, t0);
+            conn.receive_data(&bytes[..a], t0);
+            conn.receive_data(&bytes[a..b], t0);
+            conn.receive_data(&bytes[b..], t0);
+            let events = take_events(&mut conn);
+            assert_eq!(messages(&events), [(MessageKind::Binary, payload.clone())]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.2 base framing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_5_2_sent_lengths_use_the_minimal_7_16_and_64_bit_forms() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for (len, form) in [
+            (0usize, LenForm::Short),
+            (125, LenForm::Short),
+            (126, LenForm::Medium),
+            (65535, LenForm::Medium),
+            (65536, LenForm::Long),
+            (70000, LenForm::Long),
+        ] {
+            let mut conn = open(role, t0);
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            conn.send_message(MessageKind::Binary, &payload).unwrap();
+            let frames = take_frames(&mut conn);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0].len_form, form, "{role:?} len {len}");
+            assert_eq!(frames[0].payload, payload, "{role:?} len {len}");
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_2_received_7_16_and_64_bit_lengths() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70001] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 5) as u8).collect();
+            let bytes = Frame::binary(&payload).to(role).encode();
+            // Whole, then header byte by byte followed by the rest.
+            for bytewise_header in [false, true] {
+                let mut conn = open(role, t0);
+                if bytewise_header {
+                    let header_len = bytes.len() - len;
+                    for byte in &bytes[..header_len] {
+                        conn.receive_data(std::slice::from_ref(byte), t0);
+                    }
+                    conn.receive_data(&bytes[header_len..], t0);
+                } else {
+                    conn.receive_data(&bytes, t0);
+                }
+                let events = take_events(&mut conn);
+                assert_eq!(
+                    messages(&events),
+                    [(MessageKind::Binary, payload.clone())],
+                    "{role:?} len {len} bytewise {bytewise_header}"
+                );
+                assert_eq!(conn.state(), State::Open);
+                assert!(take_frames(&mut conn).is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_2_rsv_bits_without_extension_fail_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for rsv in 1..=7u8 {
+            for frame in [
+                Frame::text("hi"),
+                Frame::binary("b"),
+                Frame::ping("p"),
+                Frame::close(1000, ""),
+            ] {
+                let frame = frame.rsv(rsv).to(role);
+                let what = format!("{role:?} rsv {rsv:03b} {frame:?}");
+                let mut conn = open(role, t0);
+                let error = feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &what);
+                assert_protocol_error(&error, 1002, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_2_reserved_opcodes_fail_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for opcode in (3..=7u8).chain(11..=15) {
+            for payload in [&b""[..], b"abc"] {
+                let frame = Frame::new(opcode, payload).to(role);
+                let what = format!("{role:?} opcode {opcode} payload {payload:?}");
+                let mut conn = open(role, t0);
+                let error = feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &what);
+                assert_protocol_error(&error, 1002, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_2_reserved_opcode_inside_a_fragmented_message_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::text("a").fin(false).to(role).encode(), t0);
+        let frame = Frame::new(0x3, "b").to(role);
+        feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &format!("{role:?}"));
+    }
+}
+
+/// RFC 6455 §5.2: "the most significant bit MUST be 0" in the 64-bit length. With the default
+/// limits such a length is also over the message limit, so 1009 is acceptable too.
+#[test]
+fn rfc6455_5_2_64_bit_length_with_msb_set_fails_with_default_limits() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for len in [1u64 << 63, u64::MAX] {
+            let mut conn = open(role, t0);
+            let header = Frame::binary("")
+                .len_form(LenForm::Long)
+                .to(role)
+                .header(len);
+            conn.receive_data(&header, t0);
+            let frames = take_frames(&mut conn);
+            let code = frames
+                .iter()
+                .find(|f| f.opcode == CLOSE)
+                .and_then(Wire::close_code);
+            assert!(
+                matches!(code, Some(1002 | 1009)),
+                "{role:?} len {len:#x}: expected a close frame with 1002, got {frames:?}"
+            );
+            assert_failed_with(&mut conn, &frames, code.unwrap(), "msb set");
+        }
+    }
+}
+
+/// Without a size limit, nothing but the RFC rejects a 64-bit length with its top bit set.
+#[test]
+fn rfc6455_5_2_64_bit_length_with_msb_set_fails_without_limits() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for len in [1u64 << 63, u64::MAX] {
+            let mut conn = Connection::new(role, unlimited(), t0);
+            let header = Frame::binary("")
+                .len_form(LenForm::Long)
+                .to(role)
+                .header(len);
+            conn.receive_data(&header, t0);
+            conn.receive_data(b"some payload bytes", t0);
+            let frames = take_frames(&mut conn);
+            let code = frames
+                .iter()
+                .find(|f| f.opcode == CLOSE)
+                .and_then(Wire::close_code);
+            assert!(
+                matches!(code, Some(1002 | 1009)),
+                "{role:?} max_message_size None, 64-bit length {len:#x}: §5.2 requires the \
+                 most significant bit to be 0, expected a close frame with 1002; got output \
+                 {frames:?}, state {:?}",
+                conn.state()
+            );
+        }
+    }
+}
+
+/// A continuation frame declaring a 64-bit length near 2^64 after some bytes of the message:
+/// the size check must not overflow (a debug build would panic).
+#[test]
+fn rfc6455_5_2_huge_continuation_length_fails_without_overflow() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for config in [quiet(), streaming()] {
+            let mut conn = Connection::new(role, config.clone(), t0);
+            conn.receive_data(&Frame::binary("abc").fin(false).to(role).encode(), t0);
+            let header = Frame::cont("")
+                .len_form(LenForm::Long)
+                .to(role)
+                .header(u64::MAX);
+            let result = catch_unwind(AssertUnwindSafe(|| conn.receive_data(&header, t0)));
+            assert!(
+                result.is_ok(),
+                "{role:?} streaming {}: receive_data panicked on a continuation frame with \
+                 64-bit length {:#x} after 3 bytes of the message",
+                config.streaming,
+                u64::MAX
+            );
+            let frames = take_frames(&mut conn);
+            let code = frames
+                .iter()
+                .find(|f| f.opcode == CLOSE)
+                .and_then(Wire::close_code);
+            assert!(matches!(code, Some(1002 | 1009)), "{frames:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.4 fragmentation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_5_4_text_fragments_are_reassembled_into_one_message() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        let mut bytes = Frame::text("Hel").fin(false).to(role).encode();
+        bytes.extend(Frame::cont("").fin(false).to(role).encode());
+        bytes.extend(Frame::cont("lo, ").fin(false).to(role).encode());
+        bytes.extend(Frame::cont("world").to(role).encode());
+        // Fed one byte at a time.
+        for byte in &bytes {
+            conn.receive_data(std::slice::from_ref(byte), t0);
+        }
+        let events = take_events(&mut conn);
+        assert_eq!(events.len(), 1, "{role:?}: {events:?}");
+        assert_eq!(
+            messages(&events),
+            [(MessageKind::Text, b"Hello, world".to_vec())]
+        );
+        assert!(take_frames(&mut conn).is_empty());
+        assert_eq!(conn.state(), State::Open);
+    }
+}
+
+#[test]
+fn rfc6455_5_4_binary_fragments_are_reassembled_into_one_message() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        let mut bytes = Frame::binary([0xff, 0xfe]).fin(false).to(role).encode();
+        bytes.extend(Frame::cont([0x00]).fin(false).to(role).encode());
+        bytes.extend(Frame::cont(vec![0xc0; 300]).to(role).encode());
+        // A second message right after, in the same read.
+        bytes.extend(Frame::binary("next").to(role).encode());
+        conn.receive_data(&bytes, t0);
+        let mut expected = vec![0xff, 0xfe, 0x00];
+        expected.extend(vec![0xc0; 300]);
+        let events = take_events(&mut conn);
+        assert_eq!(
+            messages(&events),
+            [
+                (MessageKind::Binary, expected),
+                (MessageKind::Binary, b"next".to_vec())
+            ]
+        );
+    }
+}
+
+#[test]
+fn rfc6455_5_4_ping_between_fragments_is_answered_and_the_message_arrives_whole() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::text("fragment ").fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::ping("mid-message").to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames.len(), 1, "{role:?}: pong sent at once: {frames:?}");
+        assert_eq!(frames[0].opcode, PONG);
+        assert_eq!(frames[0].payload, b"mid-message");
+        conn.receive_data(&Frame::cont("one, ").fin(false).to(role).encode(), t0);
+        // A pong and another ping, byte by byte, between fragments.
+        let mut bytes = Frame::pong("unsolicited").to(role).encode();
+        bytes.extend(Frame::ping("").to(role).encode());
+        bytes.extend(Frame::cont("two").to(role).encode());
+        for byte in &bytes {
+            conn.receive_data(std::slice::from_ref(byte), t0);
+        }
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!((frames[0].opcode, frames[0].payload.len()), (PONG, 0));
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(&events[0], Event::Ping(p) if p == b"mid-message"),
+            "{events:?}"
+        );
+        assert!(
+            matches!(&events[1], Event::Pong { data, latency: None } if data == b"unsolicited"),
+            "{events:?}"
+        );
+        assert!(
+            matches!(&events[2], Event::Ping(p) if p.is_empty()),
+            "{events:?}"
+        );
+        assert_eq!(
+            messages(&events),
+            [(MessageKind::Text, b"fragment one, two".to_vec())]
+        );
+        assert!(matches!(events.last(), Some(Event::Message { .. })));
+    }
+}
+
+#[test]
+fn rfc6455_5_4_continuation_without_a_started_message_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for fin in [true, false] {
+            let mut conn = open(role, t0);
+            let what = format!("{role:?} fin {fin}");
+            let bytes = Frame::cont("orphan").fin(fin).to(role).encode();
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1002, &what);
+            assert_protocol_error(&error, 1002, &what);
+        }
+        // Also right after a complete message.
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::text("done").to(role).encode(), t0);
+        let bytes = Frame::cont("orphan").to(role).encode();
+        feed_expect_failure(&mut conn, &bytes, t0, 1002, "continuation after a message");
+    }
+}
+
+#[test]
+fn rfc6455_5_4_new_data_frame_inside_a_fragmented_message_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for (first, second) in [
+            (TEXT, TEXT),
+            (TEXT, BINARY),
+            (BINARY, TEXT),
+            (BINARY, BINARY),
+        ] {
+            for second_fin in [true, false] {
+                let mut conn = open(role, t0);
+                let what = format!("{role:?} {first} then {second} fin {second_fin}");
+                conn.receive_data(&Frame::new(first, "a").fin(false).to(role).encode(), t0);
+                let bytes = Frame::new(second, "b").fin(second_fin).to(role).encode();
+                let error = feed_expect_failure(&mut conn, &bytes, t0, 1002, &what);
+                assert_protocol_error(&error, 1002, &what);
+                let events = take_events(&mut conn);
+                assert!(events.is_empty(), "{events:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_4_streaming_delivers_fragments_with_fin_only_on_the_last() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = Connection::new(role, streaming(), t0);
+        conn.receive_data(&Frame::binary([1, 2]).fin(false).to(role).encode(), t0);
+        let events = take_events(&mut conn);
+        assert_eq!(
+            fragments(&events),
+            [(MessageKind::Binary, vec![1, 2], false)],
+            "{role:?}: the first fragment is delivered before the message ends"
+        );
+        conn.receive_data(&Frame::ping("x").to(role).encode(), t0);
+        conn.receive_data(&Frame::cont([3]).fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::cont([4, 5, 6]).to(role).encode(), t0);
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(&events[0], Event::Ping(p) if p == b"x"),
+            "{events:?}"
+        );
+        assert_eq!(
+            fragments(&events),
+            [
+                (MessageKind::Binary, vec![3], false),
+                (MessageKind::Binary, vec![4, 5, 6], true)
+            ]
+        );
+        assert!(messages(&events).is_empty());
+
+        // A single-frame text message is one fragment with fin set.
+        conn.receive_data(&Frame::text("whole").to(role).encode(), t0);
+        let events = take_events(&mut conn);
+        assert_eq!(
+            fragments(&events),
+            [(MessageKind::Text, b"whole".to_vec(), true)]
+        );
+    }
+}
+
+fn check_streamed_text(events: &[Event], original: &str, what: &str) {
+    let chunks = fragments(events);
+    assert!(!chunks.is_empty(), "{what}: no fragments in {events:?}");
+    let mut joined = Vec::new();
+    for (i, (kind, data, fin)) in chunks.iter().enumerate() {
+        assert_eq!(*kind, MessageKind::Text, "{what}");
+        assert!(
+            std::str::from_utf8(data).is_ok(),
+            "{what}: chunk {i} is not valid UTF-8: {data:02x?} (all: {chunks:?})"
+        );
+        assert_eq!(
+            *fin,
+            i == chunks.len() - 1,
+            "{what}: fin on chunk {i} of {chunks:?}"
+        );
+        joined.extend_from_slice(data);
+    }
+    assert_eq!(joined, original.as_bytes(), "{what}");
+}
+
+#[test]
+fn rfc6455_5_4_streaming_text_chunks_split_mid_character_end_on_character_boundaries() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        // "€" (e2 82 ac) split across frames in every way.
+        for frames in [
+            vec![&b"\xe2"[..], b"\x82\xac"],
+            vec![b"\xe2\x82", b"\xac"],
+            vec![b"\xe2", b"\x82", b"\xac"],
+            vec![b"price: \xe2", b"\x82", b"\xac", b" only"],
+        ] {
+            let original: Vec<u8> = frames.concat();
+            let original = String::from_utf8(original).unwrap();
+            let mut conn = Connection::new(role, streaming(), t0);
+            let last = frames.len() - 1;
+            for (i, payload) in frames.iter().enumerate() {
+                let opcode = if i == 0 { TEXT } else { CONT };
+                let frame = Frame::new(opcode, payload).fin(i == last).to(role);
+                conn.receive_data(&frame.encode(), t0);
+            }
+            let events = take_events(&mut conn);
+            check_streamed_text(&events, &original, &format!("{role:?} {frames:?}"));
+            assert_eq!(conn.state(), State::Open);
+        }
+        // Every 3-way split of a text mixing 1- to 4-byte characters.
+        let text = "a€b κό 𝄞!";
+        let bytes = text.as_bytes();
+        for s1 in 0..=bytes.len() {
+            for s2 in s1..=bytes.len() {
+                let mut conn = Connection::new(role, streaming(), t0);
+                conn.receive_data(&Frame::text(&bytes[..s1]).fin(false).to(role).encode(), t0);
+                conn.receive_data(
+                    &Frame::cont(&bytes[s1..s2]).fin(false).to(role).encode(),
+                    t0,
+                );
+                conn.receive_data(&Frame::cont(&bytes[s2..]).to(role).encode(), t0);
+                let events = take_events(&mut conn);
+                check_streamed_text(&events, text, &format!("{role:?} split {s1}/{s2}"));
+                assert_eq!(conn.state(), State::Open, "{role:?} split {s1}/{s2}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_4_send_fragment_produces_a_fragmented_message() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.send_fragment(MessageKind::Text, b"one ", false)
+            .unwrap();
+        conn.send_ping(b"between", t0).unwrap();
+        conn.send_fragment(MessageKind::Text, b"two ", false)
+            .unwrap();
+        conn.send_fragment(MessageKind::Text, b"three", true)
+            .unwrap();
+        conn.send_message(MessageKind::Binary, b"after").unwrap();
+        let frames = take_frames(&mut conn);
+        let summary: Vec<(u8, bool, &[u8])> = frames
+            .iter()
+            .map(|f| (f.opcode, f.fin, f.payload.as_slice()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (TEXT, false, &b"one "[..]),
+                (PING, true, b"between"),
+                (CONT, false, b"two "),
+                (CONT, true, b"three"),
+                (BINARY, true, b"after"),
+            ],
+            "{role:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.5 control frames
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_5_5_control_frame_payload_over_125_bytes_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for opcode in [PING, PONG, CLOSE] {
+            let mut payload = vec![b'a'; 126];
+            if opcode == CLOSE {
+                payload[..2].copy_from_slice(&1000u16.to_be_bytes());
+            }
+            let what = format!("{role:?} opcode {opcode} with 126 bytes");
+            let frame = Frame::new(opcode, &payload).to(role);
+            // Fail on the header alone: the payload needs not be read.
+            let mut conn = open(role, t0);
+            let error = feed_expect_failure(&mut conn, &frame.header(126), t0, 1002, &what);
+            assert_protocol_error(&error, 1002, &what);
+            let mut conn = open(role, t0);
+            feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &what);
+        }
+        // 125 bytes is fine.
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::ping(vec![7u8; 125]).to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(
+            (frames[0].opcode, frames[0].payload.clone()),
+            (PONG, vec![7u8; 125])
+        );
+    }
+}
+
+#[test]
+fn rfc6455_5_5_fragmented_control_frame_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for frame in [Frame::ping("p"), Frame::pong("p"), Frame::close(1000, "")] {
+            let frame = frame.fin(false).to(role);
+            let what = format!("{role:?} {frame:?}");
+            let mut conn = open(role, t0);
+            let error = feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &what);
+            assert_protocol_error(&error, 1002, &what);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_5_2_ping_is_answered_with_a_pong_carrying_the_same_payload() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for payload in [vec![], b"ping!".to_vec(), (0..125u8).collect::<Vec<u8>>()] {
+            let mut conn = open(role, t0);
+            conn.receive_data(&Frame::ping(&payload).to(role).encode(), t0);
+            let frames = take_frames(&mut conn);
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            assert_eq!(frames[0].opcode, PONG);
+            assert!(frames[0].fin);
+            assert_eq!(frames[0].payload, payload, "{role:?}");
+            let events = take_events(&mut conn);
+            assert!(
+                matches!(events.as_slice(), [Event::Ping(p)] if *p == payload),
+                "{events:?}"
+            );
+            assert_eq!(conn.state(), State::Open);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_5_3_pong_answering_our_ping_reports_the_latency() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.send_ping(b"p1", t0).unwrap();
+        let frames = take_frames(&mut conn);
+        assert_eq!(
+            (frames[0].opcode, frames[0].payload.as_slice()),
+            (PING, &b"p1"[..])
+        );
+        let t1 = t0 + Duration::from_millis(250);
+        conn.receive_data(&Frame::pong("p1").to(role).encode(), t1);
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::Pong { data, latency: Some(l) }]
+                    if data == b"p1" && *l == Duration::from_millis(250)
+            ),
+            "{role:?}: {events:?}"
+        );
+        assert_eq!(conn.latency(), Some(Duration::from_millis(250)));
+        // The same pong again answers nothing.
+        conn.receive_data(&Frame::pong("p1").to(role).encode(), t1);
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(events.as_slice(), [Event::Pong { latency: None, .. }]),
+            "{events:?}"
+        );
+        // An unsolicited pong has no latency either.
+        conn.receive_data(&Frame::pong("other").to(role).encode(), t1);
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(events.as_slice(), [Event::Pong { latency: None, .. }]),
+            "{events:?}"
+        );
+    }
+}
+
+#[test]
+fn rfc6455_5_5_3_each_outstanding_ping_is_acknowledged_by_its_pong() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut conn = open(Role::Server, t0);
+    conn.send_ping(b"A", t0).unwrap();
+    conn.send_ping(b"B", t0 + ms(100)).unwrap();
+    // The pong for the earlier ping acknowledges it.
+    conn.receive_data(&Frame::pong("A").to(Role::Server).encode(), t0 + ms(300));
+    conn.receive_data(&Frame::pong("B").to(Role::Server).encode(), t0 + ms(400));
+    let events = take_events(&mut conn);
+    let latencies: Vec<Option<Duration>> = events
+        .iter()
+        .map(|e| match e {
+            Event::Pong { latency, .. } => *latency,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(latencies, [Some(ms(300)), Some(ms(300))]);
+}
+
+#[test]
+fn rfc6455_5_5_3_pong_for_a_later_ping_acknowledges_the_earlier_ones() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut conn = open(Role::Client, t0);
+    conn.send_ping(b"A", t0).unwrap();
+    conn.send_ping(b"B", t0 + ms(100)).unwrap();
+    conn.receive_data(&Frame::pong("B").encode(), t0 + ms(300));
+    conn.receive_data(&Frame::pong("A").encode(), t0 + ms(400));
+    let events = take_events(&mut conn);
+    let latencies: Vec<Option<Duration>> = events
+        .iter()
+        .map(|e| match e {
+            Event::Pong { latency, .. } => *latency,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(latencies, [Some(ms(200)), None]);
+}
+
+#[test]
+fn rfc6455_5_5_send_ping_and_pong_reject_payloads_over_125_bytes() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Client, t0);
+    assert!(matches!(
+        conn.send_ping(&[0; 126], t0),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(conn.send_pong(&[0; 126]), Err(Error::Config(_))));
+    assert!(conn.take_output().is_empty());
+    conn.send_ping(&[0; 125], t0).unwrap();
+    conn.send_pong(&[0; 125]).unwrap();
+    assert_eq!(take_frames(&mut conn).len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.6 / §8.1 UTF-8
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_8_1_invalid_utf8_text_fails_with_1007() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for payload in [
+            &b"\xff"[..],
+            b"abc\xc0\xafdef",   // overlong
+            b"\xed\xa0\x80",     // UTF-16 surrogate
+            b"\xf4\x90\x80\x80", // above U+10FFFF
+            b"valid \x80 continuation",
+        ] {
+            let mut conn = open(role, t0);
+            let bytes = Frame::text(payload).to(role).encode();
+            let what = format!("{role:?} {payload:02x?}");
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+            assert_protocol_error(&error, 1007, &what);
+        }
+        // Binary data needs not be UTF-8.
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::binary(b"\xff\xfe").to(role).encode(), t0);
+        assert_eq!(
+            messages(&take_events(&mut conn)),
+            [(MessageKind::Binary, b"\xff\xfe".to_vec())]
+        );
+    }
+}
+
+/// Feeds `bytes` one at a time and returns the index of the byte after which a close frame
+/// with `code` first appeared in the output.
+fn byte_at_which_close_appears(
+    conn: &mut Connection,
+    bytes: &[u8],
+    code: u16,
+    t0: Instant,
+) -> Option<usize> {
+    for (i, byte) in bytes.iter().enumerate() {
+        conn.receive_data(std::slice::from_ref(byte), t0);
+        let frames = parse_wire(conn.output());
+        if let Some(close) = frames.iter().find(|f| f.opcode == CLOSE) {
+            assert_eq!(close.close_code(), Some(code));
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[test]
+fn rfc6455_8_1_invalid_byte_fails_as_soon_as_it_is_fed() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for streaming_mode in [false, true] {
+            // (payload, index of the first byte at which the text is known to be invalid)
+            for (payload, bad_at) in [
+                (&b"hello \xff world, and more text after it"[..], 6usize),
+                (b"ok \xce then more", 4), // 0xce must be followed by a continuation byte
+                (b"\xed\xa0\x80 surrogate", 1),
+                (b"\xf4\x90\x80\x80 too high", 1),
+                (b"abc\xe2\x82( bad third byte", 5),
+            ] {
+                let config = ProtocolConfig {
+                    streaming: streaming_mode,
+                    ..quiet()
+                };
+                let mut conn = Connection::new(role, config, t0);
+                let frame = Frame::text(payload).to(role);
+                let bytes = frame.encode();
+                let header_len = bytes.len() - payload.len();
+                let what = format!("{role:?} streaming {streaming_mode} {payload:02x?}");
+                let at = byte_at_which_close_appears(&mut conn, &bytes, 1007, t0);
+                assert_eq!(
+                    at,
+                    Some(header_len + bad_at),
+                    "{what}: §8.1 the close frame must appear once the invalid byte is fed \
+                     (frame of {} bytes)",
+                    bytes.len()
+                );
+                let frames = take_frames(&mut conn);
+                assert_failed_with(&mut conn, &frames, 1007, &what);
+            }
+        }
+        // In the second fragment of a message, before its final fragment arrives.
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::text("good start ").fin(false).to(role).encode(), t0);
+        let bytes = Frame::cont(b"then \xc3\x28 bad")
+            .fin(false)
+            .to(role)
+            .encode();
+        let at = byte_at_which_close_appears(&mut conn, &bytes, 1007, t0);
+        assert_eq!(
+            at,
+            Some(bytes.len() - b" bad".len() - 1),
+            "{role:?} in a fragment"
+        );
+    }
+}
+
+#[test]
+fn rfc6455_8_1_message_ending_with_an_incomplete_character_fails_with_1007() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for config in [quiet(), streaming()] {
+            let what = format!("{role:?} streaming {}", config.streaming);
+            // A single frame.
+            let mut conn = Connection::new(role, config.clone(), t0);
+            let bytes = Frame::text(b"euro \xe2\x82").to(role).encode();
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+            assert_protocol_error(&error, 1007, &what);
+            // Fragmented, with an empty final fragment.
+            let mut conn = Connection::new(role, config.clone(), t0);
+            conn.receive_data(&Frame::text(b"\xf0\x9d").fin(false).to(role).encode(), t0);
+            conn.receive_data(&Frame::cont(b"\x84").fin(false).to(role).encode(), t0);
+            assert!(take_frames(&mut conn).is_empty(), "{what}: not yet invalid");
+            let bytes = Frame::cont("").to(role).encode();
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+            assert_protocol_error(&error, 1007, &what);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_8_1_valid_multibyte_text_split_across_frames_is_accepted() {
+    let t0 = Instant::now();
+    let text = "κόσμε € 𝄞";
+    let bytes = text.as_bytes();
+    for role in ROLES {
+        // Every 2-way split, and one byte per frame.
+        for split in 0..=bytes.len() {
+            let mut conn = open(role, t0);
+            conn.receive_data(
+                &Frame::text(&bytes[..split]).fin(false).to(role).encode(),
+                t0,
+            );
+            conn.receive_data(&Frame::cont(&bytes[split..]).to(role).encode(), t0);
+            assert_eq!(
+                messages(&take_events(&mut conn)),
+                [(MessageKind::Text, bytes.to_vec())],
+                "{role:?} split {split}"
+            );
+            assert!(take_frames(&mut conn).is_empty());
+        }
+        let mut conn = open(role, t0);
+        let last = bytes.len() - 1;
+        for (i, byte) in bytes.iter().enumerate() {
+            let opcode = if i == 0 { TEXT } else { CONT };
+            let frame = Frame::new(opcode, [*byte]).fin(i == last).to(role);
+            conn.receive_data(&frame.encode(), t0);
+        }
+        assert_eq!(
+            messages(&take_events(&mut conn)),
+            [(MessageKind::Text, bytes.to_vec())]
+        );
+        assert_eq!(conn.state(), State::Open);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.5.1 / §7 closing handshake and close codes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rfc6455_7_4_1_valid_close_codes_are_echoed() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            let what = format!("{role:?} code {code}");
+            let mut conn = open(role, t0);
+            conn.receive_data(&Frame::close(code, "reason ☃").to(role).encode(), t0);
+            let frames = take_frames(&mut conn);
+            assert_eq!(frames.len(), 1, "{what}: {frames:?}");
+            assert_eq!(frames[0].close_code(), Some(code), "{what}: echoed code");
+            let info = conn.close_info().clone();
+            let rcvd = info.rcvd.clone().expect("close frame recorded");
+            assert_eq!(
+                (rcvd.code, rcvd.reason.as_str()),
+                (code, "reason ☃"),
+                "{what}"
+            );
+            assert_eq!(info.sent.map(|f| f.code), Some(code), "{what}");
+            assert_eq!(info.rcvd_then_sent, Some(true), "{what}");
+            let expected_state = match role {
+                Role::Server => State::Closed,
+                Role::Client => State::Closing,
+            };
+            assert_eq!(conn.state(), expected_state, "{what}");
+        }
+    }
+}
+
+#[test]
+fn rfc6455_7_4_1_invalid_close_codes_fail_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let what = format!("{role:?} received close code {code}");
+            let mut conn = open(role, t0);
+            let bytes = Frame::close(code, "").to(role).encode();
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1002, &what);
+            assert_protocol_error(&error, 1002, &what);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_5_1_one_byte_close_payload_fails_with_1002() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        let bytes = Frame::new(CLOSE, [0x03]).to(role).encode();
+        let what = format!("{role:?}");
+        let error = feed_expect_failure(&mut conn, &bytes, t0, 1002, &what);
+        assert_protocol_error(&error, 1002, &what);
+    }
+}
+
+#[test]
+fn rfc6455_5_5_1_close_reason_not_utf8_fails_with_1007() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for reason in [&b"\xff"[..], b"bye \xe2\x82", b"\xed\xa0\x80"] {
+            let mut conn = open(role, t0);
+            let bytes = Frame::close(1000, reason).to(role).encode();
+            let what = format!("{role:?} reason {reason:02x?}");
+            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+            assert_protocol_error(&error, 1007, &what);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_5_5_1_empty_close_is_echoed_as_an_empty_close() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::new(CLOSE, "").to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].opcode, CLOSE);
+        assert!(frames[0].payload.is_empty(), "{role:?}: {frames:?}");
+        let info = conn.close_info();
+        assert_eq!(info.rcvd.as_ref().map(|f| f.code), Some(1005));
+    }
+}
+
+#[test]
+fn rfc6455_7_1_1_server_is_closed_after_the_close_exchange() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Server, t0);
+    conn.receive_data(&Frame::text("last words").to(Role::Server).encode(), t0);
+    conn.receive_data(&Frame::close(1000, "bye").to(Role::Server).encode(), t0);
+    let frames = take_frames(&mut conn);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].close_code(), Some(1000));
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.is_closed());
+    // Nothing more happens: further input, EOF and timers emit nothing.
+    conn.receive_data(&Frame::text("late").to(Role::Server).encode(), t0);
+    conn.receive_eof();
+    conn.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(conn.take_output().is_empty());
+    assert_eq!(conn.next_deadline(), None);
+    let events = take_events(&mut conn);
+    assert_eq!(
+        messages(&events),
+        [(MessageKind::Text, b"last words".to_vec())]
+    );
+    let (info, error) = closed_event(&events).expect("a Closed event");
+    assert!(error.is_none(), "clean close: {error:?}");
+    let rcvd = info.rcvd.as_ref().unwrap();
+    assert_eq!((rcvd.code, rcvd.reason.as_str()), (1000, "bye"));
+    assert_eq!(info.sent.as_ref().map(|f| f.code), Some(1000));
+    assert_eq!(info.rcvd_then_sent, Some(true));
+    assert!(info.is_ok());
+    assert!(matches!(
+        conn.send_message(MessageKind::Text, b"x"),
+        Err(Error::ConnectionClosed(_))
+    ));
+}
+
+#[test]
+fn rfc6455_7_1_1_client_waits_for_eof_after_the_close_exchange() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Client, t0);
+    conn.receive_data(&Frame::close(1001, "going away").encode(), t0);
+    let frames = take_frames(&mut conn);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].close_code(), Some(1001));
+    assert_eq!(conn.state(), State::Closing);
+    assert!(take_events(&mut conn).is_empty(), "no Closed before EOF");
+    assert!(conn.next_deadline().is_some(), "the close timeout runs");
+    conn.receive_eof();
+    assert_eq!(conn.state(), State::Closed);
+    let events = take_events(&mut conn);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (info, error) = closed_event(&events).unwrap();
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(info.rcvd.as_ref().map(|f| f.code), Some(1001));
+    assert_eq!(info.sent.as_ref().map(|f| f.code), Some(1001));
+    assert!(info.is_ok());
+    conn.receive_eof();
+    conn.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(take_events(&mut conn).is_empty(), "Closed is emitted once");
+}
+
+#[test]
+fn rfc6455_7_1_1_client_closes_at_the_close_timeout_without_eof() {
+    let t0 = Instant::now();
+    let config = ProtocolConfig {
+        close_timeout: Some(Duration::from_secs(3)),
+        ..quiet()
+    };
+    let mut conn = Connection::new(Role::Client, config, t0);
+    let t1 = t0 + Duration::from_secs(5);
+    conn.receive_data(&Frame::close(1000, "").encode(), t1);
+    take_frames(&mut conn);
+    let deadline = conn.next_deadline().expect("close timeout deadline");
+    assert_eq!(deadline, t1 + Duration::from_secs(3));
+    conn.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(conn.state(), State::Closing, "not before the deadline");
+    conn.handle_timeout(deadline);
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(conn.next_deadline(), None);
+    let events = take_events(&mut conn);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (info, _) = closed_event(&events).unwrap();
+    assert_eq!(info.rcvd.as_ref().map(|f| f.code), Some(1000));
+    assert_eq!(info.sent.as_ref().map(|f| f.code), Some(1000));
+    conn.receive_eof();
+    assert!(take_events(&mut conn).is_empty());
+}
+
+#[test]
+fn rfc6455_7_1_2_we_start_the_closing_handshake() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.close(1000, "bye", t0).unwrap();
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].close_code(), Some(1000));
+        assert_eq!(frames[0].close_reason(), b"bye");
+        assert_eq!(conn.state(), State::Closing);
+        assert!(
+            conn.next_deadline().is_some(),
+            "{role:?}: close timeout armed"
+        );
+        // A second close() sends nothing more.
+        conn.close(1001, "", t0).unwrap();
+        assert!(conn.take_output().is_empty());
+
+        // Data received after our close frame is not delivered.
+        conn.receive_data(&Frame::text("late").to(role).encode(), t0);
+        conn.receive_data(&Frame::binary("late").fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::cont("r").to(role).encode(), t0);
+        let events = take_events(&mut conn);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Message { .. } | Event::Fragment { .. })),
+            "{role:?}: data delivered after our close: {events:?}"
+        );
+        assert_eq!(conn.state(), State::Closing);
+
+        // The peer's close completes the handshake; ours is not sent again.
+        conn.receive_data(&Frame::close(1000, "ok").to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert!(
+            !frames.iter().any(|f| f.opcode == CLOSE),
+            "{role:?}: second close frame sent: {frames:?}"
+        );
+        if role == Role::Client {
+            assert_eq!(
+                conn.state(),
+                State::Closing,
+                "the client waits for the TCP close"
+            );
+            assert!(take_events(&mut conn).is_empty());
+            conn.receive_eof();
+        }
+        assert_eq!(conn.state(), State::Closed, "{role:?}");
+        let events = take_events(&mut conn);
+        let (info, error) = closed_event(&events).expect("Closed event");
+        assert!(error.is_none(), "{role:?}: {error:?}");
+        let sent = info.sent.as_ref().unwrap();
+        assert_eq!((sent.code, sent.reason.as_str()), (1000, "bye"));
+        let rcvd = info.rcvd.as_ref().unwrap();
+        assert_eq!((rcvd.code, rcvd.reason.as_str()), (1000, "ok"));
+        assert_eq!(info.rcvd_then_sent, Some(false));
+        assert!(info.is_ok());
+    }
+}
+
+#[test]
+fn rfc6455_7_1_2_sending_after_close_is_connection_closed() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.close(1000, "", t0).unwrap();
+        take_frames(&mut conn);
+        assert!(matches!(
+            conn.send_message(MessageKind::Text, b"x"),
+            Err(Error::ConnectionClosed(_))
+        ));
+        assert!(matches!(
+            conn.send_fragment(MessageKind::Binary, b"x", false),
+            Err(Error::ConnectionClosed(_))
+        ));
+        assert!(matches!(
+            conn.send_ping(b"", t0),
+            Err(Error::ConnectionClosed(_))
+        ));
+        assert!(matches!(
+            conn.send_pong(b""),
+            Err(Error::ConnectionClosed(_))
+        ));
+        assert!(
+            conn.take_output().is_empty(),
+            "{role:?}: nothing sent after close"
+        );
+        // And once Closed.
+        conn.receive_data(&Frame::close(1000, "").to(role).encode(), t0);
+        conn.receive_eof();
+        assert_eq!(conn.state(), State::Closed);
+        assert!(matches!(
+            conn.send_message(MessageKind::Binary, b"x"),
+            Err(Error::ConnectionClosed(info)) if info.sent.is_some() && info.rcvd.is_some()
+        ));
+        assert!(matches!(
+            conn.close(1000, "", t0),
+            Err(Error::ConnectionClosed(_))
+        ));
+    }
+}
+
+#[test]
+fn rfc6455_7_4_close_with_an_invalid_code_or_a_long_reason_is_a_config_error() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        for code in [0u16, 999, 1004, 1006, 1015, 1016, 2000, 2999, 5000] {
+            assert!(
+                matches!(conn.close(code, "", t0), Err(Error::Config(_))),
+                "{role:?} close({code})"
+            );
+        }
+        let long = "x".repeat(124);
+        assert!(matches!(conn.close(1000, &long, t0), Err(Error::Config(_))));
+        // 124 bytes in 62 two-byte characters.
+        let long = "é".repeat(62);
+        assert!(matches!(conn.close(1000, &long, t0), Err(Error::Config(_))));
+        assert!(conn.take_output().is_empty());
+        assert_eq!(conn.state(), State::Open);
+        // 123 bytes is the most that fits a 125-byte control payload.
+        let reason = "y".repeat(123);
+        conn.close(4999, &reason, t0).unwrap();
+        let frames = take_frames(&mut conn);
+        assert_eq!(frames[0].payload.len(), 125);
+        assert_eq!(frames[0].close_code(), Some(4999));
+    }
+}
+
+#[test]
+fn rfc6455_7_1_5_eof_without_a_close_frame_is_abnormal_1006() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for prefix in [
+            Vec::new(),
+            Frame::text("partial").fin(false).to(role).encode(),
+        ] {
+            let mut conn = open(role, t0);
+            conn.receive_data(&prefix, t0);
+            conn.receive_eof();
+            assert_eq!(conn.state(), State::Closed);
+            let events = take_events(&mut conn);
+            let (info, error) = closed_event(&events).expect("Closed event");
+            assert_eq!(info.rcvd, None);
+            assert!(error.is_some(), "{role:?}: an abnormal closure is an error");
+            assert_eq!(info.code(), 1006);
+            assert!(!info.is_ok());
+            conn.receive_eof();
+            assert!(take_events(&mut conn).is_empty());
+        }
+        // EOF after our close but before the peer's is abnormal too.
+        let mut conn = open(role, t0);
+        conn.close(1000, "", t0).unwrap();
+        conn.receive_eof();
+        let events = take_events(&mut conn);
+        let (info, error) = closed_event(&events).expect("Closed event");
+        assert_eq!(info.rcvd, None);
+        assert!(error.is_some(), "{role:?}: no close frame received");
+        assert!(!info.is_ok());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------------
+
+fn assert_payload_too_big(error: &Error, what: &str) {
+    assert!(
+        matches!(error, Error::PayloadTooBig(_)),
+        "{what}: expected Error::PayloadTooBig, got {error:?}"
+    );
+}
+
+#[test]
+fn limits_max_message_size_exceeded_by_one_frame_header_closes_with_1009() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for streaming_mode in [false, true] {
+            let config = ProtocolConfig {
+                max_message_size: Some(1000),
+                streaming: streaming_mode,
+                ..quiet()
+            };
+            for (len, form) in [
+                (1001u64, LenForm::Medium),
+                (1 << 20, LenForm::Long),
+                (1 << 40, LenForm::Long),
+            ] {
+                let what = format!("{role:?} streaming {streaming_mode} len {len}");
+                let mut conn = Connection::new(role, config.clone(), t0);
+                // The header alone: no payload byte is fed.
+                let header = Frame::text("").len_form(form).to(role).header(len);
+                let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+                assert_payload_too_big(&error, &what);
+            }
+            // Exactly at the limit is fine.
+            let mut conn = Connection::new(role, config.clone(), t0);
+            conn.receive_data(&Frame::binary(vec![0u8; 1000]).to(role).encode(), t0);
+            assert_eq!(conn.state(), State::Open);
+            assert!(take_frames(&mut conn).is_empty());
+        }
+    }
+}
+
+#[test]
+fn limits_max_message_size_exceeded_across_fragments_closes_with_1009() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for streaming_mode in [false, true] {
+            let config = ProtocolConfig {
+                max_message_size: Some(100),
+                streaming: streaming_mode,
+                ..quiet()
+            };
+            let what = format!("{role:?} streaming {streaming_mode}");
+            let mut conn = Connection::new(role, config.clone(), t0);
+            for i in 0..3 {
+                let opcode = if i == 0 { TEXT } else { CONT };
+                let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
+                conn.receive_data(&frame.encode(), t0);
+                conn.receive_data(&Frame::ping("").to(role).encode(), t0);
+            }
+            // 90 bytes so far; 11 more exceed the limit, on the header alone.
+            let header = Frame::cont("").to(role).header(11);
+            let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+            assert_payload_too_big(&error, &what);
+            // 10 more make exactly 100, which is fine; and the next message starts from 0.
+            let mut conn = Connection::new(role, config, t0);
+            for i in 0..3 {
+                let opcode = if i == 0 { TEXT } else { CONT };
+                let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
+                conn.receive_data(&frame.encode(), t0);
+            }
+            conn.receive_data(&Frame::cont("b".repeat(10)).to(role).encode(), t0);
+            conn.receive_data(&Frame::text("c".repeat(100)).to(role).encode(), t0);
+            assert_eq!(conn.state(), State::Open, "{what}");
+            assert!(take_frames(&mut conn).is_empty(), "{what}");
+        }
+    }
+}
+
+#[test]
+fn limits_max_frame_size_closes_with_1009() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let config = ProtocolConfig {
+            max_frame_size: Some(64),
+            max_message_size: None,
+            ..quiet()
+        };
+        let what = format!("{role:?}");
+        // Frames of at most 64 bytes make a message of any size.
+        let mut conn = Connection::new(role, config.clone(), t0);
+        for _ in 0..10 {
+            conn.receive_data(
+                &Frame::binary(vec![1u8; 64]).fin(false).to(role).encode(),
+                t0,
+            );
+            conn.receive_data(&Frame::cont(vec![2u8; 64]).fin(false).to(role).encode(), t0);
+            conn.receive_data(&Frame::cont("").to(role).encode(), t0);
+        }
+        assert_eq!(messages(&take_events(&mut conn)).len(), 10);
+        // One 65-byte frame does not, be it first or a continuation.
+        let header = Frame::binary("").to(role).header(65);
+        let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+        assert_payload_too_big(&error, &what);
+        let mut conn = Connection::new(role, config, t0);
+        conn.receive_data(&Frame::text("x").fin(false).to(role).encode(), t0);
+        let header = Frame::cont("").to(role).header(65);
+        let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+        assert_payload_too_big(&error, &what);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keepalive and the close timeout
+// ---------------------------------------------------------------------------------------------
+
+fn keepalive() -> ProtocolConfig {
+    ProtocolConfig {
+        ping_interval: Some(Duration::from_secs(1)),
+        ping_timeout: Some(Duration::from_secs(1)),
+        ..ProtocolConfig::default()
+    }
+}
+
+/// Runs the keepalive timer at t0+1s and returns the ping it sent.
+fn keepalive_ping(conn: &mut Connection, t0: Instant) -> Vec<u8> {
+    assert_eq!(conn.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    conn.handle_timeout(t0 + Duration::from_millis(999));
+    assert!(conn.take_output().is_empty(), "no ping before the interval");
+    conn.handle_timeout(t0 + Duration::from_secs(1));
+    let frames = take_frames(conn);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].opcode, PING);
+    frames[0].payload.clone()
+}
+
+#[test]
+fn keepalive_answered_ping_cancels_the_timeout() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    for role in ROLES {
+        let mut conn = Connection::new(role, keepalive(), t0);
+        let payload = keepalive_ping(&mut conn, t0);
+        assert_eq!(conn.next_deadline(), Some(t0 + s(2)));
+        let t1 = t0 + Duration::from_millis(1400);
+        conn.receive_data(&Frame::pong(&payload).to(role).encode(), t1);
+        let events = take_events(&mut conn);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::Pong { latency: Some(l), .. }] if *l == Duration::from_millis(400)
+            ),
+            "{role:?}: {events:?}"
+        );
+        // At t0+2s the next keepalive ping goes out, and no close.
+        assert_eq!(conn.next_deadline(), Some(t0 + s(2)));
+        conn.handle_timeout(t0 + s(2));
+        let frames = take_frames(&mut conn);
+        assert_eq!(conn.state(), State::Open, "{role:?}: {frames:?}");
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].opcode, PING, "{role:?}: {frames:?}");
+        assert!(take_events(&mut conn).is_empty());
+    }
+}
+
+#[test]
+fn keepalive_unanswered_ping_closes_with_1011_at_the_timeout() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    for role in ROLES {
+        for answer in [None, Some(b"wrong".to_vec())] {
+            let what = format!("{role:?} answer {answer:?}");
+            let mut conn = Connection::new(role, keepalive(), t0);
+            keepalive_ping(&mut conn, t0);
+            if let Some(wrong) = &answer {
+                conn.receive_data(&Frame::pong(wrong).to(role).encode(), t0 + s(1));
+                take_events(&mut conn);
+            }
+            let deadline = conn.next_deadline().expect("ping timeout");
+            assert_eq!(deadline, t0 + s(2), "{what}");
+            conn.handle_timeout(deadline - Duration::from_millis(1));
+            assert_eq!(conn.state(), State::Open, "{what}");
+            assert!(conn.take_output().is_empty(), "{what}");
+            conn.handle_timeout(deadline);
+            let frames = take_frames(&mut conn);
+            let error = assert_failed_with(&mut conn, &frames, 1011, &what);
+            assert!(matches!(error, Error::Timeout(_)), "{what}: {error:?}");
+            assert_eq!(conn.next_deadline(), None, "{what}");
+        }
+    }
+}
+
+#[test]
+fn keepalive_disabled_has_no_deadline() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let config = ProtocolConfig {
+            ping_interval: None,
+            ping_timeout: Some(Duration::from_secs(1)),
+            ..ProtocolConfig::default()
+        };
+        let mut conn = Connection::new(role, config, t0);
+        assert_eq!(conn.next_deadline(), None);
+        conn.handle_timeout(t0 + Duration::from_secs(3600));
+        assert!(conn.take_output().is_empty());
+        assert_eq!(conn.state(), State::Open);
+        // A user ping is not timed out.
+        conn.send_ping(b"u", t0).unwrap();
+        assert_eq!(conn.next_deadline(), None);
+    }
+}
+
+#[test]
+fn rfc6455_7_1_1_close_timeout_without_an_answer_ends_the_connection() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let config = ProtocolConfig {
+            close_timeout: Some(Duration::from_secs(5)),
+            ..quiet()
+        };
+        let mut conn = Connection::new(role, config, t0);
+        let t1 = t0 + Duration::from_secs(1);
+        conn.close(1000, "", t1).unwrap();
+        take_frames(&mut conn);
+        let deadline = conn.next_deadline().expect("close deadline");
+        assert_eq!(deadline, t1 + Duration::from_secs(5));
+        conn.handle_timeout(deadline - Duration::from_millis(1));
+        assert_eq!(conn.state(), State::Closing);
+        conn.handle_timeout(deadline);
+        assert_eq!(conn.state(), State::Closed, "{role:?}");
+        assert!(conn.take_output().is_empty(), "our close was already sent");
+        let events = take_events(&mut conn);
+        let (info, error) = closed_event(&events).expect("Closed event");
+        assert_eq!(info.rcvd, None);
+        assert_eq!(info.sent.as_ref().map(|f| f.code), Some(1000));
+        assert!(
+            matches!(error, Some(Error::Timeout(_))),
+            "{role:?}: {error:?}"
+        );
+        assert_eq!(conn.next_deadline(), None);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness
+// ---------------------------------------------------------------------------------------------
+
+/// xorshift64: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn random_config(rng: &mut Rng) -> ProtocolConfig {
+    ProtocolConfig {
+        max_message_size: [None, Some(1 << 20), Some(64)][rng.below(3) as usize],
+        max_frame_size: [None, None, Some(100)][rng.below(3) as usize],
+        streaming: rng.chance(2),
+        ..quiet()
+    }
+}
+
+/// Feeds `input` in random pieces and checks the invariants: no panic; every output frame
+/// well formed; at most one Closed event, last; text delivered as valid UTF-8; and either
+/// Open or a close frame sent. Returns whether any data was delivered, or a description of
+/// the failure.
+fn run_case(
+    role: Role,
+    config: ProtocolConfig,
+    input: &[u8],
+    rng: &mut Rng,
+) -> Result<bool, String> {
+    let t0 = Instant::now();
+    let mut pieces = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = (1 + rng.below(rest.len() as u64 + 8) as usize).min(rest.len());
+        pieces.push(n);
+        rest = &rest[n..];
+    }
+    let describe = |why: &str| {
+        format!(
+            "{why}\n  role {role:?} config {config:?}\n  input ({} bytes) {input:02x?}\n  \
+             pieces {pieces:?}",
+            input.len()
+        )
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut conn = Connection::new(role, config.clone(), t0);
+        let mut output = Vec::new();
+        let mut events = Vec::new();
+        let mut offset = 0;
+        for &n in &pieces {
+            conn.receive_data(&input[offset..offset + n], t0);
+            offset += n;
+            output.extend(conn.take_output());
+            events.extend(take_events(&mut conn));
+        }
+        let state = conn.state();
+        conn.receive_eof();
+        events.extend(take_events(&mut conn));
+        (state, output, events, conn.state())
+    }));
+    let (state, output, events, final_state) = match result {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(describe(&format!("panicked: {msg}")));
+        }
+    };
+    let frames = match catch_unwind(|| parse_wire(&output)) {
+        Ok(frames) => frames,
+        Err(_) => return Err(describe(&format!("malformed output {output:02x?}"))),
+    };
+    if catch_unwind(|| check_sent_frames(role, &frames)).is_err() {
+        return Err(describe(&format!("bad frame sent: {frames:?}")));
+    }
+    let closes = frames.iter().filter(|f| f.opcode == CLOSE).count();
+    if closes > 1 {
+        return Err(describe(&format!("{closes} close frames sent: {frames:?}")));
+    }
+    if state != State::Open && closes == 0 {
+        return Err(describe(&format!(
+            "state {state:?} without a close frame sent"
+        )));
+    }
+    if state == State::Open && closes != 0 {
+        return Err(describe("close frame sent but state Open"));
+    }
+    if final_state != State::Closed {
+        return Err(describe("not Closed after EOF"));
+    }
+    let closed = events
+        .iter()
+        .filter(|e| matches!(e, Event::Closed { .. }))
+        .count();
+    if closed != 1 || !matches!(events.last(), Some(Event::Closed { .. })) {
+        return Err(describe(&format!("Closed events: {events:?}")));
+    }
+    for event in &events {
+        match event {
+            Event::Message {
+                kind: MessageKind::Text,
+                data,
+            }
+            | Event::Fragment {
+                kind: MessageKind::Text,
+                data,
+                ..
+            } if std::str::from_utf8(data).is_err() => {
+                return Err(describe(&format!("invalid UTF-8 delivered: {event:?}")));
+            }
+            _ => {}
+        }
+    }
+    Ok(events
+        .iter()
+        .any(|e| matches!(e, Event::Message { .. } | Event::Fragment { .. })))
+}
+
+fn report(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failing cases; the first ones:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+#[test]
+fn robustness_random_bytes_never_panic() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut failures = Vec::new();
+    for _ in 0..2000 {
+        let len = match rng.below(4) {
+            0 => rng.below(4),
+            1 => rng.below(16),
+            2 => rng.below(200),
+            _ => rng.below(2000),
+        } as usize;
+        let mut input = rng.bytes(len);
+        for role in ROLES {
+            // Half the time, make the mask bit of the first header right for the role, so
+            // that the parser gets past it.
+            if input.len() >= 2 && rng.chance(2) {
+                match role {
+                    Role::Server => input[1] |= 0x80,
+                    Role::Client => input[1] &= 0x7f,
+                }
+            }
+            let config = random_config(&mut rng);
+            if let Err(failure) = run_case(role, config, &input, &mut rng) {
+                failures.push(failure);
+            }
+        }
+    }
+    report(&failures);
+}
+
+/// Random sequences of mostly well-formed frames, to get deeper into the state machine.
+#[test]
+fn robustness_random_frame_sequences_never_panic() {
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut failures = Vec::new();
+    let mut delivered = 0;
+    for _ in 0..2000 {
+        for role in ROLES {
+            let mut input = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                let opcode = match rng.below(20) {
+                    0..=4 => CONT,
+                    5..=8 => TEXT,
+                    9..=11 => BINARY,
+                    12..=13 => PING,
+                    14..=15 => PONG,
+                    16 => CLOSE,
+                    _ => rng.below(16) as u8,
+                };
+                let len = match rng.below(10) {
+                    0 => 0,
+                    1 => 126 + rng.below(200),
+                    _ => rng.below(40),
+                } as usize;
+                let payload = if opcode == TEXT || opcode == CONT || rng.chance(3) {
+                    let text: String = (0..len)
+                        .map(|_| ['a', 'é', '€', '𝄞', ' '][rng.below(5) as usize])
+                        .collect();
+                    let mut bytes = text.into_bytes();
+                    bytes.truncate(len.max(1));
+                    if rng.chance(10) && !bytes.is_empty() {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes[at] = rng.next() as u8;
+                    }
+                    bytes
+                } else if opcode == CLOSE && len >= 2 {
+                    let mut bytes = rng.bytes(len.min(20));
+                    let code: u16 =
+                        [1000, 1001, 1005, 1015, 3000, 4999, 999, 2000][rng.below(8) as usize];
+                    bytes[..2].copy_from_slice(&code.to_be_bytes());
+                    bytes
+                } else {
+                    rng.bytes(len)
+                };
+                let form = match rng.below(6) {
+                    0 => LenForm::Medium,
+                    1 => LenForm::Long,
+                    _ => LenForm::Auto,
+                };
+                let mut frame = Frame::new(opcode, payload)
+                    .fin(!rng.chance(3))
+                    .len_form(form)
+                    .to(role);
+                if rng.chance(20) {
+                    frame = frame.rsv(rng.below(8) as u8);
+                }
+                if rng.chance(20) {
+                    frame.mask = if frame.mask.is_some() {
+                        None
+                    } else {
+                        Some([1, 2, 3, 4])
+                    };
+                } else if frame.mask.is_some() {
+                    let key = rng.next().to_le_bytes();
+                    frame = frame.masked([key[0], key[1], key[2], key[3]]);
+                }
+                input.extend(frame.encode());
+            }
+            if rng.chance(4) {
+                let keep = rng.below(input.len() as u64 + 1) as usize;
+                input.truncate(keep);
+            }
+            let config = random_config(&mut rng);
+            match run_case(role, config, &input, &mut rng) {
+                Ok(true) => delivered += 1,
+                Ok(false) => {}
+                Err(failure) => failures.push(failure),
+            }
+        }
+    }
+    report(&failures);
+    // The generator must get past the framing checks often enough to be worth running.
+    assert!(
+        delivered > 400,
+        "only {delivered} of 4000 cases delivered data"
+    );
+}
