@@ -46,26 +46,29 @@ def wait_listening(port: int, timeout: float = 20) -> None:
     raise RuntimeError("echo server did not start")
 
 
+def round_trips_per_second(
+    send: Callable[[bytes], object], recv: Callable[[], object], payload: bytes, rounds: int
+) -> float:
+    """Times `rounds` sequential echo round trips."""
+    started = time.perf_counter()
+    for _ in range(rounds):
+        send(payload)
+        recv()
+    return rounds / (time.perf_counter() - started)
+
+
 def ferrows_client(url: str, payload: bytes, rounds: int) -> float:
     from ferrows.sync.client import connect
 
     with connect(url, max_size=None, ping_interval=None) as ws:
-        started = time.perf_counter()
-        for _ in range(rounds):
-            ws.send(payload)
-            ws.recv()
-        return rounds / (time.perf_counter() - started)
+        return round_trips_per_second(ws.send, ws.recv, payload, rounds)
 
 
 def websockets_client(url: str, payload: bytes, rounds: int) -> float:
     from websockets.sync.client import connect
 
     with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
-        started = time.perf_counter()
-        for _ in range(rounds):
-            ws.send(payload)
-            ws.recv()
-        return rounds / (time.perf_counter() - started)
+        return round_trips_per_second(ws.send, ws.recv, payload, rounds)
 
 
 def websocket_client_client(url: str, payload: bytes, rounds: int) -> float:
@@ -73,11 +76,7 @@ def websocket_client_client(url: str, payload: bytes, rounds: int) -> float:
 
     ws = websocket.create_connection(url, enable_multithread=False)
     try:
-        started = time.perf_counter()
-        for _ in range(rounds):
-            ws.send_binary(payload)
-            ws.recv()
-        return rounds / (time.perf_counter() - started)
+        return round_trips_per_second(ws.send_binary, ws.recv, payload, rounds)
     finally:
         ws.close()
 

@@ -650,6 +650,13 @@ fn rfc6455_5_2_reserved_opcodes_fail_with_1002() {
                 let mut conn = open(role, t0);
                 let error = feed_expect_failure(&mut conn, &frame.encode(), t0, 1002, &what);
                 assert_protocol_error(&error, 1002, &what);
+                // The same, with the header arriving one byte at a time.
+                let mut conn = open(role, t0);
+                for byte in &frame.encode() {
+                    conn.receive_data(std::slice::from_ref(byte), t0);
+                }
+                let frames = take_frames(&mut conn);
+                assert_failed_with(&mut conn, &frames, 1002, &format!("{what} bytewise"));
             }
         }
     }
@@ -1691,6 +1698,84 @@ fn rfc6455_7_1_5_eof_without_a_close_frame_is_abnormal_1006() {
         assert_eq!(info.rcvd, None);
         assert!(error.is_some(), "{role:?}: no close frame received");
         assert!(!info.is_ok());
+    }
+}
+
+/// RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+/// response, unless it already received a Close frame". Having *sent* one is no exemption, and
+/// §5.5.1 only forbids sending *data* frames after a close frame.
+#[test]
+fn rfc6455_5_5_2_ping_received_after_our_close_is_still_answered() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.close(1000, "bye", t0).unwrap();
+        take_frames(&mut conn);
+        conn.receive_data(&Frame::ping("still there?").to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert_eq!(
+            frames.len(),
+            1,
+            "{role:?}: after close() (state Closing, no close frame received) a ping must be \
+             answered with a pong; output was {frames:?}"
+        );
+        assert_eq!(frames[0].opcode, PONG);
+        assert_eq!(frames[0].payload, b"still there?");
+    }
+}
+
+/// A control frame in the middle of a fragmented text message does not disturb the UTF-8
+/// state of a character split across the fragments around it.
+#[test]
+fn rfc6455_5_4_ping_between_fragments_splitting_a_character() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for config in [quiet(), streaming()] {
+            let what = format!("{role:?} streaming {}", config.streaming);
+            let mut conn = Connection::new(role, config.clone(), t0);
+            conn.receive_data(&Frame::text(b"1 \xe2").fin(false).to(role).encode(), t0);
+            conn.receive_data(&Frame::ping(b"\xac\xff").to(role).encode(), t0);
+            conn.receive_data(&Frame::cont(b"\x82").fin(false).to(role).encode(), t0);
+            conn.receive_data(&Frame::pong(b"\x80").to(role).encode(), t0);
+            conn.receive_data(&Frame::cont(b"\xac euro").to(role).encode(), t0);
+            let frames = take_frames(&mut conn);
+            assert_eq!(frames.len(), 1, "{what}: only the pong: {frames:?}");
+            assert_eq!(frames[0].opcode, PONG);
+            let events = take_events(&mut conn);
+            if config.streaming {
+                check_streamed_text(&events, "1 € euro", &what);
+            } else {
+                assert_eq!(
+                    messages(&events),
+                    [(MessageKind::Text, "1 € euro".as_bytes().to_vec())],
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// A protocol error after we sent our close frame still fails the connection at once
+/// (RFC 6455 §7.1.7), without a second close frame.
+#[test]
+fn rfc6455_7_1_7_protocol_error_while_closing_ends_the_connection() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.close(1000, "bye", t0).unwrap();
+        take_frames(&mut conn);
+        conn.receive_data(&Frame::new(0x3, "").to(role).encode(), t0);
+        let frames = take_frames(&mut conn);
+        assert!(
+            !frames.iter().any(|f| f.opcode == CLOSE),
+            "{role:?}: second close frame: {frames:?}"
+        );
+        assert_eq!(conn.state(), State::Closed, "{role:?}");
+        let events = take_events(&mut conn);
+        let (info, error) = closed_event(&events).expect("Closed event");
+        assert_eq!(info.sent.as_ref().map(|f| f.code), Some(1000));
+        assert_eq!(info.rcvd, None);
+        assert_protocol_error(error.expect("an error"), 1002, &format!("{role:?}"));
     }
 }
 

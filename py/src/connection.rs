@@ -1,7 +1,9 @@
 //! The native side of a sync connection: blocking calls with the GIL released, in
 //! interruptible slices. `ferrows.sync.connection.Connection` wraps it.
 
-use ferrows_core::engine::{self, PendingConnect};
+use std::time::Duration;
+
+use ferrows_core::engine::{self, Chunk, PendingConnect};
 use ferrows_core::protocol::MessageKind;
 use ferrows_core::Error;
 use pyo3::prelude::*;
@@ -54,6 +56,16 @@ impl PyConnection {
     fn closed_error(&self, py: Python<'_>, error: Error) -> PyErr {
         to_py_err(py, error, self.inner.ended().as_ref())
     }
+
+    /// Waits up to `timeout` for the next chunk, interruptibly; `None` when it passes.
+    fn next_chunk(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Option<Chunk>> {
+        wait_interruptibly(
+            py,
+            timeout,
+            |slice| slice_timeout(self.inner.recv_chunk(slice)),
+            |e| self.closed_error(py, e),
+        )
+    }
 }
 
 #[pymethods]
@@ -69,25 +81,17 @@ impl PyConnection {
             .inner
             .begin_receive()
             .map_err(|e| to_py_err(py, e, None))?;
-        let first = wait_interruptibly(
-            py,
-            timeout_from(timeout)?,
-            |slice| slice_timeout(self.inner.recv_chunk(slice)),
-            |e| self.closed_error(py, e),
-        )?;
-        let Some(first) = first else { return Ok(None) };
+        let Some(first) = self.next_chunk(py, timeout_from(timeout)?)? else {
+            return Ok(None);
+        };
         if first.fin {
             return Ok(Some(data_to_py(py, first.kind, &first.data)));
         }
         let mut data = first.data;
         loop {
-            let chunk = wait_interruptibly(
-                py,
-                None,
-                |slice| slice_timeout(self.inner.recv_chunk(slice)),
-                |e| self.closed_error(py, e),
-            )?
-            .expect("waits without a timeout end with a value");
+            let chunk = self
+                .next_chunk(py, None)?
+                .expect("waits without a timeout end with a value");
             data.extend_from_slice(&chunk.data);
             if chunk.fin {
                 return Ok(Some(data_to_py(py, first.kind, &data)));
@@ -102,12 +106,7 @@ impl PyConnection {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<(bool, Bound<'py, PyAny>, bool)>> {
-        let chunk = wait_interruptibly(
-            py,
-            timeout_from(timeout)?,
-            |slice| slice_timeout(self.inner.recv_chunk(slice)),
-            |e| self.closed_error(py, e),
-        )?;
+        let chunk = self.next_chunk(py, timeout_from(timeout)?)?;
         Ok(chunk.map(|c| {
             (
                 c.kind == MessageKind::Text,

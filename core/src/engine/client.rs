@@ -109,37 +109,26 @@ async fn open(
     let tcp = connect_tcp(&host, port).await?;
     let local_addr = tcp.local_addr().ok();
     let remote_addr = tcp.peer_addr().ok();
-    match tls {
+    let transport = match tls {
         Some(tls_config) => {
             let name = tls::server_name(&config.tls, &host)?;
             let stream = tokio_rustls::TlsConnector::from(tls_config)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            let transport = Transport::Secure(Box::new(stream));
-            finish_handshake(
-                runtime,
-                transport,
-                handshake,
-                config,
-                local_addr,
-                remote_addr,
-            )
-            .await
+            Transport::Secure(Box::new(stream))
         }
-        None => {
-            let transport = Transport::Plain(tcp);
-            finish_handshake(
-                runtime,
-                transport,
-                handshake,
-                config,
-                local_addr,
-                remote_addr,
-            )
-            .await
-        }
-    }
+        None => Transport::Plain(tcp),
+    };
+    finish_handshake(
+        runtime,
+        transport,
+        handshake,
+        config,
+        local_addr,
+        remote_addr,
+    )
+    .await
 }
 
 async fn finish_handshake(

@@ -118,7 +118,6 @@ struct Shared {
     outbox_marks: Watermarks,
     info: HandshakeInfo,
     id: String,
-    listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// A handle to an open connection. Cloning it gives another handle to the same connection;
@@ -175,7 +174,6 @@ impl Connection {
                 outbox_marks: setup.outbox,
                 info: setup.info,
                 id: new_id(),
-                listeners: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -217,28 +215,6 @@ impl Connection {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a function called (on a runtime thread) whenever the connection becomes
-    /// readable or ends; it must not block. Used by event-loop integrations.
-    pub fn add_listener(&self, listener: Box<dyn Fn() + Send + Sync>) {
-        self.shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(listener);
-    }
-
-    fn notify_listeners(&self) {
-        for listener in self
-            .shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            listener();
-        }
     }
 
     /// Moves the protocol's events into the inbox, ping waiters and final state; wakes whoever
@@ -291,7 +267,6 @@ impl Connection {
         }
         if became_readable {
             self.shared.readable.notify_all();
-            self.notify_listeners();
         }
         if !inner.protocol.output().is_empty() || inner.protocol.is_closed() {
             self.shared.wake_writer.notify_one();
@@ -504,12 +479,6 @@ impl Connection {
     /// Bytes sent and not yet written to the socket.
     pub fn unsent_bytes(&self) -> usize {
         self.lock().unsent()
-    }
-
-    /// Whether a chunk can be received without waiting (or the connection has ended).
-    pub fn is_readable(&self) -> bool {
-        let inner = self.lock();
-        !inner.inbox.is_empty() || inner.ended.is_some()
     }
 }
 
