@@ -514,6 +514,10 @@ impl Connection {
 
     fn check_header(&self, header: &FrameHeader, length: u64) -> Result<(), (u16, String)> {
         let protocol = |reason: &str| Err((PROTOCOL_ERROR, reason.to_owned()));
+        if length >> 63 != 0 {
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0.
+            return protocol("frame length with the most significant bit set");
+        }
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return protocol("reserved bits set without a negotiated extension");
         }
@@ -555,12 +559,12 @@ impl Connection {
                 }
                 if let Some(limit) = self.config.max_message_size {
                     let so_far = self.incoming.as_ref().map_or(0, |m| m.size) as u64;
-                    if so_far + length > limit as u64 {
+                    if so_far.saturating_add(length) > limit as u64 {
                         return Err((
                             MESSAGE_TOO_BIG,
                             format!(
                                 "message of over {} bytes exceeds limit of {limit} bytes",
-                                so_far + length
+                                so_far.saturating_add(length)
                             ),
                         ));
                     }
@@ -634,7 +638,9 @@ impl Connection {
             OpCode::Data(_) => self.end_data_frame(header.is_final),
             OpCode::Control(Control::Ping) => {
                 let payload = std::mem::take(&mut self.control);
-                if self.state == State::Open {
+                // RFC 6455 §5.5.2: answer unless the peer's close frame arrived already
+                // (having sent ours does not excuse us).
+                if self.close.rcvd.is_none() {
                     self.write_frame(OpCode::Control(Control::Pong), true, &payload);
                 }
                 self.events.push_back(Event::Ping(payload));
