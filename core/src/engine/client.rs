@@ -25,7 +25,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// A connection being opened. Dropping it abandons the attempt.
 pub struct PendingConnect {
     outcome: Arc<Slot<Result<Connection>>>,
-    task: JoinHandle<()>,
+    _attempt: ConnectAttempt,
 }
 
 impl PendingConnect {
@@ -45,7 +45,12 @@ impl PendingConnect {
     }
 }
 
-impl Drop for PendingConnect {
+/// An opening under way on the runtime; dropping it abandons the attempt.
+pub struct ConnectAttempt {
+    task: JoinHandle<()>,
+}
+
+impl Drop for ConnectAttempt {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -54,6 +59,22 @@ impl Drop for PendingConnect {
 /// Starts opening a connection to `uri`. URI and TLS configuration errors are reported at
 /// once; network and handshake errors through [`PendingConnect::wait`].
 pub fn connect(uri: &str, config: ClientConfig) -> Result<PendingConnect> {
+    let outcome = Arc::new(Slot::default());
+    let sender = outcome.clone();
+    let attempt = connect_then(uri, config, move |result| sender.fill(result))?;
+    Ok(PendingConnect {
+        outcome,
+        _attempt: attempt,
+    })
+}
+
+/// Starts opening a connection to `uri` and calls `done` with the outcome, on a runtime
+/// thread (it must not block). URI and TLS configuration errors are returned at once.
+pub fn connect_then(
+    uri: &str,
+    config: ClientConfig,
+    done: impl FnOnce(Result<Connection>) + Send + 'static,
+) -> Result<ConnectAttempt> {
     let uri = WsUri::parse(uri)?;
     let tls = if uri.secure {
         Some(tls::client_config(&config.tls)?)
@@ -62,8 +83,6 @@ pub fn connect(uri: &str, config: ClientConfig) -> Result<PendingConnect> {
     };
     let handshake = ClientHandshake::new(&uri, &config.handshake)?;
     let runtime = runtime::handle()?;
-    let outcome = Arc::new(Slot::default());
-    let sender = outcome.clone();
     let spawn_handle = runtime.clone();
     let task = runtime.spawn(async move {
         let open = open(&spawn_handle, uri, handshake, tls, config.clone());
@@ -73,9 +92,9 @@ pub fn connect(uri: &str, config: ClientConfig) -> Result<PendingConnect> {
                 .unwrap_or(Err(Error::Timeout("opening handshake"))),
             None => open.await,
         };
-        sender.fill(result);
+        done(result);
     });
-    Ok(PendingConnect { outcome, task })
+    Ok(ConnectAttempt { task })
 }
 
 /// Resolves `host` and connects to the first address that answers.

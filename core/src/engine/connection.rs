@@ -118,7 +118,12 @@ struct Shared {
     outbox_marks: Watermarks,
     info: HandshakeInfo,
     id: String,
+    notifier: Mutex<Option<Notifier>>,
 }
+
+/// Called on a runtime thread, with the connection locked, when data arrives or the
+/// connection ends. It must be quick and must not call back into the connection.
+pub type Notifier = Arc<dyn Fn() + Send + Sync>;
 
 /// A handle to an open connection. Cloning it gives another handle to the same connection;
 /// one thread may send while another receives.
@@ -174,6 +179,7 @@ impl Connection {
                 outbox_marks: setup.outbox,
                 info: setup.info,
                 id: new_id(),
+                notifier: Mutex::new(None),
             }),
         }
     }
@@ -215,6 +221,21 @@ impl Connection {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the function told of new data and of the end (event-loop integrations). It is
+    /// called at once if data is already waiting or the connection has ended.
+    pub fn set_notifier(&self, notifier: Option<Notifier>) {
+        let inner = self.lock();
+        let pending = !inner.inbox.is_empty() || inner.ended.is_some();
+        if let (true, Some(notify)) = (pending, &notifier) {
+            notify();
+        }
+        *self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = notifier;
     }
 
     /// Moves the protocol's events into the inbox, ping waiters and final state; wakes whoever
@@ -267,6 +288,14 @@ impl Connection {
         }
         if became_readable {
             self.shared.readable.notify_all();
+            if let Some(notify) = &*self
+                .shared
+                .notifier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
+                notify();
+            }
         }
         if !inner.protocol.output().is_empty() || inner.protocol.is_closed() {
             self.shared.wake_writer.notify_one();

@@ -11,8 +11,8 @@ mod slot;
 pub mod tls;
 pub mod transport;
 
-pub use client::{connect, PendingConnect};
+pub use client::{connect, connect_then, ConnectAttempt, PendingConnect};
 pub use config::{ClientConfig, ServerConfig, Watermarks};
-pub use connection::{Chunk, Connection, Ended, HandshakeInfo, PongWaiter};
+pub use connection::{Chunk, Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
 pub use server::{PendingHandshake, Server};
 pub use tls::{TlsClientOptions, TlsServerOptions};

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::config::ServerConfig;
-use super::connection::{Connection, HandshakeInfo, Setup};
+use super::connection::{Connection, HandshakeInfo, Notifier, Setup};
 use super::slot::deadline_after;
 use super::transport::Transport;
 use super::{runtime, tls};
@@ -140,6 +140,7 @@ struct ServerShared {
     queued: Condvar,
     live: Mutex<Vec<Connection>>,
     shutdown_tx: watch::Sender<bool>,
+    notifier: Mutex<Option<Notifier>>,
 }
 
 impl ServerShared {
@@ -179,6 +180,7 @@ impl Server {
             queued: Condvar::new(),
             live: Mutex::new(Vec::new()),
             shutdown_tx,
+            notifier: Mutex::new(None),
         });
         runtime.spawn(accept_loop(listener, tls, shared.clone(), shutdown_rx));
         Ok(Server { shared, local_addr })
@@ -252,6 +254,27 @@ impl Server {
             }
         }
         Ok(still_open)
+    }
+
+    /// Sets the function told (on a runtime thread) of each handshake waiting for
+    /// [`Server::accept`]; called at once if some are waiting already.
+    pub fn set_notifier(&self, notifier: Option<Notifier>) {
+        // Stored first, then checked: a handshake queued in between is told twice, not never.
+        *self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = notifier.clone();
+        let waiting = !self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .is_empty();
+        if let (true, Some(notify)) = (waiting, notifier) {
+            notify();
+        }
     }
 
     /// Open connections accepted by this server.
@@ -384,6 +407,10 @@ async fn handshake(
         } else {
             queue.pending.push_back(pending);
             shared.queued.notify_one();
+            drop(queue);
+            if let Some(notify) = &*shared.notifier.lock().unwrap_or_else(|e| e.into_inner()) {
+                notify();
+            }
         }
     }
     let answer = match decision_rx.await {

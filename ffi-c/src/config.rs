@@ -1,0 +1,431 @@
+//! `ferrows_config`: the builder every client and server is configured with. One config may
+//! serve many connections; it is copied when a connection or server starts.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
+
+use crate::boundary::{
+    bytes_arg, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
+};
+
+/// Settings for clients and servers. Create with `ferrows_config_new`, free with
+/// `ferrows_config_free`. Not thread-safe: configure it from one thread, then share it
+/// read-only.
+pub struct ferrows_config {
+    pub(crate) client: ClientConfig,
+    pub(crate) server: ServerConfig,
+}
+
+/// Applies `change` to the config behind `config`.
+unsafe fn with_config(
+    config: *mut ferrows_config,
+    change: impl FnOnce(&mut ferrows_config) -> ferrows_result,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(config);
+        change(&mut *config)
+    })
+}
+
+fn millis(ms: u32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms.into()))
+}
+
+fn limit(bytes: usize) -> Option<usize> {
+    (bytes > 0).then_some(bytes)
+}
+
+/// Creates a config with safe defaults: 1 MiB messages, 10 s timeouts, keepalive pings every
+/// 20 s (closing with 1011 after 20 s without a pong), system TLS roots.
+///
+/// # Safety
+/// `out` must be a valid pointer; it receives a config to free with `ferrows_config_free`.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_new(out: *mut *mut ferrows_config) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(out);
+        let config = ferrows_config {
+            client: ClientConfig::default(),
+            server: ServerConfig::default(),
+        };
+        *out = Box::into_raw(Box::new(config));
+        FERROWS_OK
+    })
+}
+
+/// Frees a config. NULL is a no-op. Connections and servers made with it are unaffected.
+///
+/// # Safety
+/// `config` must be NULL or a config from `ferrows_config_new`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_free(config: *mut ferrows_config) {
+    ffi!((), {
+        if !config.is_null() {
+            drop(Box::from_raw(config));
+        }
+    })
+}
+
+/// Sets the largest message accepted, in bytes (0: unlimited). Larger ones close with 1009.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_max_message_size(
+    config: *mut ferrows_config,
+    bytes: usize,
+) -> ferrows_result {
+    with_config(config, |c| {
+        c.client.protocol.max_message_size = limit(bytes);
+        c.server.protocol.max_message_size = limit(bytes);
+        FERROWS_OK
+    })
+}
+
+/// Sets the largest frame accepted, in bytes (0: only the message limit applies).
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_max_frame_size(
+    config: *mut ferrows_config,
+    bytes: usize,
+) -> ferrows_result {
+    with_config(config, |c| {
+        c.client.protocol.max_frame_size = limit(bytes);
+        c.server.protocol.max_frame_size = limit(bytes);
+        FERROWS_OK
+    })
+}
+
+/// Sets the timeouts in milliseconds (0 disables one): `open_ms` bounds a client's DNS,
+/// TCP, TLS and handshake together and a server's handshake; `close_ms` bounds the closing
+/// handshake.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_timeouts_ms(
+    config: *mut ferrows_config,
+    open_ms: u32,
+    close_ms: u32,
+) -> ferrows_result {
+    with_config(config, |c| {
+        c.client.open_timeout = millis(open_ms);
+        c.server.handshake_timeout = millis(open_ms);
+        c.client.protocol.close_timeout = millis(close_ms);
+        c.server.protocol.close_timeout = millis(close_ms);
+        FERROWS_OK
+    })
+}
+
+/// Sets keepalive: a ping every `interval_ms`, and a close with 1011 when no pong arrives
+/// within `timeout_ms`. 0 disables either.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_keepalive_ms(
+    config: *mut ferrows_config,
+    interval_ms: u32,
+    timeout_ms: u32,
+) -> ferrows_result {
+    with_config(config, |c| {
+        for protocol in [&mut c.client.protocol, &mut c.server.protocol] {
+            protocol.ping_interval = millis(interval_ms);
+            protocol.ping_timeout = millis(timeout_ms);
+        }
+        FERROWS_OK
+    })
+}
+
+fn watermarks(low: usize, high: usize) -> Result<Watermarks, ferrows_result> {
+    if high == 0 || low > high {
+        return Err(invalid("watermarks need 0 <= low <= high and high > 0"));
+    }
+    Ok(Watermarks { high, low })
+}
+
+/// Sets the send budget: above `high` unwritten bytes, sends wait (or return
+/// `FERROWS_AGAIN` with a zero timeout) until fewer than `low` remain.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_send_watermarks(
+    config: *mut ferrows_config,
+    low: usize,
+    high: usize,
+) -> ferrows_result {
+    with_config(config, |c| match watermarks(low, high) {
+        Ok(marks) => {
+            c.client.outbox = marks;
+            c.server.outbox = marks;
+            FERROWS_OK
+        }
+        Err(code) => code,
+    })
+}
+
+/// Sets the receive budget: above `high` unread bytes, ferrows stops reading the socket
+/// until fewer than `low` remain.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_recv_watermarks(
+    config: *mut ferrows_config,
+    low: usize,
+    high: usize,
+) -> ferrows_result {
+    with_config(config, |c| match watermarks(low, high) {
+        Ok(marks) => {
+            c.client.inbox = marks;
+            c.server.inbox = marks;
+            FERROWS_OK
+        }
+        Err(code) => code,
+    })
+}
+
+/// Adds a subprotocol: clients offer them in order, servers pick the first one a client
+/// offers.
+///
+/// # Safety
+/// `config` must be a valid config and `name` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_add_subprotocol(
+    config: *mut ferrows_config,
+    name: *const c_char,
+) -> ferrows_result {
+    with_config(config, |c| {
+        non_null!(name);
+        match utf8_arg(name, "name") {
+            Ok(name) => {
+                c.client.handshake.subprotocols.push(name.to_owned());
+                c.server.handshake.subprotocols.push(name.to_owned());
+                FERROWS_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Adds a header to a client's handshake request (and to a server's responses).
+///
+/// # Safety
+/// `config` must be a valid config; `name` and `value` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_add_header(
+    config: *mut ferrows_config,
+    name: *const c_char,
+    value: *const c_char,
+) -> ferrows_result {
+    with_config(config, |c| {
+        non_null!(name, value);
+        let (name, value) = match (utf8_arg(name, "name"), utf8_arg(value, "value")) {
+            (Ok(name), Ok(value)) => (name, value),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        if name.is_empty() || value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
+            return invalid("invalid header name or value");
+        }
+        c.client.handshake.additional_headers.insert(name, value);
+        c.server.response_headers.insert(name, value);
+        FERROWS_OK
+    })
+}
+
+/// Sets the Origin header a client sends.
+///
+/// # Safety
+/// `config` must be a valid config and `origin` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_origin(
+    config: *mut ferrows_config,
+    origin: *const c_char,
+) -> ferrows_result {
+    with_config(config, |c| {
+        non_null!(origin);
+        match utf8_arg(origin, "origin") {
+            Ok(origin) => {
+                c.client.handshake.origin = Some(origin.to_owned());
+                FERROWS_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Adds an Origin a server accepts; once any is added, others get 403. NULL allows
+/// requests without an Origin header.
+///
+/// # Safety
+/// `config` must be a valid config; `origin` NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_add_allowed_origin(
+    config: *mut ferrows_config,
+    origin: *const c_char,
+) -> ferrows_result {
+    with_config(config, |c| {
+        let origin = if origin.is_null() {
+            None
+        } else {
+            match utf8_arg(origin, "origin") {
+                Ok(origin) => Some(origin.to_owned()),
+                Err(code) => return code,
+            }
+        };
+        c.server
+            .handshake
+            .origins
+            .get_or_insert_with(Vec::new)
+            .push(origin);
+        FERROWS_OK
+    })
+}
+
+/// Caps a server's open connections; clients beyond the cap get HTTP 503.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_max_connections(
+    config: *mut ferrows_config,
+    count: usize,
+) -> ferrows_result {
+    with_config(config, |c| {
+        if count == 0 {
+            return invalid("max_connections must be at least 1");
+        }
+        c.server.max_connections = count;
+        FERROWS_OK
+    })
+}
+
+/// Whether a client trusts the operating system's root certificates (the default: yes).
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_use_system_roots(
+    config: *mut ferrows_config,
+    enabled: bool,
+) -> ferrows_result {
+    with_config(config, |c| {
+        c.client.tls.no_system_roots = !enabled;
+        FERROWS_OK
+    })
+}
+
+/// Adds trusted CA certificates (PEM) for a client.
+///
+/// # Safety
+/// `config` must be a valid config and `pem` valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_add_ca_pem(
+    config: *mut ferrows_config,
+    pem: *const u8,
+    len: usize,
+) -> ferrows_result {
+    with_config(config, |c| match bytes_arg(pem, len) {
+        Ok(pem) => {
+            c.client
+                .tls
+                .ca_pem
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(pem);
+            FERROWS_OK
+        }
+        Err(code) => code,
+    })
+}
+
+/// Sets the certificate chain and private key (PEM) a client presents when asked.
+///
+/// # Safety
+/// `config` must be a valid config; `cert` and `key` valid for their lengths.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_set_client_cert_pem(
+    config: *mut ferrows_config,
+    cert: *const u8,
+    cert_len: usize,
+    key: *const u8,
+    key_len: usize,
+) -> ferrows_result {
+    with_config(config, |c| {
+        match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
+            (Ok(cert), Ok(key)) => {
+                c.client.tls.client_cert_pem = Some(cert.to_vec());
+                c.client.tls.client_key_pem = Some(key.to_vec());
+                FERROWS_OK
+            }
+            (Err(code), _) | (_, Err(code)) => code,
+        }
+    })
+}
+
+/// Sets a server's certificate chain and private key (PEM): the server then speaks TLS.
+///
+/// # Safety
+/// `config` must be a valid config; `cert` and `key` valid for their lengths.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_set_server_cert_pem(
+    config: *mut ferrows_config,
+    cert: *const u8,
+    cert_len: usize,
+    key: *const u8,
+    key_len: usize,
+) -> ferrows_result {
+    with_config(config, |c| {
+        match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
+            (Ok(cert), Ok(key)) => {
+                c.server.tls = Some(TlsServerOptions {
+                    cert_chain_pem: cert.to_vec(),
+                    key_pem: key.to_vec(),
+                });
+                FERROWS_OK
+            }
+            (Err(code), _) | (_, Err(code)) => code,
+        }
+    })
+}
+
+/// Makes a client verify the server's certificate against `name` instead of the URL's host.
+///
+/// # Safety
+/// `config` must be a valid config and `name` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_set_server_name(
+    config: *mut ferrows_config,
+    name: *const c_char,
+) -> ferrows_result {
+    with_config(config, |c| {
+        non_null!(name);
+        match utf8_arg(name, "name") {
+            Ok(name) => {
+                c.client.tls.server_name = Some(name.to_owned());
+                FERROWS_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Turns off a client's certificate verification. Never the default; for tests and trusted
+/// networks only: anyone on the path can then read and change the traffic.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_tls_skip_verification(
+    config: *mut ferrows_config,
+    skip: bool,
+) -> ferrows_result {
+    with_config(config, |c| {
+        c.client.tls.insecure_skip_verify = skip;
+        FERROWS_OK
+    })
+}

@@ -1,0 +1,617 @@
+//! `ferrows_conn`: a client or server connection. Sends copy the data; received messages
+//! arrive as events, from `ferrows_conn_recv` or through a queue.
+
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use ferrows_core::engine::{self, ConnectAttempt, Ended};
+use ferrows_core::protocol::MessageKind;
+use ferrows_core::Error;
+
+use crate::boundary::{
+    bytes_arg, code_of, copy_out, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null,
+    timeout_arg, utf8_arg,
+};
+use crate::config::ferrows_config;
+use crate::event::{ferrows_event, ferrows_event_type};
+use crate::queue::{ferrows_queue, QueueShared, Source};
+
+/// The type of a message to send (passed as a `uint32_t`).
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ferrows_message_type {
+    /// UTF-8 text (checked).
+    FERROWS_MESSAGE_TEXT = 1,
+    /// Binary data.
+    FERROWS_MESSAGE_BINARY = 2,
+}
+
+/// The state behind a `ferrows_conn`, shared with its queue's notifications.
+pub(crate) struct ConnState {
+    connection: Mutex<Option<engine::Connection>>,
+    attempt: Mutex<Option<ConnectAttempt>>,
+    /// A message whose first fragments arrived, waiting for the rest.
+    partial: Mutex<Option<(MessageKind, Vec<u8>)>>,
+    closed_reported: AtomicBool,
+    freed: AtomicBool,
+    userdata: AtomicUsize,
+    queue: Mutex<Weak<QueueShared>>,
+    pub(crate) queued: AtomicBool,
+}
+
+impl ConnState {
+    fn new(connection: Option<engine::Connection>, userdata: *mut c_void) -> Arc<Self> {
+        Arc::new(Self {
+            connection: Mutex::new(connection),
+            attempt: Mutex::new(None),
+            partial: Mutex::new(None),
+            closed_reported: AtomicBool::new(false),
+            freed: AtomicBool::new(false),
+            userdata: AtomicUsize::new(userdata as usize),
+            queue: Mutex::new(Weak::new()),
+            queued: AtomicBool::new(false),
+        })
+    }
+
+    /// A server-side connection reporting to `queue`, if any.
+    pub(crate) fn accepted(
+        connection: engine::Connection,
+        queue: Option<&Arc<QueueShared>>,
+    ) -> Box<ferrows_conn> {
+        let state = Self::new(Some(connection), std::ptr::null_mut());
+        if let Some(queue) = queue {
+            state.attach(queue);
+        }
+        Box::new(ferrows_conn { state })
+    }
+
+    fn userdata(&self) -> *mut c_void {
+        self.userdata.load(Ordering::Relaxed) as *mut c_void
+    }
+
+    fn connection(&self) -> Result<engine::Connection, ferrows_result> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                crate::boundary::set_last_error("the connection is still opening");
+                FERROWS_ERR_STATE
+            })
+    }
+
+    /// Reports this connection's events to `queue` from now on.
+    fn attach(self: &Arc<Self>, queue: &Arc<QueueShared>) {
+        *self.queue.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(queue);
+        let Ok(connection) = self.connection() else {
+            return; // attached again once open
+        };
+        let weak_state = Arc::downgrade(self);
+        let weak_queue = Arc::downgrade(queue);
+        connection.set_notifier(Some(Arc::new(move || {
+            if let (Some(state), Some(queue)) = (weak_state.upgrade(), weak_queue.upgrade()) {
+                queue.mark_ready(Source::Conn(state));
+            }
+        })));
+    }
+
+    /// The next event without waiting, for a queue; None when there is nothing (or the
+    /// connection was freed).
+    pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
+        if self.freed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.next_event(Some(std::time::Duration::ZERO))
+            .ok()
+            .flatten()
+    }
+
+    /// Waits up to `timeout` for the next message or the end of the connection.
+    fn next_event(
+        &self,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Box<ferrows_event>>, ferrows_result> {
+        let connection = self.connection()?;
+        let Ok(mut partial) = self.partial.try_lock() else {
+            crate::boundary::set_last_error("another thread is receiving on this connection");
+            return Err(FERROWS_ERR_CONCURRENCY);
+        };
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match connection.recv_chunk(left) {
+                Ok(chunk) => {
+                    let (kind, mut data) = match partial.take() {
+                        Some((kind, mut data)) => {
+                            data.extend_from_slice(&chunk.data);
+                            (kind, data)
+                        }
+                        None => (chunk.kind, chunk.data),
+                    };
+                    if !chunk.fin {
+                        *partial = Some((kind, std::mem::take(&mut data)));
+                        continue;
+                    }
+                    let event_type = match kind {
+                        MessageKind::Text => ferrows_event_type::FERROWS_EVENT_TEXT,
+                        MessageKind::Binary => ferrows_event_type::FERROWS_EVENT_BINARY,
+                    };
+                    let mut event = ferrows_event::new(event_type, self.userdata());
+                    event.data = data;
+                    return Ok(Some(event));
+                }
+                Err(Error::Timeout(_)) => return Ok(None),
+                Err(Error::ConnectionClosed(_)) => {
+                    if self.closed_reported.swap(true, Ordering::AcqRel) {
+                        return Err(FERROWS_CLOSED);
+                    }
+                    let ended = connection.ended().expect("a closed connection has ended");
+                    return Ok(Some(self.closed_event(&ended)));
+                }
+                Err(error) => return Err(fail(&error)),
+            }
+        }
+    }
+
+    fn closed_event(&self, ended: &Ended) -> Box<ferrows_event> {
+        let mut event =
+            ferrows_event::new(ferrows_event_type::FERROWS_EVENT_CLOSED, self.userdata());
+        event.close_code = ended.info.code();
+        event.data = ended.info.reason().as_bytes().to_vec();
+        event.result = match &ended.cause {
+            Some(cause) => code_of(cause),
+            None if ended.info.rcvd.is_none() => FERROWS_ERR_IO,
+            None => FERROWS_OK,
+        };
+        if let (Some(cause), true) = (&ended.cause, event.data.is_empty()) {
+            event.data = cause.to_string().into_bytes();
+        }
+        event
+    }
+}
+
+/// A WebSocket connection. Sends, pings, closes and queries may come from any thread; one
+/// thread at a time receives (through `ferrows_conn_recv` or its queue, not both).
+pub struct ferrows_conn {
+    pub(crate) state: Arc<ConnState>,
+}
+
+impl Drop for ferrows_conn {
+    fn drop(&mut self) {
+        self.state.freed.store(true, Ordering::Release);
+        self.state
+            .attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Ok(connection) = self.state.connection() {
+            connection.set_notifier(None);
+            // Freeing an open connection closes it; the runtime finishes the handshake.
+            let _ = connection.start_close(1001, "");
+        }
+    }
+}
+
+unsafe fn conn_ref<'a>(conn: *const ferrows_conn) -> &'a Arc<ConnState> {
+    &(*conn).state
+}
+
+/// Opens a client connection to `url` (ws:// or wss://) without waiting: `out` receives the
+/// connection at once, and `queue` gets a `FERROWS_EVENT_OPEN` or `FERROWS_EVENT_ERROR`
+/// event, then its messages and its `FERROWS_EVENT_CLOSED`. Events carry `userdata`.
+/// URL and TLS configuration errors are returned at once.
+///
+/// # Safety
+/// `config`, `queue` must be valid; `url` NUL-terminated; `out` valid. The connection must be
+/// freed with `ferrows_conn_free` before the queue is.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_connect(
+    config: *const ferrows_config,
+    url: *const c_char,
+    queue: *mut ferrows_queue,
+    userdata: *mut c_void,
+    out: *mut *mut ferrows_conn,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(config, url, queue, out);
+        let url = match utf8_arg(url, "url") {
+            Ok(url) => url,
+            Err(code) => return code,
+        };
+        let state = ConnState::new(None, userdata);
+        let queue = (*queue).shared.clone();
+        *state.queue.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&queue);
+        let weak_state = Arc::downgrade(&state);
+        let done = move |result: Result<engine::Connection, Error>| {
+            let Some(state) = weak_state.upgrade() else {
+                return;
+            };
+            let event = match result {
+                Ok(connection) => {
+                    *state.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
+                    state.attach(&queue);
+                    ferrows_event::new(ferrows_event_type::FERROWS_EVENT_OPEN, state.userdata())
+                }
+                Err(error) => {
+                    let mut event = ferrows_event::new(
+                        ferrows_event_type::FERROWS_EVENT_ERROR,
+                        state.userdata(),
+                    );
+                    event.result = code_of(&error);
+                    event.data = error.to_string().into_bytes();
+                    event
+                }
+            };
+            if !state.freed.load(Ordering::Acquire) {
+                queue.push_event(event);
+            }
+        };
+        match engine::connect_then(url, (*config).client.clone(), done) {
+            Ok(attempt) => {
+                *state.attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(attempt);
+                *out = Box::into_raw(Box::new(ferrows_conn { state }));
+                FERROWS_OK
+            }
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Opens a client connection to `url` and waits up to `timeout_ms` (-1: until the open
+/// timeout) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
+///
+/// # Safety
+/// `config` must be valid; `url` NUL-terminated; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_connect_blocking(
+    config: *const ferrows_config,
+    url: *const c_char,
+    timeout_ms: i32,
+    userdata: *mut c_void,
+    out: *mut *mut ferrows_conn,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(config, url, out);
+        let (url, timeout) = match (utf8_arg(url, "url"), timeout_arg(timeout_ms)) {
+            (Ok(url), Ok(timeout)) => (url, timeout),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        if let Err(error) = engine::runtime::check_may_block() {
+            return fail(&error);
+        }
+        let pending = match engine::connect(url, (*config).client.clone()) {
+            Ok(pending) => pending,
+            Err(error) => return fail(&error),
+        };
+        match pending.wait(timeout) {
+            Ok(Some(connection)) => {
+                let state = ConnState::new(Some(connection), userdata);
+                *out = Box::into_raw(Box::new(ferrows_conn { state }));
+                FERROWS_OK
+            }
+            Ok(None) if timeout_ms == 0 => FERROWS_AGAIN,
+            Ok(None) => {
+                crate::boundary::set_last_error("timed out opening the connection");
+                FERROWS_TIMEOUT
+            }
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Reports the connection's events to `queue` from now on (with its userdata).
+///
+/// # Safety
+/// `conn` and `queue` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_attach(
+    conn: *mut ferrows_conn,
+    queue: *mut ferrows_queue,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn, queue);
+        conn_ref(conn).attach(&(*queue).shared);
+        FERROWS_OK
+    })
+}
+
+/// Sets the pointer that this connection's events carry.
+///
+/// # Safety
+/// `conn` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_set_userdata(
+    conn: *mut ferrows_conn,
+    userdata: *mut c_void,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        conn_ref(conn)
+            .userdata
+            .store(userdata as usize, Ordering::Relaxed);
+        FERROWS_OK
+    })
+}
+
+/// Sends a message (`type` is a `ferrows_message_type`); the data is copied. While more
+/// than the send watermark is unwritten, waits up to `timeout_ms`: 0 returns
+/// `FERROWS_AGAIN` at once, > 0 returns `FERROWS_TIMEOUT` when the time runs out, -1 waits.
+/// `FERROWS_CLOSED` once the connection is closing.
+///
+/// # Safety
+/// `conn` must be valid and `data` valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_send(
+    conn: *mut ferrows_conn,
+    r#type: u32,
+    data: *const u8,
+    len: usize,
+    timeout_ms: i32,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        let kind = match r#type {
+            1 => MessageKind::Text,
+            2 => MessageKind::Binary,
+            other => return invalid(format!("unknown message type {other}")),
+        };
+        let (data, timeout) = match (bytes_arg(data, len), timeout_arg(timeout_ms)) {
+            (Ok(data), Ok(timeout)) => (data, timeout),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        if kind == MessageKind::Text && std::str::from_utf8(data).is_err() {
+            return invalid("text message is not UTF-8");
+        }
+        let connection = match conn_ref(conn).connection() {
+            Ok(connection) => connection,
+            Err(code) => return code,
+        };
+        match connection.send(kind, data, timeout) {
+            Ok(()) => FERROWS_OK,
+            Err(Error::Timeout(_)) if timeout_ms == 0 => FERROWS_AGAIN,
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Receives the next event of a connection that reports to no queue: a TEXT or BINARY
+/// message, or CLOSED once (then `FERROWS_CLOSED`). Waits up to `timeout_ms` (-1 forever,
+/// 0 `FERROWS_AGAIN` at once, > 0 `FERROWS_TIMEOUT`).
+///
+/// # Safety
+/// `conn` must be valid and `out` a valid pointer; the caller frees the event.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_recv(
+    conn: *mut ferrows_conn,
+    timeout_ms: i32,
+    out: *mut *mut ferrows_event,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn, out);
+        *out = std::ptr::null_mut();
+        let timeout = match timeout_arg(timeout_ms) {
+            Ok(timeout) => timeout,
+            Err(code) => return code,
+        };
+        if timeout_ms != 0 {
+            if let Err(error) = engine::runtime::check_may_block() {
+                return fail(&error);
+            }
+        }
+        match conn_ref(conn).next_event(timeout) {
+            Ok(Some(event)) => {
+                *out = Box::into_raw(event);
+                FERROWS_OK
+            }
+            Ok(None) if timeout_ms == 0 => FERROWS_AGAIN,
+            Ok(None) => FERROWS_TIMEOUT,
+            Err(code) => code,
+        }
+    })
+}
+
+/// Sends a ping with `data` (at most 125 bytes) and, unless `timeout_ms` is 0, waits for its
+/// pong; stores the round trip in microseconds in `latency_us` (if not NULL).
+///
+/// # Safety
+/// `conn` must be valid; `data` valid for `len` bytes; `latency_us` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_ping(
+    conn: *mut ferrows_conn,
+    data: *const u8,
+    len: usize,
+    timeout_ms: i32,
+    latency_us: *mut u64,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        let (data, timeout) = match (bytes_arg(data, len), timeout_arg(timeout_ms)) {
+            (Ok(data), Ok(timeout)) => (data, timeout),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        let connection = match conn_ref(conn).connection() {
+            Ok(connection) => connection,
+            Err(code) => return code,
+        };
+        let waiter = match connection.ping(data) {
+            Ok(waiter) => waiter,
+            Err(error) => return fail(&error),
+        };
+        if timeout_ms == 0 {
+            return FERROWS_OK;
+        }
+        match waiter.wait(timeout) {
+            Ok(latency) => {
+                if !latency_us.is_null() {
+                    *latency_us = latency.as_micros() as u64;
+                }
+                FERROWS_OK
+            }
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Starts the closing handshake with `code` and `reason` (NULL: none). What was sent before
+/// is delivered first. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
+///
+/// # Safety
+/// `conn` must be valid; `reason` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_close(
+    conn: *mut ferrows_conn,
+    code: u16,
+    reason: *const c_char,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        let reason = if reason.is_null() {
+            ""
+        } else {
+            match utf8_arg(reason, "reason") {
+                Ok(reason) => reason,
+                Err(code) => return code,
+            }
+        };
+        let connection = match conn_ref(conn).connection() {
+            Ok(connection) => connection,
+            Err(code) => return code,
+        };
+        match connection.start_close(code, reason) {
+            Ok(()) => FERROWS_OK,
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` for the connection to end: `FERROWS_OK` once it has.
+///
+/// # Safety
+/// `conn` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_wait_closed(
+    conn: *mut ferrows_conn,
+    timeout_ms: i32,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        let timeout = match timeout_arg(timeout_ms) {
+            Ok(timeout) => timeout,
+            Err(code) => return code,
+        };
+        let connection = match conn_ref(conn).connection() {
+            Ok(connection) => connection,
+            Err(code) => return code,
+        };
+        if timeout_ms == 0 {
+            return if connection.ended().is_some() {
+                FERROWS_OK
+            } else {
+                FERROWS_AGAIN
+            };
+        }
+        match connection.wait_ended(timeout) {
+            Ok(_) => FERROWS_OK,
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// The close code once the connection has ended (1006 without a close frame); 0 while open.
+///
+/// # Safety
+/// `conn` must be NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_close_code(conn: *const ferrows_conn) -> u16 {
+    ffi!(0, {
+        if conn.is_null() {
+            return 0;
+        }
+        conn_ref(conn)
+            .connection()
+            .ok()
+            .and_then(|c| c.ended())
+            .map_or(0, |ended| ended.info.code())
+    })
+}
+
+/// Copies the negotiated subprotocol (empty if none) into `(buf, len)`, NUL-terminated.
+///
+/// # Safety
+/// `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_subprotocol(
+    conn: *const ferrows_conn,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        match conn_ref(conn).connection() {
+            Ok(connection) => {
+                let name = connection.info().subprotocol.clone().unwrap_or_default();
+                copy_out(name.as_bytes(), buf, len, out_len)
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Copies the peer's address ("ip:port", IPv6 in brackets) into `(buf, len)`.
+///
+/// # Safety
+/// `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_peer_address(
+    conn: *const ferrows_conn,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        match conn_ref(conn).connection() {
+            Ok(connection) => {
+                let address = connection
+                    .info()
+                    .remote_addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                copy_out(address.as_bytes(), buf, len, out_len)
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// Bytes sent and not yet written to the socket (0 while opening or for NULL).
+///
+/// # Safety
+/// `conn` must be NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_buffered_amount(conn: *const ferrows_conn) -> usize {
+    ffi!(0, {
+        if conn.is_null() {
+            return 0;
+        }
+        conn_ref(conn).connection().map_or(0, |c| c.unsent_bytes())
+    })
+}
+
+/// Frees a connection; an open one is closed with 1001 (going away) in the background, and
+/// an attempt under way is abandoned. Its queued events stop. NULL is a no-op.
+///
+/// # Safety
+/// `conn` must be NULL or valid, not used afterwards, and not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_free(conn: *mut ferrows_conn) {
+    ffi!((), {
+        if !conn.is_null() {
+            drop(Box::from_raw(conn));
+        }
+    })
+}

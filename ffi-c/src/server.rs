@@ -1,0 +1,197 @@
+//! `ferrows_server`: listens, and hands accepted connections over blocking calls or as
+//! ACCEPT events on a queue.
+
+use std::ffi::c_char;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ferrows_core::engine::{self, PendingHandshake, Server};
+use ferrows_core::protocol::handshake::Headers;
+use ferrows_core::Error;
+
+use crate::boundary::{
+    fail, ferrows_result, ferrows_result::*, ffi, non_null, timeout_arg, utf8_arg,
+};
+use crate::config::ferrows_config;
+use crate::conn::{ferrows_conn, ConnState};
+use crate::event::{ferrows_event, ferrows_event_type};
+use crate::queue::{ferrows_queue, QueueShared, Source};
+
+pub(crate) struct ServerState {
+    server: Server,
+    queue: Weak<QueueShared>,
+    pub(crate) queued: AtomicBool,
+}
+
+impl ServerState {
+    /// Upgrades a waiting handshake with the configured subprotocol choice; `None` when the
+    /// request was no valid upgrade (it got its HTTP error response).
+    fn upgrade(pending: PendingHandshake) -> Option<engine::Connection> {
+        let subprotocol = pending.default_subprotocol();
+        match pending.accept(subprotocol, &Headers::new()) {
+            Ok(connection) => Some(connection),
+            Err(error) => {
+                log_refusal(&error);
+                None
+            }
+        }
+    }
+
+    /// The next accepted connection without waiting, as an ACCEPT event.
+    pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
+        loop {
+            let pending = self.server.accept(Some(Duration::ZERO)).ok().flatten()?;
+            if let Some(connection) = Self::upgrade(pending) {
+                let queue = self.queue.upgrade();
+                let mut event = ferrows_event::new(
+                    ferrows_event_type::FERROWS_EVENT_ACCEPT,
+                    std::ptr::null_mut(),
+                );
+                event.conn = Some(ConnState::accepted(connection, queue.as_ref()));
+                return Some(event);
+            }
+        }
+    }
+}
+
+fn log_refusal(error: &Error) {
+    crate::boundary::set_last_error(format!("refused a handshake: {error}"));
+}
+
+/// A listening server.
+pub struct ferrows_server {
+    state: Arc<ServerState>,
+}
+
+/// Listens on `host:port` (port 0 picks a free one: `ferrows_server_port`). With a `queue`,
+/// accepted connections arrive as `FERROWS_EVENT_ACCEPT` events and report their own events
+/// to the same queue; without one, take them with `ferrows_server_accept`.
+///
+/// # Safety
+/// `config` must be valid; `host` NUL-terminated; `queue` NULL or valid; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_listen(
+    config: *const ferrows_config,
+    host: *const c_char,
+    port: u16,
+    queue: *mut ferrows_queue,
+    out: *mut *mut ferrows_server,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(config, host, out);
+        let host = match utf8_arg(host, "host") {
+            Ok(host) => host,
+            Err(code) => return code,
+        };
+        let server = match Server::bind(host, port, (*config).server.clone()) {
+            Ok(server) => server,
+            Err(error) => return fail(&error),
+        };
+        let queue = queue.as_ref().map(|q| q.shared.clone());
+        let state = Arc::new(ServerState {
+            server,
+            queue: queue.as_ref().map_or_else(Weak::new, Arc::downgrade),
+            queued: AtomicBool::new(false),
+        });
+        if let Some(queue) = queue {
+            let weak_state = Arc::downgrade(&state);
+            let weak_queue = Arc::downgrade(&queue);
+            state.server.set_notifier(Some(Arc::new(move || {
+                if let (Some(state), Some(queue)) = (weak_state.upgrade(), weak_queue.upgrade()) {
+                    queue.mark_ready(Source::Server(state));
+                }
+            })));
+        }
+        *out = Box::into_raw(Box::new(ferrows_server { state }));
+        FERROWS_OK
+    })
+}
+
+/// The port the server listens on.
+///
+/// # Safety
+/// `server` must be NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_port(server: *const ferrows_server) -> u16 {
+    ffi!(0, {
+        server
+            .as_ref()
+            .map_or(0, |s| s.state.server.local_addr().port())
+    })
+}
+
+/// Waits up to `timeout_ms` for a client and accepts it into `out` (the caller frees it).
+/// Requests that are not valid upgrades are answered (400, 403, 426...) and skipped.
+/// `FERROWS_CLOSED` once the server is shut down.
+///
+/// # Safety
+/// `server` must be valid and `out` a valid pointer.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_accept(
+    server: *mut ferrows_server,
+    timeout_ms: i32,
+    out: *mut *mut ferrows_conn,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(server, out);
+        *out = std::ptr::null_mut();
+        let timeout = match timeout_arg(timeout_ms) {
+            Ok(timeout) => timeout,
+            Err(code) => return code,
+        };
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match (*server).state.as_ref().server.accept(left) {
+                Ok(Some(pending)) => {
+                    if let Some(connection) = ServerState::upgrade(pending) {
+                        *out = Box::into_raw(ConnState::accepted(connection, None));
+                        return FERROWS_OK;
+                    }
+                }
+                Ok(None) if timeout_ms == 0 => return FERROWS_AGAIN,
+                Ok(None) => return FERROWS_TIMEOUT,
+                Err(error) => return fail(&error),
+            }
+        }
+    })
+}
+
+/// Stops accepting, closes every connection with 1001 and waits up to `timeout_ms` for
+/// their closing handshakes. Returns `FERROWS_TIMEOUT` if some were still open then.
+///
+/// # Safety
+/// `server` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_shutdown(
+    server: *mut ferrows_server,
+    timeout_ms: i32,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(server);
+        let timeout = match timeout_arg(timeout_ms) {
+            Ok(timeout) => timeout,
+            Err(code) => return code,
+        };
+        match (*server).state.as_ref().server.shutdown(timeout) {
+            Ok(0) => FERROWS_OK,
+            Ok(_) => FERROWS_TIMEOUT,
+            Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Frees a server: it stops listening (open connections stay until freed). NULL is a no-op.
+///
+/// # Safety
+/// `server` must be NULL or valid, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_free(server: *mut ferrows_server) {
+    ffi!((), {
+        if !server.is_null() {
+            let server = Box::from_raw(server);
+            server.state.server.set_notifier(None);
+        }
+    })
+}
