@@ -107,6 +107,73 @@ typedef int32_t ferrows_result;
 #endif // __cplusplus
 
 /*
+ The type of a message to send (passed as a `uint32_t`).
+ */
+enum ferrows_message_type
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   UTF-8 text (checked).
+   */
+  FERROWS_MESSAGE_TEXT = 1,
+  /*
+   Binary data.
+   */
+  FERROWS_MESSAGE_BINARY = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ferrows_message_type ferrows_message_type;
+#else
+typedef uint32_t ferrows_message_type;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ The kind of an event (`ferrows_event_type` returns it as a `uint32_t`).
+ */
+enum ferrows_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   A connection attempt started with `ferrows_connect` succeeded.
+   */
+  FERROWS_EVENT_OPEN = 1,
+  /*
+   A whole text message (UTF-8, not NUL-terminated): `ferrows_event_data`.
+   */
+  FERROWS_EVENT_TEXT = 2,
+  /*
+   A whole binary message: `ferrows_event_data`.
+   */
+  FERROWS_EVENT_BINARY = 3,
+  /*
+   The connection ended: `ferrows_event_close_code`, the reason in
+   `ferrows_event_message`, and `ferrows_event_result` for why it failed (or `FERROWS_OK`).
+   */
+  FERROWS_EVENT_CLOSED = 4,
+  /*
+   A connection attempt failed: `ferrows_event_result` and `ferrows_event_message`.
+   */
+  FERROWS_EVENT_ERROR = 5,
+  /*
+   A server accepted a connection: take it with `ferrows_event_take_conn`.
+   */
+  FERROWS_EVENT_ACCEPT = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ferrows_event_kind ferrows_event_kind;
+#else
+typedef uint32_t ferrows_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  Settings for clients and servers. Create with `ferrows_config_new`, free with
  `ferrows_config_free`. Not thread-safe: configure it from one thread, then share it
  read-only.
@@ -469,6 +536,18 @@ ferrows_result ferrows_conn_wait_closed(ferrows_conn *conn, int32_t timeout_ms);
 uint16_t ferrows_conn_close_code(const ferrows_conn *conn);
 
 /*
+ Copies the close reason into `(buf, len)`, NUL-terminated (empty while open or without a
+ reason).
+
+ # Safety
+ `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+ */
+ferrows_result ferrows_conn_close_reason(const ferrows_conn *conn,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *out_len);
+
+/*
  Copies the negotiated subprotocol (empty if none) into `(buf, len)`, NUL-terminated.
 
  # Safety
@@ -508,7 +587,7 @@ size_t ferrows_conn_buffered_amount(const ferrows_conn *conn);
 void ferrows_conn_free(ferrows_conn *conn);
 
 /*
- The event's type, a `ferrows_event_type`; 0 for NULL.
+ The event's type, a `ferrows_event_kind`; 0 for NULL.
 
  # Safety
  `event` must be NULL or a valid event.

@@ -14,6 +14,17 @@ step "Python environment ($VENV)"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
 PY=$VENV/bin/python
 
+step "System packages (C toolchain peers and tools)"
+if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! command -v pkg-config >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind >/dev/null
+fi
+
+step "C header: include/ferrows.h is what cbindgen generates"
+generated=$(mktemp)
+(cd ffi-c && cbindgen --quiet -c cbindgen.toml -o "$generated" .)
+diff -u include/ferrows.h "$generated" || { echo "include/ferrows.h is stale: regenerate it (docs/c-api.md)" >&2; exit 1; }
+rm -f "$generated"
+
 step "Style: cargo fmt, clippy, ruff"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -22,7 +33,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "Rust tests"
 # The py crate is an extension module: it links only inside Python, and is tested there.
-cargo test -p ferrows-core
+cargo test -p ferrows-core -p ferrows-ffi
+
+step "C ABI: build libferrows and run the C suite (plain, ASan+UBSan, valgrind)"
+cargo build --release -p ferrows-ffi
+bash tests/c/run.sh
 
 step "Build and install ferrows (release)"
 rm -rf target/wheels

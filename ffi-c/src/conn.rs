@@ -15,7 +15,7 @@ use crate::boundary::{
     timeout_arg, utf8_arg,
 };
 use crate::config::ferrows_config;
-use crate::event::{ferrows_event, ferrows_event_type};
+use crate::event::{ferrows_event, ferrows_event_kind};
 use crate::queue::{ferrows_queue, QueueShared, Source};
 
 /// The type of a message to send (passed as a `uint32_t`).
@@ -136,8 +136,8 @@ impl ConnState {
                         continue;
                     }
                     let event_type = match kind {
-                        MessageKind::Text => ferrows_event_type::FERROWS_EVENT_TEXT,
-                        MessageKind::Binary => ferrows_event_type::FERROWS_EVENT_BINARY,
+                        MessageKind::Text => ferrows_event_kind::FERROWS_EVENT_TEXT,
+                        MessageKind::Binary => ferrows_event_kind::FERROWS_EVENT_BINARY,
                     };
                     let mut event = ferrows_event::new(event_type, self.userdata());
                     event.data = data;
@@ -158,7 +158,7 @@ impl ConnState {
 
     fn closed_event(&self, ended: &Ended) -> Box<ferrows_event> {
         let mut event =
-            ferrows_event::new(ferrows_event_type::FERROWS_EVENT_CLOSED, self.userdata());
+            ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_CLOSED, self.userdata());
         event.close_code = ended.info.code();
         event.data = ended.info.reason().as_bytes().to_vec();
         event.result = match &ended.cause {
@@ -233,11 +233,11 @@ pub unsafe extern "C" fn ferrows_connect(
                 Ok(connection) => {
                     *state.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
                     state.attach(&queue);
-                    ferrows_event::new(ferrows_event_type::FERROWS_EVENT_OPEN, state.userdata())
+                    ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_OPEN, state.userdata())
                 }
                 Err(error) => {
                     let mut event = ferrows_event::new(
-                        ferrows_event_type::FERROWS_EVENT_ERROR,
+                        ferrows_event_kind::FERROWS_EVENT_ERROR,
                         state.userdata(),
                     );
                     event.result = code_of(&error);
@@ -535,6 +535,30 @@ pub unsafe extern "C" fn ferrows_conn_close_code(conn: *const ferrows_conn) -> u
             .ok()
             .and_then(|c| c.ended())
             .map_or(0, |ended| ended.info.code())
+    })
+}
+
+/// Copies the close reason into `(buf, len)`, NUL-terminated (empty while open or without a
+/// reason).
+///
+/// # Safety
+/// `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_close_reason(
+    conn: *const ferrows_conn,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        let reason = conn_ref(conn)
+            .connection()
+            .ok()
+            .and_then(|c| c.ended())
+            .map(|ended| ended.info.reason().to_owned())
+            .unwrap_or_default();
+        copy_out(reason.as_bytes(), buf, len, out_len)
     })
 }
 

@@ -10,7 +10,7 @@ use crate::conn::ferrows_conn;
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum ferrows_event_type {
+pub enum ferrows_event_kind {
     /// A connection attempt started with `ferrows_connect` succeeded.
     FERROWS_EVENT_OPEN = 1,
     /// A whole text message (UTF-8, not NUL-terminated): `ferrows_event_data`.
@@ -29,7 +29,7 @@ pub enum ferrows_event_type {
 /// An event. Owned by whoever received it; free it with `ferrows_event_free`. The data it
 /// points to stays valid until then. An event may be read from any thread, by one at a time.
 pub struct ferrows_event {
-    pub(crate) kind: ferrows_event_type,
+    pub(crate) kind: ferrows_event_kind,
     pub(crate) userdata: *mut c_void,
     /// A message's data, or the close reason or error text.
     pub(crate) data: Vec<u8>,
@@ -43,7 +43,7 @@ pub struct ferrows_event {
 unsafe impl Send for ferrows_event {}
 
 impl ferrows_event {
-    pub(crate) fn new(kind: ferrows_event_type, userdata: *mut c_void) -> Box<Self> {
+    pub(crate) fn new(kind: ferrows_event_kind, userdata: *mut c_void) -> Box<Self> {
         Box::new(Self {
             kind,
             userdata,
@@ -55,7 +55,7 @@ impl ferrows_event {
     }
 }
 
-/// The event's type, a `ferrows_event_type`; 0 for NULL.
+/// The event's type, a `ferrows_event_kind`; 0 for NULL.
 ///
 /// # Safety
 /// `event` must be NULL or a valid event.
@@ -98,8 +98,8 @@ pub unsafe extern "C" fn ferrows_event_data(
             Some(event)
                 if matches!(
                     event.kind,
-                    ferrows_event_type::FERROWS_EVENT_TEXT
-                        | ferrows_event_type::FERROWS_EVENT_BINARY
+                    ferrows_event_kind::FERROWS_EVENT_TEXT
+                        | ferrows_event_kind::FERROWS_EVENT_BINARY
                 ) =>
             {
                 &event.data
@@ -152,7 +152,7 @@ pub unsafe extern "C" fn ferrows_event_message(
         non_null!(event);
         let event = &*event;
         let text: &[u8] = match event.kind {
-            ferrows_event_type::FERROWS_EVENT_CLOSED | ferrows_event_type::FERROWS_EVENT_ERROR => {
+            ferrows_event_kind::FERROWS_EVENT_CLOSED | ferrows_event_kind::FERROWS_EVENT_ERROR => {
                 &event.data
             }
             _ => &[],

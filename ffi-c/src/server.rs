@@ -15,7 +15,7 @@ use crate::boundary::{
 };
 use crate::config::ferrows_config;
 use crate::conn::{ferrows_conn, ConnState};
-use crate::event::{ferrows_event, ferrows_event_type};
+use crate::event::{ferrows_event, ferrows_event_kind};
 use crate::queue::{ferrows_queue, QueueShared, Source};
 
 pub(crate) struct ServerState {
@@ -45,7 +45,7 @@ impl ServerState {
             if let Some(connection) = Self::upgrade(pending) {
                 let queue = self.queue.upgrade();
                 let mut event = ferrows_event::new(
-                    ferrows_event_type::FERROWS_EVENT_ACCEPT,
+                    ferrows_event_kind::FERROWS_EVENT_ACCEPT,
                     std::ptr::null_mut(),
                 );
                 event.conn = Some(ConnState::accepted(connection, queue.as_ref()));
