@@ -88,9 +88,11 @@ struct Inner {
     reading_paused: bool,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
-    /// The socket, for senders to write to directly while the writer task is idle
-    /// (plain TCP only).
-    inline_writer: Option<Arc<TcpStream>>,
+    /// The socket, for threads to use directly (plain TCP only): senders write to it while
+    /// the writer task is idle, and a receiver finding the inbox empty reads and waits on it.
+    socket: Option<Arc<TcpStream>>,
+    /// A receiving thread is waiting on the socket: the reader task leaves it alone.
+    inline_reading: bool,
     pings: VecDeque<(Vec<u8>, PongWaiter)>,
     ended: Option<Ended>,
     receiving: bool,
@@ -112,6 +114,8 @@ struct Shared {
     wake_writer: Notify,
     /// Wakes the reader task when the inbox drains below its low watermark.
     resume_reading: Notify,
+    /// Wakes the reader task when a receiving thread stops waiting on the socket.
+    inline_done: Notify,
     /// Set once the protocol is closed: the tasks finish.
     closed_tx: watch::Sender<bool>,
     inbox_marks: Watermarks,
@@ -162,7 +166,8 @@ impl Connection {
             inbox_bytes: 0,
             reading_paused: false,
             in_flight: 0,
-            inline_writer: None,
+            socket: None,
+            inline_reading: false,
             pings: VecDeque::new(),
             ended: None,
             receiving: false,
@@ -174,6 +179,7 @@ impl Connection {
                 writable: Condvar::new(),
                 wake_writer: Notify::new(),
                 resume_reading: Notify::new(),
+                inline_done: Notify::new(),
                 closed_tx,
                 inbox_marks: setup.inbox,
                 outbox_marks: setup.outbox,
@@ -199,10 +205,10 @@ impl Connection {
         }
         match transport {
             Transport::Plain(tcp) => {
-                let shared = SharedTcp(Arc::new(tcp));
-                inner.inline_writer = Some(shared.0.clone());
-                runtime.spawn(read_loop(self.clone(), shared.clone()));
-                runtime.spawn(write_loop(self.clone(), shared));
+                let socket = Arc::new(tcp);
+                inner.socket = Some(socket.clone());
+                runtime.spawn(read_loop_plain(self.clone(), socket.clone()));
+                runtime.spawn(write_loop(self.clone(), SharedTcp(socket)));
             }
             Transport::Secure(stream) => {
                 let (reader, writer) = tokio::io::split(stream);
@@ -322,8 +328,58 @@ impl Connection {
             if let Some(ended) = &inner.ended {
                 return Err(Error::ConnectionClosed(ended.info.clone()));
             }
-            inner =
-                wait_until(&self.shared.readable, inner, deadline).ok_or(Error::Timeout("recv"))?;
+            inner = match inner.socket.clone() {
+                Some(socket) if !inner.inline_reading => {
+                    self.read_inline(inner, &socket, deadline)?
+                }
+                _ => wait_until(&self.shared.readable, inner, deadline)
+                    .ok_or(Error::Timeout("recv"))?,
+            };
+        }
+    }
+
+    /// Reads the socket on the receiving thread: what is there at once, else waits for it to
+    /// become readable, sparing the hand-off from the reader task. The wait is sliced so that
+    /// an end decided by a timer (keepalive, close timeout) is noticed.
+    fn read_inline<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        socket: &TcpStream,
+        deadline: Option<Instant>,
+    ) -> Result<MutexGuard<'a, Inner>> {
+        let mut buffer = [0u8; READ_BUFFER];
+        match read_raw(socket, &mut buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            read => {
+                self.absorb_read(&mut inner, read, &buffer);
+                return Ok(inner);
+            }
+        }
+        let now = Instant::now();
+        let slice = match deadline {
+            Some(deadline) if now >= deadline => return Err(Error::Timeout("recv")),
+            Some(deadline) => (deadline - now).min(INLINE_WAIT_SLICE),
+            None => INLINE_WAIT_SLICE,
+        };
+        inner.inline_reading = true;
+        drop(inner);
+        wait_readable(socket, slice);
+        let mut inner = self.lock();
+        inner.inline_reading = false;
+        self.shared.inline_done.notify_one();
+        Ok(inner)
+    }
+
+    /// Feeds the outcome of a socket read to the protocol and dispatches the events.
+    fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<usize>, buffer: &[u8]) {
+        match read {
+            Ok(0) => inner.protocol.receive_eof(),
+            Ok(n) => inner.protocol.receive_data(&buffer[..n], Instant::now()),
+            Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
+        }
+        self.dispatch(inner);
+        if inner.inbox_bytes >= self.shared.inbox_marks.high {
+            inner.reading_paused = true;
         }
     }
 
@@ -545,7 +601,7 @@ fn write_inline(inner: &mut Inner) {
     if inner.in_flight > 0 || inner.protocol.output().is_empty() {
         return;
     }
-    let Some(socket) = &inner.inline_writer else {
+    let Some(socket) = &inner.socket else {
         return;
     };
     // Errors and WouldBlock are left to the writer task, which reports or waits.
@@ -554,7 +610,30 @@ fn write_inline(inner: &mut Inner) {
     }
 }
 
-/// Reads from the socket into the protocol until the connection closes.
+/// How long a receiving thread waits on the socket before looking at the connection again.
+const INLINE_WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// One non-blocking read straight from the socket, whoever the caller is.
+fn read_raw(socket: &TcpStream, buffer: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    (&*socket2::SockRef::from(socket)).read(buffer)
+}
+
+/// Blocks the calling thread until `socket` is readable or `timeout` passes.
+fn wait_readable(socket: &TcpStream, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut poll_fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call. Errors (EINTR) end the wait
+    // early, which the caller's loop handles.
+    unsafe { libc::poll(&mut poll_fd, 1, millis) };
+}
+
+/// Reads a TLS stream into the protocol until the connection closes.
 async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, mut reader: R) {
     let mut closed = connection.shared.closed_tx.subscribe();
     let mut buffer = vec![0u8; READ_BUFFER];
@@ -571,15 +650,58 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, mut reader: R) 
             _ = closed.wait_for(|closed| *closed) => return,
         };
         let mut inner = connection.lock();
-        match read {
-            Ok(0) => inner.protocol.receive_eof(),
-            Ok(n) => inner.protocol.receive_data(&buffer[..n], Instant::now()),
-            Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
+        connection.absorb_read(&mut inner, read, &buffer);
+        if inner.protocol.is_closed() {
+            return;
         }
-        connection.dispatch(&mut inner);
-        if inner.inbox_bytes >= connection.shared.inbox_marks.high {
-            inner.reading_paused = true;
+    }
+}
+
+/// Reads plain TCP into the protocol until the connection closes. Reads happen under the
+/// connection's lock, as a receiving thread's inline reads do, so bytes never reorder; while
+/// such a thread waits on the socket, this task stands aside.
+async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
+    let mut closed = connection.shared.closed_tx.subscribe();
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let (paused, inline) = {
+            let inner = connection.lock();
+            (inner.reading_paused, inner.inline_reading)
+        };
+        if paused || inline {
+            let resumed = if paused {
+                &connection.shared.resume_reading
+            } else {
+                &connection.shared.inline_done
+            };
+            tokio::select! {
+                _ = resumed.notified() => continue,
+                _ = closed.wait_for(|closed| *closed) => return,
+            }
         }
+        tokio::select! {
+            ready = socket.readable() => {
+                if let Err(error) = ready {
+                    let mut inner = connection.lock();
+                    connection.absorb_read(&mut inner, Err(error), &buffer);
+                    return;
+                }
+            }
+            _ = closed.wait_for(|closed| *closed) => return,
+        }
+        let mut inner = connection.lock();
+        if inner.inline_reading || inner.reading_paused {
+            continue;
+        }
+        // try_io clears tokio's readiness when the socket turns out empty (an inline reader
+        // may have emptied it), so the next readable() really waits.
+        let read = socket.try_io(tokio::io::Interest::READABLE, || {
+            read_raw(&socket, &mut buffer)
+        });
+        if matches!(&read, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock) {
+            continue;
+        }
+        connection.absorb_read(&mut inner, read, &buffer);
         if inner.protocol.is_closed() {
             return;
         }
