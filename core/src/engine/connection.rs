@@ -125,8 +125,9 @@ struct Shared {
     notifier: Mutex<Option<Notifier>>,
 }
 
-/// Called on a runtime thread, with the connection locked, when data arrives or the
-/// connection ends. It must be quick and must not call back into the connection.
+/// Called when data arrives or the connection ends, with the connection locked, on whichever
+/// thread read the data (a runtime thread, or a receiving thread reading inline). It must be
+/// quick and must not call back into the connection.
 pub type Notifier = Arc<dyn Fn() + Send + Sync>;
 
 /// A handle to an open connection. Cloning it gives another handle to the same connection;
