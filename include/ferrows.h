@@ -209,8 +209,17 @@ typedef struct ferrows_server ferrows_server;
  ferrows calls made from it fail with `FERROWS_ERR_WOULD_DEADLOCK`.
  */
 typedef struct {
+  /*
+   Passed to `call` and `drop`.
+   */
   void *context;
+  /*
+   Called with each event; NULL removes the callback.
+   */
   void (*call)(void *context, ferrows_event *event);
+  /*
+   Called once when the callback is no longer used; may be NULL.
+   */
   void (*drop)(void *context);
 } ferrows_event_callback;
 

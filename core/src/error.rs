@@ -8,7 +8,9 @@ use crate::protocol::handshake::Response;
 /// A close frame as sent or received: its code and UTF-8 reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
+    /// The close code (1000 normal, 1001 going away, ...).
     pub code: u16,
+    /// The reason, UTF-8, at most 123 bytes.
     pub reason: String,
 }
 
@@ -79,13 +81,23 @@ impl fmt::Display for CloseInfo {
 pub enum Error {
     /// The URI is not a valid ws:// or wss:// URI.
     #[error("invalid URI {uri:?}: {reason}")]
-    InvalidUri { uri: String, reason: String },
+    InvalidUri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server answered the opening handshake with a status other than 101.
     #[error("server rejected WebSocket connection: HTTP {}", .0.status)]
     InvalidStatus(Box<Response>),
     /// A handshake header is missing or wrong.
     #[error("invalid {name} header: {reason}")]
-    InvalidHeader { name: String, reason: String },
+    InvalidHeader {
+        /// The header's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The Origin header is missing or not in the allow-list.
     #[error("invalid Origin header: {0:?}")]
     InvalidOrigin(Option<String>),
@@ -97,7 +109,12 @@ pub enum Error {
     Negotiation(String),
     /// The peer broke the protocol; the connection closes with `code`.
     #[error("protocol error: {reason}")]
-    Protocol { code: u16, reason: String },
+    Protocol {
+        /// The close code the connection closes with (1002, 1007...).
+        code: u16,
+        /// What the peer did.
+        reason: String,
+    },
     /// A message or frame exceeded its size limit (close code 1009).
     #[error("payload too big: {0}")]
     PayloadTooBig(String),

@@ -6,6 +6,7 @@
 //! statuses, < 0 errors) with details in `ferrows_last_error_message`; timeouts are
 //! `int32_t` milliseconds (-1 forever, 0 do not wait).
 
+#![warn(missing_docs)]
 #![allow(non_camel_case_types)]
 // The exports check their pointers and say what they need in their `# Safety` sections.
 #![allow(clippy::missing_safety_doc)]

@@ -45,8 +45,11 @@ impl Source {
 /// ferrows calls made from it fail with `FERROWS_ERR_WOULD_DEADLOCK`.
 #[repr(C)]
 pub struct ferrows_event_callback {
+    /// Passed to `call` and `drop`.
     pub context: *mut c_void,
+    /// Called with each event; NULL removes the callback.
     pub call: Option<unsafe extern "C" fn(context: *mut c_void, event: *mut ferrows_event)>,
+    /// Called once when the callback is no longer used; may be NULL.
     pub drop: Option<unsafe extern "C" fn(context: *mut c_void)>,
 }
 

@@ -10,7 +10,9 @@ use crate::protocol::ProtocolConfig;
 /// falls to `low`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermarks {
+    /// Above this many bytes, the producer waits.
     pub high: usize,
+    /// The producer resumes once the level falls to this many bytes.
     pub low: usize,
 }
 
@@ -38,13 +40,19 @@ pub const DEFAULT_OUTBOX: Watermarks = Watermarks {
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Limits and timers of the connection.
     pub protocol: ProtocolConfig,
+    /// What the opening request carries: origin, subprotocols, headers.
     pub handshake: ClientOptions,
+    /// Bounds on the handshake response.
     pub limits: HandshakeLimits,
+    /// How wss:// servers are verified, and the client certificate.
     pub tls: TlsClientOptions,
     /// Bounds DNS, TCP connect, TLS and the opening handshake together.
     pub open_timeout: Option<Duration>,
+    /// Budget of received, unread bytes.
     pub inbox: Watermarks,
+    /// Budget of sent, unwritten bytes.
     pub outbox: Watermarks,
 }
 
@@ -65,9 +73,13 @@ impl Default for ClientConfig {
 /// How a server accepts connections.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Limits and timers of each connection.
     pub protocol: ProtocolConfig,
+    /// Subprotocols and the origin allow-list.
     pub handshake: ServerOptions,
+    /// Bounds on the handshake request.
     pub limits: HandshakeLimits,
+    /// The certificate and key: the server speaks TLS when set.
     pub tls: Option<TlsServerOptions>,
     /// Bounds TLS, reading the request and the application's accept decision.
     pub handshake_timeout: Option<Duration>,
@@ -77,7 +89,9 @@ pub struct ServerConfig {
     pub backlog: usize,
     /// Headers added to every handshake response (such as `Server`).
     pub response_headers: Headers,
+    /// Budget of received, unread bytes, per connection.
     pub inbox: Watermarks,
+    /// Budget of sent, unwritten bytes, per connection.
     pub outbox: Watermarks,
 }
 

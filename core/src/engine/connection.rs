@@ -28,18 +28,26 @@ const READ_BUFFER: usize = 16 * 1024;
 /// A piece of a received message. Whole messages arrive as one chunk with `fin` set.
 #[derive(Debug)]
 pub struct Chunk {
+    /// Text or binary: the message's type, on every chunk of it.
     pub kind: MessageKind,
+    /// The bytes; text chunks end on character boundaries.
     pub data: Vec<u8>,
+    /// This chunk ends the message.
     pub fin: bool,
 }
 
 /// What the opening handshake established.
 #[derive(Debug, Clone)]
 pub struct HandshakeInfo {
+    /// The opening request.
     pub request: Request,
+    /// The opening response (101).
     pub response: Response,
+    /// The negotiated subprotocol.
     pub subprotocol: Option<String>,
+    /// This end's address.
     pub local_addr: Option<SocketAddr>,
+    /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
 }
 
@@ -76,6 +84,7 @@ impl PongWaiter {
 /// The final state of a finished connection.
 #[derive(Debug, Clone)]
 pub struct Ended {
+    /// The close frames exchanged.
     pub info: CloseInfo,
     /// Why it failed, when it did (payload too big, protocol error, timeout, I/O error).
     pub cause: Option<Arc<Error>>,
@@ -147,10 +156,15 @@ impl std::fmt::Debug for Connection {
 
 /// Everything needed to start a connection's tasks once its handshake is done.
 pub struct Setup {
+    /// Client or server.
     pub role: protocol::Role,
+    /// Limits and timers.
     pub config: protocol::ProtocolConfig,
+    /// Budget of received, unread bytes.
     pub inbox: Watermarks,
+    /// Budget of sent, unwritten bytes.
     pub outbox: Watermarks,
+    /// What the handshake established.
     pub info: HandshakeInfo,
 }
 

@@ -14,12 +14,13 @@ use crate::error::{Error, Result};
 /// How a client verifies and identifies itself to a wss:// server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsClientOptions {
-    /// Extra trusted CA certificates (PEM). With `use_system_roots` false they are the only ones.
+    /// Extra trusted CA certificates (PEM). With `no_system_roots` they are the only ones.
     pub ca_pem: Option<Vec<u8>>,
     /// Do not trust the operating system's roots (only `ca_pem`).
     pub no_system_roots: bool,
     /// A client certificate chain and its private key (PEM), for servers that ask for one.
     pub client_cert_pem: Option<Vec<u8>>,
+    /// The private key of `client_cert_pem` (PEM).
     pub client_key_pem: Option<Vec<u8>>,
     /// Verify the certificate against this name instead of the URI's host.
     pub server_name: Option<String>,
@@ -30,7 +31,9 @@ pub struct TlsClientOptions {
 /// A server's certificate chain and private key (PEM).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsServerOptions {
+    /// The certificate chain, leaf first (PEM).
     pub cert_chain_pem: Vec<u8>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_pem: Vec<u8>,
 }
 

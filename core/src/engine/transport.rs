@@ -17,7 +17,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// A connection's transport.
 pub enum Transport {
+    /// Plain TCP: ws://.
     Plain(TcpStream),
+    /// TLS over TCP: wss://.
     Secure(Box<dyn Stream>),
 }
 

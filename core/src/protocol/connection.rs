@@ -17,14 +17,18 @@ use crate::error::{CloseFrame, CloseInfo, Error};
 /// Which end of the connection we are: clients mask, servers require masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The end that opened the connection.
     Client,
+    /// The end that accepted it.
     Server,
 }
 
 /// The type of a data message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
+    /// UTF-8 text.
     Text,
+    /// Arbitrary bytes.
     Binary,
 }
 
@@ -43,24 +47,36 @@ pub enum State {
 #[derive(Debug)]
 pub enum Event {
     /// A whole message. Text data is valid UTF-8.
-    Message { kind: MessageKind, data: Vec<u8> },
+    Message {
+        /// Text or binary.
+        kind: MessageKind,
+        /// The whole payload.
+        data: Vec<u8>,
+    },
     /// In streaming mode, a frame's data as it arrives. Text chunks end on character
     /// boundaries, so each one is valid UTF-8; `fin` marks the message's last chunk.
     Fragment {
+        /// Text or binary (the message's type).
         kind: MessageKind,
+        /// This part of the payload.
         data: Vec<u8>,
+        /// The last chunk of the message.
         fin: bool,
     },
     /// A ping arrived (its pong is already queued).
     Ping(Vec<u8>),
     /// A pong arrived; `latency` is set when it answers one of our pings.
     Pong {
+        /// The pong's payload.
         data: Vec<u8>,
+        /// The round trip of the ping it answers.
         latency: Option<Duration>,
     },
     /// The connection is over; always the last event. `error` says why it failed, if it did.
     Closed {
+        /// The close frames exchanged.
         info: CloseInfo,
+        /// The failure that ended the connection, if any.
         error: Option<Error>,
     },
 }
