@@ -109,13 +109,21 @@ if(NOT TARGET ferrows::ferrows)
 endif()
 
 if(NOT TARGET ferrows::ferrows_static)
-  find_package(Threads REQUIRED)
+  # libferrows.a needs what Libs.private in ferrows.pc lists: threads, dl and libm.
+  set(_ferrows_threads -lpthread)
+  if(CMAKE_C_COMPILER_LOADED OR CMAKE_CXX_COMPILER_LOADED)
+    find_package(Threads QUIET)
+    if(TARGET Threads::Threads)
+      set(_ferrows_threads Threads::Threads)
+    endif()
+  endif()
   add_library(ferrows::ferrows_static STATIC IMPORTED)
   set_target_properties(ferrows::ferrows_static PROPERTIES
     IMPORTED_LOCATION "\${_ferrows_prefix}/lib/libferrows.a"
     IMPORTED_LINK_INTERFACE_LANGUAGES "C"
     INTERFACE_INCLUDE_DIRECTORIES "\${_ferrows_prefix}/include"
-    INTERFACE_LINK_LIBRARIES "Threads::Threads;\${CMAKE_DL_LIBS};m")
+    INTERFACE_LINK_LIBRARIES "\${_ferrows_threads};\${CMAKE_DL_LIBS};m")
+  unset(_ferrows_threads)
 endif()
 
 unset(_ferrows_prefix)

@@ -16,7 +16,7 @@ use crate::options::client_config;
 use crate::wait::{slice_timeout, timeout_from, wait_interruptibly};
 
 /// Turns received data into `str` (text, valid UTF-8 by construction) or `bytes`.
-fn data_to_py<'py>(py: Python<'py>, kind: MessageKind, data: &[u8]) -> Bound<'py, PyAny> {
+pub fn data_to_py<'py>(py: Python<'py>, kind: MessageKind, data: &[u8]) -> Bound<'py, PyAny> {
     match kind {
         MessageKind::Text => {
             // SAFETY: the protocol core validated this text message as UTF-8.
@@ -34,7 +34,8 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    fn parts(&self) -> (MessageKind, &[u8]) {
+    /// The message's type and bytes.
+    pub fn parts(&self) -> (MessageKind, &[u8]) {
         match self {
             Outgoing::Text(text) => (MessageKind::Text, text.as_bytes()),
             Outgoing::Binary(bytes) => (MessageKind::Binary, bytes),

@@ -1,6 +1,7 @@
 //! `ferrows._ferrows`: the native module behind the `ferrows` Python package. It is a thin
 //! binding of ferrows-core's engine; the public API lives in the Python package.
 
+mod aio;
 mod connection;
 mod convert;
 mod errors;
@@ -30,5 +31,12 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<server::PyPendingHandshake>()?;
     module.add_function(wrap_pyfunction!(connection::connect, module)?)?;
     module.add_function(wrap_pyfunction!(set_runtime_threads, module)?)?;
+    module.add_class::<aio::PyProtocolCore>()?;
+    module.add_class::<aio::PyClientHandshake>()?;
+    module.add_function(wrap_pyfunction!(aio::client_handshake, module)?)?;
+    module.add_function(wrap_pyfunction!(aio::server_parse_request, module)?)?;
+    module.add_function(wrap_pyfunction!(aio::server_validate_request, module)?)?;
+    module.add_function(wrap_pyfunction!(aio::server_accept_response, module)?)?;
+    module.add_function(wrap_pyfunction!(aio::response_bytes, module)?)?;
     Ok(())
 }

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Builds the C agents against target/release/libferrows.so when needed, then execs one.
+BUILD_C_AGENTS = ("bash", str(HERE / "build_c_agents.sh"), "--exec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,5 +27,10 @@ AGENTS = [
         name="ferrows-sync",
         server=(sys.executable, str(HERE / "sync_echo_server.py")),
         client=(sys.executable, str(HERE / "sync_client_driver.py")),
+    ),
+    Agent(
+        name="ferrows-c",
+        server=(*BUILD_C_AGENTS, "c_echo_server"),
+        client=(*BUILD_C_AGENTS, "c_client_driver"),
     ),
 ]

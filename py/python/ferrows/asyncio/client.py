@@ -1,0 +1,263 @@
+"""The asyncio client: ``connect()``, awaited, used as a context manager, or iterated to
+reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import ssl as ssl_module
+from collections.abc import AsyncIterator, Generator, Sequence
+from types import TracebackType
+from typing import Any, Callable
+
+from .. import _ferrows
+from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
+from ..exceptions import TimeoutError as WsTimeoutError
+from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
+from .connection import Connection, Listener
+from .options import DEFAULT_READ_LIMIT, DEFAULT_WRITE_LIMIT, Limit, core_options, watermarks
+
+__all__ = ["ClientConnection", "connect", "unix_connect"]
+
+client_logger = logging.getLogger("ferrows.client")
+
+#: Reconnection backoff: the first delay is random up to this (seconds), ...
+BACKOFF_INITIAL_DELAY = float(os.environ.get("FERROWS_BACKOFF_INITIAL_DELAY", "5"))
+#: ... then delays grow by this factor ...
+BACKOFF_FACTOR = float(os.environ.get("FERROWS_BACKOFF_FACTOR", "1.618"))
+#: ... up to this many seconds.
+BACKOFF_MAX_DELAY = float(os.environ.get("FERROWS_BACKOFF_MAX_DELAY", "90"))
+
+_MAX_ERROR_BODY = 65536
+
+
+class ClientConnection(Connection):
+    """A connection opened by :func:`connect`."""
+
+    def __init__(self, handshake: Any, **kwargs: Any) -> None:
+        super().__init__(is_client=True, **kwargs)
+        self._handshake = handshake
+        self._head = bytearray()
+        self._head_size: int | None = None
+        self._opened: asyncio.Future[None] = self._loop.create_future()
+        self.request = _request_from_core(handshake.request())
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._transport.write(self._handshake.request_bytes())  # type: ignore[union-attr]
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._head += data
+        try:
+            if self._head_size is None:
+                self._head_size = self._handshake.parse_response(bytes(self._head))
+                if self._head_size is None:
+                    return
+            body_length = self._handshake.body_length()
+            rest = bytes(self._head[self._head_size :])
+            response = self._handshake.response()
+            if response[0] != 101 and len(rest) < min(body_length or 0, _MAX_ERROR_BODY):
+                return  # the body of a refusal is still coming
+            refusal = response[0] != 101
+            body = rest[: min(body_length or 0, _MAX_ERROR_BODY)] if refusal else b""
+            self.subprotocol = self._handshake.validate(body)
+        except Exception as exc:
+            self._fail_handshake(exc)
+            return
+        self.response = _response_from_core(self._handshake.response())
+        self._start(rest)
+        self._opened.set_result(None)
+
+    def _handshake_lost(self, exc: Exception | None) -> None:
+        if self._opened.done():
+            return
+        if self._head_size is not None:
+            # A refusal whose body ended with the connection: report what arrived.
+            self._handshake_data(b"")
+            if self._opened.done():
+                return
+        error = InvalidMessage("connection closed during the opening handshake")
+        error.__cause__ = exc
+        self._opened.set_exception(error)
+
+    def _fail_handshake(self, exc: Exception) -> None:
+        if not self._opened.done():
+            self._opened.set_exception(exc)
+        if self._transport is not None:
+            self._transport.close()
+
+
+class connect:
+    """Opens a WebSocket connection to ``uri``; use it one of three ways:
+
+    - ``async with connect(uri) as websocket: ...`` (closes on exit);
+    - ``websocket = await connect(uri)``;
+    - ``async for websocket in connect(uri): ...`` reconnects with exponential backoff and
+      jitter after transient failures (refused, reset, timeouts, 5xx responses), never after a
+      4xx or an invalid URI.
+
+    ``ssl``: True or an :class:`ssl.SSLContext` (wss:// URIs get a default context);
+    ``server_hostname`` overrides the name checked; ``sock`` is a connected socket to use.
+    ``listener`` (a factory of :class:`~ferrows.asyncio.Listener`) selects the callback API.
+    Limits and timeouts as in :func:`ferrows.sync.client.connect`; ``read_limit`` pauses
+    reading above it (bytes), ``write_limit`` makes ``send()`` wait above it.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] | None = None,
+        additional_headers: HeadersLike | None = None,
+        user_agent_header: str | None = None,
+        ssl: bool | ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        sock: socket.socket | None = None,
+        open_timeout: float | None = 10,
+        close_timeout: float | None = 10,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        read_limit: Limit = None,
+        write_limit: Limit = None,
+        listener: Callable[[], Listener] | None = None,
+        logger: logging.Logger | None = None,
+        unix_path: str | None = None,
+    ) -> None:
+        self.uri = uri
+        self._handshake_options = {
+            "origin": origin,
+            "subprotocols": list(subprotocols) if subprotocols else None,
+            "additional_headers": (
+                Headers(additional_headers).items() if additional_headers else None
+            ),
+            "user_agent": user_agent_header,
+        }
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._sock = sock
+        self._unix_path = unix_path
+        self._open_timeout = open_timeout
+        self._connection_options = {
+            "core_options": core_options(
+                max_size=max_size,
+                max_frame_size=max_frame_size,
+                close_timeout=close_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+            ),
+            "read_limit": watermarks(read_limit, DEFAULT_READ_LIMIT, "read_limit"),
+            "write_limit": watermarks(write_limit, DEFAULT_WRITE_LIMIT, "write_limit"),
+            "close_timeout": close_timeout,
+            "logger": logger or client_logger,
+        }
+        self._listener = listener
+        self._connection: ClientConnection | None = None
+
+    async def _open(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        handshake = _ferrows.client_handshake(self.uri, self._handshake_options)
+        secure, host, port = handshake.address()
+        context: ssl_module.SSLContext | None = None
+        if isinstance(self._ssl, ssl_module.SSLContext):
+            context = self._ssl
+        elif self._ssl or (self._ssl is None and secure):
+            context = ssl_module.create_default_context()
+        if self._ssl is False and secure:
+            raise ValueError("wss:// needs TLS; ssl=False contradicts the URI")
+        listener = self._listener() if self._listener else None
+
+        def factory() -> ClientConnection:
+            return ClientConnection(handshake, listener=listener, **self._connection_options)
+
+        kwargs: dict[str, Any] = {"ssl": context}
+        if context is not None:
+            kwargs["server_hostname"] = self._server_hostname or host
+        if self._unix_path is not None:
+            _, connection = await loop.create_unix_connection(
+                factory, self._unix_path, sock=self._sock, **kwargs
+            )
+        elif self._sock is not None:
+            _, connection = await loop.create_connection(factory, sock=self._sock, **kwargs)
+        else:
+            _, connection = await loop.create_connection(factory, host, port, **kwargs)
+        try:
+            await connection._opened
+        except BaseException:
+            if connection._transport is not None:
+                connection._transport.abort()
+            raise
+        return connection
+
+    async def _open_with_timeout(self) -> ClientConnection:
+        try:
+            return await asyncio.wait_for(self._open(), self._open_timeout)
+        except asyncio.TimeoutError as exc:
+            raise WsTimeoutError("timed out during the opening handshake") from exc
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        return self._open_with_timeout().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        self._connection = await self._open_with_timeout()
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._connection is not None
+        await self._connection.__aexit__(exc_type, exc_value, traceback)
+
+    async def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        delays = _backoff()
+        while True:
+            try:
+                connection = await self._open_with_timeout()
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                delay = next(delays)
+                client_logger.info(
+                    "connect to %s failed (%s); retrying in %.1f s", self.uri, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            delays = _backoff()
+            try:
+                yield connection
+            finally:
+                await connection.close()
+
+
+def _backoff() -> Generator[float, None, None]:
+    """Delays between attempts: random up to the initial delay, then growing with jitter."""
+    yield random.random() * BACKOFF_INITIAL_DELAY
+    delay = BACKOFF_INITIAL_DELAY
+    while True:
+        delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_DELAY)
+        yield delay * (0.5 + random.random() / 2)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help: network errors, timeouts and 5xx answers, not a 4xx or a
+    bad URI."""
+    if isinstance(exc, InvalidURI):
+        return False
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code >= 500
+    if isinstance(exc, InvalidHandshake):
+        return isinstance(exc, InvalidMessage)
+    return isinstance(exc, (OSError, asyncio.TimeoutError, WsTimeoutError))
+
+
+def unix_connect(path: str, uri: str = "ws://localhost/", **kwargs: Any) -> connect:
+    """Like :func:`connect`, over the Unix socket at ``path``."""
+    return connect(uri, unix_path=path, **kwargs)

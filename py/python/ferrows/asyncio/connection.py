@@ -1,0 +1,541 @@
+"""The connection object of the asyncio face, shared by clients and servers.
+
+A ``Connection`` is the asyncio protocol of its transport: bytes arrive in ``buffer_updated``
+and go straight into the native protocol core on the event-loop thread; no other thread is
+involved. Messages wait in a deque until ``recv()`` takes them (or go to a listener's
+``on_message`` in the callback API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Union
+
+from .. import _ferrows
+from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, _from_core
+from ..frames import CloseCode
+from ..http11 import Request, Response
+
+__all__ = ["Connection", "Data", "Listener"]
+
+Data = Union[str, bytes]
+"""A message: ``str`` for text, ``bytes`` for binary."""
+
+_DATA, _PING, _PONG, _CLOSED = 0, 1, 2, 3
+_READ_BUFFER = 65536
+
+
+class Listener:
+    """The callback API: subclass it and override what you need.
+
+    Every method runs on the event-loop thread, with no ``await`` on the data path; send
+    with :meth:`Connection.send_nowait`. A listener is given to
+    :func:`ferrows.asyncio.client.connect` or :func:`ferrows.asyncio.server.serve` as
+    ``listener=`` (a factory called once per connection).
+    """
+
+    def on_open(self, connection: Connection) -> None:
+        """The opening handshake completed."""
+
+    def on_message(self, connection: Connection, message: Data) -> None:
+        """A whole message arrived: ``str`` for text, ``bytes`` for binary."""
+
+    def on_ping(self, connection: Connection, data: bytes) -> None:
+        """A ping arrived; the pong is already sent."""
+
+    def on_pong(self, connection: Connection, data: bytes) -> None:
+        """A pong arrived."""
+
+    def on_close(self, connection: Connection, exc: ConnectionClosed) -> None:
+        """The connection closed; ``exc`` tells how (``exc.code``, ``exc.reason``)."""
+
+
+def _decoded(data: Data, decode: bool | None) -> Data:
+    if decode is False and isinstance(data, str):
+        return data.encode()
+    if decode is True and isinstance(data, bytes):
+        return data.decode()
+    return data
+
+
+def _payload(data: object) -> Data:
+    if isinstance(data, (str, bytes)):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be str or a bytes-like object, not {type(data).__name__}")
+
+
+class Connection(asyncio.BufferedProtocol):
+    """A WebSocket connection on asyncio.
+
+    ``await recv()`` / ``async for message in connection`` receive, ``await send()`` sends,
+    ``await ping()`` returns a future of the latency, ``await close()`` closes. Use one
+    coroutine to receive; any number may send.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        core_options: dict[str, Any],
+        read_limit: tuple[int, int],
+        write_limit: tuple[int, int],
+        close_timeout: float | None,
+        logger: logging.Logger,
+        listener: Listener | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._is_client = is_client
+        self._core_options = core_options
+        self._read_high, self._read_low = read_limit
+        self._write_high, self._write_low = write_limit
+        self._close_timeout = close_timeout
+        self.logger = logger
+        self.listener = listener
+        self.id = uuid.uuid4()
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
+        self._transport: asyncio.Transport | None = None
+        self._core: Any = None
+        self._buffer = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buffer)
+        # Received chunks (data, fin); `_complete` counts whole messages among them.
+        self._chunks: deque[tuple[Data, bool]] = deque()
+        self._complete = 0
+        self._inbox_bytes = 0
+        self._reading_paused = False
+        self._partial: list[Data] = []
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._receiving = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pongs: dict[bytes, asyncio.Future[float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._closed: ConnectionClosed | None = None
+        self._closed_args: tuple[Any, Any, Any] = (None, None, None)
+        self._closed_cause: BaseException | None = None
+        self._connection_lost = self._loop.create_future()
+        self._abort_handle: asyncio.TimerHandle | None = None
+
+    # Properties
+
+    @property
+    def local_address(self) -> Any:
+        """The local socket address (``(host, port)`` for TCP)."""
+        return self._transport.get_extra_info("sockname") if self._transport else None
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's socket address."""
+        return self._transport.get_extra_info("peername") if self._transport else None
+
+    @property
+    def latency(self) -> float:
+        """Round-trip time of the last answered ping, in seconds (0.0 before any)."""
+        return self._core.latency if self._core is not None else 0.0
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (1006 without a close frame), else None."""
+        return self._closed.code if self._closed is not None else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once closed, else None."""
+        return self._closed.reason if self._closed is not None else None
+
+    # asyncio protocol: transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=self._write_high, low=self._write_low)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._core is None:
+            self._handshake_data(bytes(self._view[:nbytes]))
+            return
+        self._process(self._core.receive_into(self._buffer, nbytes))
+
+    def eof_received(self) -> bool | None:
+        if self._core is not None:
+            self._process(self._core.receive_eof())
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._core is not None and self._closed is None:
+            self._process(self._core.receive_error(str(exc)) if exc else self._core.receive_eof())
+        self._handshake_lost(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self._connection_lost.done():
+            self._connection_lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # Handshake hooks, for the client and server subclasses
+
+    def _handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _handshake_lost(self, exc: Exception | None) -> None:
+        """The transport closed; a handshake still in progress fails."""
+
+    def _start(self, rest: bytes) -> None:
+        """The handshake succeeded: run the protocol, fed with what followed the handshake."""
+        self._core = _ferrows.ProtocolCore(self._is_client, self._core_options)
+        self._reschedule()
+        if self.listener is not None:
+            self.listener.on_open(self)
+        if rest:
+            self._process(self._core.receive(rest))
+
+    # The data path
+
+    def _process(self, events: list[tuple[Any, ...]]) -> None:
+        listener = self.listener
+        for event in events:
+            tag = event[0]
+            if tag == _DATA:
+                _, _, data, fin = event
+                if listener is not None:
+                    self._deliver(listener, data, fin)
+                    continue
+                self._chunks.append((data, fin))
+                self._inbox_bytes += len(data)
+                if fin:
+                    self._complete += 1
+                waiter = self._recv_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            elif tag == _PONG:
+                self._pong_received(event[1], event[2])
+                if listener is not None:
+                    listener.on_pong(self, event[1])
+            elif tag == _PING:
+                if listener is not None:
+                    listener.on_ping(self, event[1])
+            else:
+                self._closed_event(*event[1:])
+        if self._inbox_bytes > self._read_high and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        output = self._core.data_to_send()
+        if output:
+            self._transport.write(output)
+        if self._core.is_closed:
+            self._close_transport()
+        self._reschedule()
+
+    def _deliver(self, listener: Listener, data: Data, fin: bool) -> None:
+        if fin and not self._partial:
+            listener.on_message(self, data)
+            return
+        self._partial.append(data)
+        if fin:
+            parts, self._partial = self._partial, []
+            listener.on_message(self, parts[0][:0].join(parts))  # type: ignore[arg-type]
+
+    def _pong_received(self, payload: bytes, latency: float | None) -> None:
+        if latency is None or payload not in self._pongs:
+            return
+        # A pong answers its ping and every earlier one.
+        for key in list(self._pongs):
+            waiter = self._pongs.pop(key)
+            if not waiter.done():
+                waiter.set_result(latency)
+            if key == payload:
+                break
+
+    def _closed_event(self, rcvd: Any, sent: Any, rcvd_then_sent: Any, cause: Any) -> None:
+        self._closed_args = (rcvd, sent, rcvd_then_sent)
+        self._closed_cause = cause
+        exc = self._closed = self._closed_error()
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        for pong in self._pongs.values():
+            if not pong.done():
+                pong.set_exception(exc)
+                pong.exception()  # retrieved: nobody may be waiting
+        self._pongs.clear()
+        if self.listener is not None:
+            self.listener.on_close(self, exc)  # type: ignore[arg-type]
+        if isinstance(cause, Exception) and not isinstance(exc, ConnectionClosedOK):
+            self.logger.debug("connection %s failed: %s", self.id, cause)
+
+    def _close_transport(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        # A peer that stops reading would keep the transport open while data is buffered.
+        self._abort_handle = self._loop.call_later(self._close_timeout or 10, transport.abort)
+
+    def _reschedule(self) -> None:
+        delay = self._core.next_deadline()
+        if delay is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        when = self._loop.time() + delay
+        if self._timer is not None and abs(when - self._timer_when) < 0.001:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        output, events = self._core.handle_timeout()
+        if output:
+            self._transport.write(output)
+        self._process(events)
+
+    def _consumed(self, size: int) -> None:
+        self._inbox_bytes -= size
+        if self._reading_paused and self._inbox_bytes <= self._read_low:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _closed_error(self) -> ConnectionClosed:
+        """A fresh ConnectionClosed for this connection, with its cause."""
+        exc = _from_core("closed", self._closed_args)
+        exc.__cause__ = self._closed_cause
+        return exc  # type: ignore[return-value]
+
+    def _raise_closed(self) -> None:
+        raise self._closed_error()
+
+    # Receiving
+
+    async def recv(self, decode: bool | None = None) -> Data:
+        """Receives the next message: ``str`` for text, ``bytes`` for binary.
+
+        Returns at once when a message is buffered. Cancelling it loses no message. Raises
+        :class:`~ferrows.exceptions.ConnectionClosed` once closed and
+        :class:`~ferrows.exceptions.ConcurrencyError` if another coroutine is receiving.
+        """
+        if self._receiving:
+            raise ConcurrencyError("cannot call recv while another coroutine is receiving")
+        if not self._complete:
+            await self._wait_for(lambda: self._complete > 0)
+        chunks = self._chunks
+        data, fin = chunks.popleft()
+        if fin:
+            self._complete -= 1
+            self._consumed(len(data))
+            return _decoded(data, decode) if decode is not None else data
+        parts = [data]
+        size = len(data)
+        while not fin:
+            data, fin = chunks.popleft()
+            parts.append(data)
+            size += len(data)
+        self._complete -= 1
+        self._consumed(size)
+        return _decoded(parts[0][:0].join(parts), decode)  # type: ignore[arg-type]
+
+    async def _wait_for(self, ready: Any) -> None:
+        self._receiving = True
+        try:
+            while not ready():
+                if self._closed is not None:
+                    self._raise_closed()
+                waiter = self._loop.create_future()
+                self._recv_waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    self._recv_waiter = None
+        finally:
+            self._receiving = False
+
+    async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
+        """Yields the next message's chunks as they arrive (text never split in a character)."""
+        if self._receiving:
+            raise ConcurrencyError("cannot receive while another coroutine is receiving")
+        while True:
+            if not self._chunks:
+                await self._wait_for(lambda: bool(self._chunks))
+            data, fin = self._chunks.popleft()
+            self._consumed(len(data))
+            if fin:
+                self._complete -= 1
+            yield _decoded(data, decode)
+            if fin:
+                return
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Data]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    # Sending
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Any] | AsyncIterable[Any],
+        text: bool | None = None,
+    ) -> None:
+        """Sends a message: ``str`` as text, bytes-like as binary, an (async) iterable as one
+        fragmented message. Returns at once while the write buffer is under its high-water
+        mark, otherwise waits until it drains.
+        """
+        if isinstance(message, (str, bytes)) and text is None:
+            self._write(self._sender().send(message))
+        elif isinstance(message, (str, bytes, bytearray, memoryview)):
+            self._write(self._sender().send(_typed(_payload(message), text)))
+        elif isinstance(message, AsyncIterable):
+            await self._send_fragments(message.__aiter__(), text)
+        elif isinstance(message, Iterable):
+            await self._send_fragments(_as_async(message), text)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        if self._writing_paused:
+            await self._drain()
+
+    def send_nowait(self, message: Data) -> None:
+        """Sends a message without waiting (the callback API's data path). The write buffer
+        grows past its high-water mark if you never yield to the loop: check
+        :attr:`write_buffer_size` or use ``await send()`` for bounded memory.
+        """
+        self._write(self._sender().send(message))
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written to the transport and not yet sent."""
+        return self._transport.get_write_buffer_size() if self._transport else 0
+
+    async def _send_fragments(self, fragments: AsyncIterator[Any], text: bool | None) -> None:
+        sender = self._sender()
+        try:
+            current = _typed(_payload(await fragments.__anext__()), text)
+        except StopAsyncIteration:
+            return
+        kind = type(current)
+        async for following in fragments:
+            self._write(sender.send_fragment(current, False))
+            if self._writing_paused:
+                await self._drain()
+            current = _typed(_payload(following), text)
+            if type(current) is not kind:
+                raise TypeError("all fragments of a message must be str, or all bytes-like")
+        self._write(sender.send_fragment(current, True))
+
+    def _sender(self) -> Any:
+        if self._closed is not None:
+            self._raise_closed()
+        if self._core is None:
+            raise ConcurrencyError("the opening handshake is not complete")
+        return self._core
+
+    def _write(self, data: bytes) -> None:
+        self._transport.write(data)  # type: ignore[union-attr]
+
+    async def _drain(self) -> None:
+        if self._closed is not None:
+            self._raise_closed()
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+        if self._closed is not None and self._transport.is_closing():  # type: ignore[union-attr]
+            self._raise_closed()
+
+    async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
+        """Sends a ping; returns a future that resolves to the latency in seconds when the
+        pong arrives: ``latency = await (await connection.ping())``.
+        """
+        if data is None:
+            payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+        if payload in self._pongs:
+            raise ConcurrencyError("already waiting for a pong with the same payload")
+        self._write(self._sender().ping(payload))
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._pongs[payload] = waiter
+        self._reschedule()
+        return waiter
+
+    async def pong(self, data: Data = b"") -> None:
+        """Sends an unsolicited pong (a one-way heartbeat)."""
+        self._write(self._sender().pong(data.encode() if isinstance(data, str) else bytes(data)))
+
+    # Closing
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Performs the closing handshake and waits for the connection to end (at most the
+        close timeout). What was sent before is delivered first."""
+        if self._core is not None and not self._core.is_closing:
+            self._write(self._core.close(int(code), reason))
+            self._reschedule()
+        elif self._core is None and self._transport is not None:
+            self._transport.close()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Waits until the connection is closed."""
+        await asyncio.shield(self._connection_lost)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.close(CloseCode.INTERNAL_ERROR)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.remote_address}>"
+
+
+def _typed(data: Data, text: bool | None) -> Data:
+    if text is True and isinstance(data, bytes):
+        return data.decode()
+    if text is False and isinstance(data, str):
+        return data.encode()
+    return data
+
+
+async def _as_async(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item

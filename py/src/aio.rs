@@ -1,0 +1,440 @@
+//! The native side of the asyncio face: the sans-IO protocol core and the handshake, driven
+//! by `ferrows.asyncio` on the event-loop thread. No runtime and no other thread is involved:
+//! a hop between threads per message costs more than a whole small round trip.
+
+use std::time::{Duration, Instant};
+
+use ferrows_core::protocol::handshake::{
+    self, accept_response, parse_request, validate_request, ClientHandshake, ClientOptions,
+    HandshakeLimits, Response, ServerOptions,
+};
+use ferrows_core::protocol::uri::WsUri;
+use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role};
+use ferrows_core::{CloseFrame, Error};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
+
+use crate::connection::{data_to_py, Outgoing};
+use crate::convert::{headers_from, request_tuple, response_tuple, RequestTuple};
+use crate::errors::to_py_err;
+
+/// Event tags in the lists `ProtocolCore` returns.
+const DATA: u8 = 0;
+const PING: u8 = 1;
+const PONG: u8 = 2;
+const CLOSED: u8 = 3;
+
+fn seconds(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
+    let value: Option<f64> = match options.get_item(key)? {
+        Some(v) if !v.is_none() => Some(v.extract()?),
+        _ => None,
+    };
+    Ok(value
+        .filter(|s| *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok()))
+}
+
+fn size(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<usize>> {
+    match options.get_item(key)? {
+        Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+        _ => Ok(None),
+    }
+}
+
+fn close_tuple(frame: &Option<CloseFrame>) -> Option<(u16, String)> {
+    frame.as_ref().map(|f| (f.code, f.reason.clone()))
+}
+
+/// One connection's protocol state, used from the event-loop thread only.
+#[pyclass(module = "ferrows._ferrows", name = "ProtocolCore", unsendable)]
+pub struct PyProtocolCore {
+    inner: Connection,
+}
+
+impl PyProtocolCore {
+    /// The events produced so far, as `(tag, ...)` tuples: `(DATA, is_text, data, fin)`,
+    /// `(PING, payload)`, `(PONG, payload, latency_or_None)`,
+    /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`.
+    fn events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = PyList::empty(py);
+        while let Some(event) = self.inner.poll_event() {
+            let tuple: Bound<'py, PyTuple> = match event {
+                Event::Fragment { kind, data, fin } => (
+                    DATA,
+                    kind == MessageKind::Text,
+                    data_to_py(py, kind, &data),
+                    fin,
+                )
+                    .into_pyobject(py)?,
+                Event::Message { kind, data } => (
+                    DATA,
+                    kind == MessageKind::Text,
+                    data_to_py(py, kind, &data),
+                    true,
+                )
+                    .into_pyobject(py)?,
+                Event::Ping(data) => (PING, PyBytes::new(py, &data)).into_pyobject(py)?,
+                Event::Pong { data, latency } => (
+                    PONG,
+                    PyBytes::new(py, &data),
+                    latency.map(|l| l.as_secs_f64()),
+                )
+                    .into_pyobject(py)?,
+                Event::Closed { info, error } => {
+                    let cause = error.map(|e| to_py_err(py, e, None).into_value(py));
+                    (
+                        CLOSED,
+                        close_tuple(&info.rcvd),
+                        close_tuple(&info.sent),
+                        info.rcvd_then_sent,
+                        cause,
+                    )
+                        .into_pyobject(py)?
+                }
+            };
+            events.append(tuple)?;
+        }
+        Ok(events)
+    }
+
+    fn output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes = PyBytes::new(py, self.inner.output());
+        self.inner.consume_output(self.inner.output().len());
+        bytes
+    }
+
+    fn closed_error(&self, py: Python<'_>, error: Error) -> PyErr {
+        to_py_err(py, error, None)
+    }
+}
+
+#[pymethods]
+impl PyProtocolCore {
+    /// A connection whose handshake is done. `options`: max_size, max_frame_size,
+    /// close_timeout, ping_interval, ping_timeout (seconds; None or 0 disables).
+    #[new]
+    fn new(is_client: bool, options: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let config = ProtocolConfig {
+            max_message_size: size(options, "max_size")?,
+            max_frame_size: size(options, "max_frame_size")?,
+            streaming: true,
+            close_timeout: seconds(options, "close_timeout")?,
+            ping_interval: seconds(options, "ping_interval")?,
+            ping_timeout: seconds(options, "ping_timeout")?,
+        };
+        let role = if is_client {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        Ok(Self {
+            inner: Connection::new(role, config, Instant::now()),
+        })
+    }
+
+    /// Feeds the first `length` bytes of `buffer` (the protocol's read buffer); returns the
+    /// events.
+    fn receive_into<'py>(
+        &mut self,
+        py: Python<'py>,
+        buffer: &Bound<'py, PyByteArray>,
+        length: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // SAFETY: the bytearray is not resized or read by Python during this call; the
+        // protocol copies what it keeps.
+        let data = unsafe { buffer.as_bytes() };
+        let length = length.min(data.len());
+        self.inner.receive_data(&data[..length], Instant::now());
+        self.events(py)
+    }
+
+    /// Feeds bytes (what arrived with the handshake); returns the events.
+    fn receive<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        self.inner.receive_data(data, Instant::now());
+        self.events(py)
+    }
+
+    /// The transport reached end of file; returns the events.
+    fn receive_eof<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.inner.receive_eof();
+        self.events(py)
+    }
+
+    /// The transport failed; returns the events.
+    fn receive_error<'py>(
+        &mut self,
+        py: Python<'py>,
+        message: String,
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.inner
+            .receive_transport_error(Error::Io(std::io::Error::other(message)));
+        self.events(py)
+    }
+
+    /// Encodes a whole message (str: text, bytes: binary); returns the bytes to write.
+    fn send<'py>(&mut self, py: Python<'py>, message: Outgoing) -> PyResult<Bound<'py, PyBytes>> {
+        let (kind, data) = message.parts();
+        self.inner
+            .send_message(kind, data)
+            .map_err(|e| self.closed_error(py, e))?;
+        Ok(self.output(py))
+    }
+
+    /// Encodes one fragment; returns the bytes to write.
+    fn send_fragment<'py>(
+        &mut self,
+        py: Python<'py>,
+        message: Outgoing,
+        fin: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (kind, data) = message.parts();
+        self.inner
+            .send_fragment(kind, data, fin)
+            .map_err(|e| self.closed_error(py, e))?;
+        Ok(self.output(py))
+    }
+
+    /// Encodes a ping (its pong reports the latency); returns the bytes to write.
+    fn ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        self.inner
+            .send_ping(payload, Instant::now())
+            .map_err(|e| self.closed_error(py, e))?;
+        Ok(self.output(py))
+    }
+
+    /// Encodes an unsolicited pong; returns the bytes to write.
+    fn pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        self.inner
+            .send_pong(payload)
+            .map_err(|e| self.closed_error(py, e))?;
+        Ok(self.output(py))
+    }
+
+    /// Starts the closing handshake; returns the bytes to write.
+    fn close<'py>(
+        &mut self,
+        py: Python<'py>,
+        code: u16,
+        reason: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.inner
+            .close(code, reason, Instant::now())
+            .map_err(|e| self.closed_error(py, e))?;
+        Ok(self.output(py))
+    }
+
+    /// Runs the timers due now; returns `(bytes to write, events)`.
+    fn handle_timeout<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyList>)> {
+        self.inner.handle_timeout(Instant::now());
+        let events = self.events(py)?;
+        Ok((self.output(py), events))
+    }
+
+    /// Bytes waiting to be written (pongs and close frames the peer's frames caused).
+    fn data_to_send<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.output(py)
+    }
+
+    /// Seconds until the next timer is due, or None.
+    fn next_deadline(&self) -> Option<f64> {
+        self.inner
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
+    }
+
+    /// True once the connection is over and the transport should be closed.
+    #[getter]
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// True once a close frame was sent or received.
+    #[getter]
+    fn is_closing(&self) -> bool {
+        self.inner.state() != ferrows_core::protocol::State::Open
+    }
+
+    /// The latency of the last answered ping, in seconds (0.0 before any).
+    #[getter]
+    fn latency(&self) -> f64 {
+        self.inner.latency().map_or(0.0, |l| l.as_secs_f64())
+    }
+}
+
+/// A client's opening handshake in progress.
+#[pyclass(module = "ferrows._ferrows", name = "ClientHandshake", unsendable)]
+pub struct PyClientHandshake {
+    inner: ClientHandshake,
+    uri: WsUri,
+    response: Option<Response>,
+}
+
+/// Parses `uri` and prepares the handshake. `options`: origin, subprotocols,
+/// additional_headers, user_agent.
+#[pyfunction]
+pub fn client_handshake(uri: &str, options: &Bound<'_, PyDict>) -> PyResult<PyClientHandshake> {
+    let py = options.py();
+    let uri = WsUri::parse(uri).map_err(|e| to_py_err(py, e, None))?;
+    let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        Ok(options.get_item(key)?.filter(|v| !v.is_none()))
+    };
+    let client_options = ClientOptions {
+        origin: get("origin")?.map(|v| v.extract()).transpose()?,
+        subprotocols: get("subprotocols")?
+            .map(|v| v.extract())
+            .transpose()?
+            .unwrap_or_default(),
+        extensions: Vec::new(),
+        additional_headers: headers_from(
+            get("additional_headers")?
+                .map(|v| v.extract())
+                .transpose()?,
+        ),
+        user_agent: get("user_agent")?.map(|v| v.extract()).transpose()?,
+    };
+    let inner = ClientHandshake::new(&uri, &client_options).map_err(|e| to_py_err(py, e, None))?;
+    Ok(PyClientHandshake {
+        inner,
+        uri,
+        response: None,
+    })
+}
+
+#[pymethods]
+impl PyClientHandshake {
+    /// `(secure, host, port)` to connect to.
+    fn address(&self) -> (bool, String, u16) {
+        let (host, port) = self.uri.authority();
+        (self.uri.secure, host, port)
+    }
+
+    /// The request bytes to send.
+    fn request_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// The request as `(method, path, headers)`.
+    fn request(&self) -> RequestTuple {
+        request_tuple(self.inner.request())
+    }
+
+    /// Parses the response head from `buffer`: None until it is complete, then the number
+    /// of bytes it took. Raises InvalidMessage on a malformed or oversized head.
+    fn parse_response(&mut self, py: Python<'_>, buffer: &[u8]) -> PyResult<Option<usize>> {
+        let parsed = ClientHandshake::parse_response(buffer, &HandshakeLimits::default())
+            .map_err(|e| to_py_err(py, e, None))?;
+        Ok(parsed.map(|(response, used)| {
+            self.response = Some(response);
+            used
+        }))
+    }
+
+    /// How much body a refused response announces (bounded by the caller).
+    fn body_length(&self) -> Option<usize> {
+        self.response
+            .as_ref()
+            .and_then(ClientHandshake::body_length)
+    }
+
+    /// Validates the parsed response (with `body` for a refusal's report); returns the
+    /// subprotocol. Raises InvalidStatus, InvalidHeader or NegotiationError.
+    fn validate(&mut self, py: Python<'_>, body: Vec<u8>) -> PyResult<Option<String>> {
+        let response = self
+            .response
+            .as_mut()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no response parsed"))?;
+        response.body = body;
+        self.inner
+            .validate(response)
+            .map(|accepted| accepted.subprotocol)
+            .map_err(|e| to_py_err(py, e, None))
+    }
+
+    /// The parsed response as `(status, reason, headers, body)`.
+    fn response<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.response
+            .as_ref()
+            .map(|r| response_tuple(py, r))
+            .transpose()
+    }
+}
+
+/// Parses a request head from `buffer`: None until complete, else `(request, consumed)`.
+/// Raises InvalidMessage on a malformed or oversized head.
+#[pyfunction]
+pub fn server_parse_request(
+    py: Python<'_>,
+    buffer: &[u8],
+) -> PyResult<Option<(RequestTuple, usize)>> {
+    let parsed =
+        parse_request(buffer, &HandshakeLimits::default()).map_err(|e| to_py_err(py, e, None))?;
+    Ok(parsed.map(|(request, used)| (request_tuple(&request), used)))
+}
+
+/// Validates an upgrade request. Returns `(key, offered_subprotocols)`, or raises the
+/// handshake error with `.response` set to `(status, reason, headers, body)` to send back.
+#[pyfunction]
+#[pyo3(signature = (method, path, headers, subprotocols, origins))]
+pub fn server_validate_request(
+    py: Python<'_>,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    subprotocols: Vec<String>,
+    origins: Option<Vec<Option<String>>>,
+) -> PyResult<(String, Vec<String>)> {
+    let request = handshake::Request {
+        method,
+        path,
+        headers: headers_from(Some(headers)),
+    };
+    let options = ServerOptions {
+        subprotocols,
+        origins,
+    };
+    match validate_request(&request, &options) {
+        Ok(valid) => Ok((valid.key, valid.subprotocols)),
+        Err((error, response)) => {
+            let err = to_py_err(py, error, None);
+            err.value(py)
+                .setattr("http_response", response_tuple(py, &response)?)?;
+            Err(err)
+        }
+    }
+}
+
+/// The 101 response accepting `key`, as bytes.
+#[pyfunction]
+#[pyo3(signature = (key, subprotocol, headers))]
+pub fn server_accept_response<'py>(
+    py: Python<'py>,
+    key: &str,
+    subprotocol: Option<&str>,
+    headers: Vec<(String, String)>,
+) -> (Bound<'py, PyBytes>, Bound<'py, PyAny>) {
+    let response = accept_response(key, subprotocol, None, &headers_from(Some(headers)));
+    let tuple =
+        response_tuple(py, &response).map_or_else(|_| py.None().into_bound(py), |t| t.into_any());
+    (PyBytes::new(py, &response.to_bytes()), tuple)
+}
+
+/// Serializes an HTTP response (a process_request answer or a refusal).
+#[pyfunction]
+pub fn response_bytes<'py>(
+    py: Python<'py>,
+    status: u16,
+    reason: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Bound<'py, PyBytes> {
+    let response = Response {
+        status,
+        reason,
+        headers: headers_from(Some(headers)),
+        body,
+    };
+    PyBytes::new(py, &response.to_bytes())
+}
