@@ -156,9 +156,9 @@ class Connection(asyncio.BufferedProtocol):
     # asyncio protocol: transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=self._write_high, low=self._write_low)
+        # Any transport with the asyncio interface (uvloop's are not asyncio.Transport).
+        self._transport = transport  # type: ignore[assignment]
+        self._transport.set_write_buffer_limits(high=self._write_high, low=self._write_low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
