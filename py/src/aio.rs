@@ -23,6 +23,10 @@ const DATA: u8 = 0;
 const PING: u8 = 1;
 const PONG: u8 = 2;
 const CLOSED: u8 = 3;
+/// `(OUTPUT, bytes)`: bytes the peer's frames made us send (pongs, close frames).
+const OUTPUT: u8 = 4;
+/// `(TIMER, seconds_or_None)`: the next timer moved; call `handle_timeout` then.
+const TIMER: u8 = 5;
 
 fn seconds(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
     let value: Option<f64> = match options.get_item(key)? {
@@ -49,12 +53,15 @@ fn close_tuple(frame: &Option<CloseFrame>) -> Option<(u16, String)> {
 #[pyclass(module = "ferrows._ferrows", name = "ProtocolCore", unsendable)]
 pub struct PyProtocolCore {
     inner: Connection,
+    /// The deadline last reported to the driver, to report only changes.
+    reported_deadline: Option<Instant>,
 }
 
 impl PyProtocolCore {
     /// The events produced so far, as `(tag, ...)` tuples: `(DATA, is_text, data, fin)`,
     /// `(PING, payload)`, `(PONG, payload, latency_or_None)`,
-    /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`.
+    /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`, then `(OUTPUT, bytes)` if
+    /// frames must be sent, and `(TIMER, seconds_or_None)` if the next deadline moved.
     fn events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = PyList::empty(py);
         while let Some(event) = self.inner.poll_event() {
@@ -94,7 +101,37 @@ impl PyProtocolCore {
             };
             events.append(tuple)?;
         }
+        if !self.inner.output().is_empty() {
+            events.append((OUTPUT, self.output(py)))?;
+        }
+        let deadline = self.inner.next_deadline();
+        if deadline != self.reported_deadline {
+            self.reported_deadline = deadline;
+            let delay = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
+            events.append((TIMER, delay))?;
+        }
         Ok(events)
+    }
+
+    /// After a read: a lone whole message, the common case, is returned as itself (str or
+    /// bytes); anything else as the event list.
+    fn received<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.inner.pending_events() == 1
+            && self.inner.output().is_empty()
+            && self.inner.next_deadline() == self.reported_deadline
+        {
+            match self.inner.poll_event() {
+                Some(Event::Fragment {
+                    kind,
+                    data,
+                    fin: true,
+                })
+                | Some(Event::Message { kind, data }) => return Ok(data_to_py(py, kind, &data)),
+                Some(other) => self.inner.push_front_event(other),
+                None => {}
+            }
+        }
+        Ok(self.events(py)?.into_any())
     }
 
     fn output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -127,25 +164,27 @@ impl PyProtocolCore {
         } else {
             Role::Server
         };
+        let inner = Connection::new(role, config, Instant::now());
         Ok(Self {
-            inner: Connection::new(role, config, Instant::now()),
+            reported_deadline: None,
+            inner,
         })
     }
 
-    /// Feeds the first `length` bytes of `buffer` (the protocol's read buffer); returns the
-    /// events.
+    /// Feeds the first `length` bytes of `buffer` (the protocol's read buffer); returns a
+    /// lone whole message as itself, anything else as the event list.
     fn receive_into<'py>(
         &mut self,
         py: Python<'py>,
         buffer: &Bound<'py, PyByteArray>,
         length: usize,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         // SAFETY: the bytearray is not resized or read by Python during this call; the
         // protocol copies what it keeps.
         let data = unsafe { buffer.as_bytes() };
         let length = length.min(data.len());
         self.inner.receive_data(&data[..length], Instant::now());
-        self.events(py)
+        self.received(py)
     }
 
     /// Feeds bytes (what arrived with the handshake); returns the events.
@@ -223,32 +262,15 @@ impl PyProtocolCore {
         Ok(self.output(py))
     }
 
-    /// Runs the timers due now; returns `(bytes to write, events)`.
-    fn handle_timeout<'py>(
-        &mut self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyList>)> {
+    /// Runs the timers due now; returns the events.
+    fn handle_timeout<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         self.inner.handle_timeout(Instant::now());
-        let events = self.events(py)?;
-        Ok((self.output(py), events))
+        self.events(py)
     }
 
-    /// Bytes waiting to be written (pongs and close frames the peer's frames caused).
-    fn data_to_send<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        self.output(py)
-    }
-
-    /// Seconds until the next timer is due, or None.
-    fn next_deadline(&self) -> Option<f64> {
-        self.inner
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
-    }
-
-    /// True once the connection is over and the transport should be closed.
-    #[getter]
-    fn is_closed(&self) -> bool {
-        self.inner.is_closed()
+    /// The events produced outside a read (after `close` or `ping`: a new timer).
+    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.events(py)
     }
 
     /// True once a close frame was sent or received.

@@ -176,6 +176,16 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Puts an event back at the front (a driver that looked at it and wants it later).
+    pub fn push_front_event(&mut self, event: Event) {
+        self.events.push_front(event);
+    }
+
+    /// How many events are waiting for [`Connection::poll_event`].
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// Bytes waiting to be written to the transport.
     pub fn output(&self) -> &[u8] {
         &self.output

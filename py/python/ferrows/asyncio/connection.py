@@ -27,7 +27,7 @@ __all__ = ["Connection", "Data", "Listener"]
 Data = Union[str, bytes]
 """A message: ``str`` for text, ``bytes`` for binary."""
 
-_DATA, _PING, _PONG, _CLOSED = 0, 1, 2, 3
+_DATA, _PING, _PONG, _CLOSED, _OUTPUT, _TIMER = 0, 1, 2, 3, 4, 5
 _READ_BUFFER = 65536
 
 
@@ -119,7 +119,6 @@ class Connection(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._pongs: dict[bytes, asyncio.Future[float]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
         self._closed: ConnectionClosed | None = None
         self._closed_args: tuple[Any, Any, Any] = (None, None, None)
         self._closed_cause: BaseException | None = None
@@ -164,10 +163,16 @@ class Connection(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._core is None:
+        core = self._core
+        if core is None:
             self._handshake_data(bytes(self._view[:nbytes]))
             return
-        self._process(self._core.receive_into(self._buffer, nbytes))
+        received = core.receive_into(self._buffer, nbytes)
+        if type(received) is list:
+            self._process(received)
+        else:
+            # The common case: one whole message and nothing else to do.
+            self._message(received, True)
 
     def eof_received(self) -> bool | None:
         if self._core is not None:
@@ -209,7 +214,7 @@ class Connection(asyncio.BufferedProtocol):
     def _start(self, rest: bytes) -> None:
         """The handshake succeeded: run the protocol, fed with what followed the handshake."""
         self._core = _ferrows.ProtocolCore(self._is_client, self._core_options)
-        self._reschedule()
+        self._process(self._core.poll())
         if self.listener is not None:
             self.listener.on_open(self)
         if rest:
@@ -217,22 +222,33 @@ class Connection(asyncio.BufferedProtocol):
 
     # The data path
 
+    def _message(self, data: Data, fin: bool) -> None:
+        """Data arrived: to the listener, or queued for recv()."""
+        listener = self.listener
+        if listener is not None:
+            self._deliver(listener, data, fin)
+            return
+        self._chunks.append((data, fin))
+        self._inbox_bytes += len(data)
+        if fin:
+            self._complete += 1
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._inbox_bytes > self._read_high and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
     def _process(self, events: list[tuple[Any, ...]]) -> None:
         listener = self.listener
         for event in events:
             tag = event[0]
             if tag == _DATA:
-                _, _, data, fin = event
-                if listener is not None:
-                    self._deliver(listener, data, fin)
-                    continue
-                self._chunks.append((data, fin))
-                self._inbox_bytes += len(data)
-                if fin:
-                    self._complete += 1
-                waiter = self._recv_waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                self._message(event[2], event[3])
+            elif tag == _OUTPUT:
+                self._transport.write(event[1])
+            elif tag == _TIMER:
+                self._set_timer(event[1])
             elif tag == _PONG:
                 self._pong_received(event[1], event[2])
                 if listener is not None:
@@ -242,15 +258,8 @@ class Connection(asyncio.BufferedProtocol):
                     listener.on_ping(self, event[1])
             else:
                 self._closed_event(*event[1:])
-        if self._inbox_bytes > self._read_high and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
-        output = self._core.data_to_send()
-        if output:
-            self._transport.write(output)
-        if self._core.is_closed:
+        if self._closed is not None:
             self._close_transport()
-        self._reschedule()
 
     def _deliver(self, listener: Listener, data: Data, fin: bool) -> None:
         if fin and not self._partial:
@@ -297,27 +306,14 @@ class Connection(asyncio.BufferedProtocol):
         # A peer that stops reading would keep the transport open while data is buffered.
         self._abort_handle = self._loop.call_later(self._close_timeout or 10, transport.abort)
 
-    def _reschedule(self) -> None:
-        delay = self._core.next_deadline()
-        if delay is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        when = self._loop.time() + delay
-        if self._timer is not None and abs(when - self._timer_when) < 0.001:
-            return
+    def _set_timer(self, delay: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_when = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = None if delay is None else self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        output, events = self._core.handle_timeout()
-        if output:
-            self._transport.write(output)
-        self._process(events)
+        self._process(self._core.handle_timeout())
 
     def _consumed(self, size: int) -> None:
         self._inbox_bytes -= size
@@ -432,7 +428,10 @@ class Connection(asyncio.BufferedProtocol):
         grows past its high-water mark if you never yield to the loop: check
         :attr:`write_buffer_size` or use ``await send()`` for bounded memory.
         """
-        self._write(self._sender().send(message))
+        core = self._core
+        if core is None or self._closed is not None:
+            core = self._sender()  # raises the right exception
+        self._transport.write(core.send(message))
 
     @property
     def write_buffer_size(self) -> int:
@@ -487,7 +486,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write(self._sender().ping(payload))
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pongs[payload] = waiter
-        self._reschedule()
+        self._process(self._core.poll())
         return waiter
 
     async def pong(self, data: Data = b"") -> None:
@@ -501,7 +500,7 @@ class Connection(asyncio.BufferedProtocol):
         close timeout). What was sent before is delivered first."""
         if self._core is not None and not self._core.is_closing:
             self._write(self._core.close(int(code), reason))
-            self._reschedule()
+            self._process(self._core.poll())
         elif self._core is None and self._transport is not None:
             self._transport.close()
         await self.wait_closed()
