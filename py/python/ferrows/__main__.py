@@ -3,13 +3,16 @@
 - ``serve`` runs an echo server until Ctrl-C.
 - ``connect URL`` is an interactive client: it prints what arrives and sends the lines
   you type (end with Ctrl-D).
-- ``demo`` starts an echo server, exchanges text and binary messages with it, prints what
-  happened and stops.
+- ``demo`` starts an echo server, exchanges text, binary and fragmented messages and a ping
+  with it from the sync and asyncio clients (and a C client given with ``--c-client``),
+  prints what happened and stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import subprocess
 import sys
 import threading
 import time
@@ -62,14 +65,24 @@ def run_connect(url: str) -> int:
     return 0
 
 
-def run_demo() -> int:
+async def asyncio_exchange(url: str) -> None:
+    """The asyncio client's part of the demo."""
+    from .asyncio import connect as async_connect
+
+    async with async_connect(url) as websocket:
+        await websocket.send("Hello from asyncio")
+        echoed = await asyncio.wait_for(websocket.recv(), 5)
+        print(f"asyncio client: sent 'Hello from asyncio' -> echoed {echoed!r}")
+
+
+def run_demo(c_client: str | None) -> int:
     with serve(echo, "127.0.0.1", 0) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         url = f"ws://127.0.0.1:{server.port}"
-        print(f"echo server listening on {url}")
+        print(f"echo server (ferrows.sync) listening on {url}")
         with connect(url) as connection:
-            print(f"client connected (id {connection.id})")
+            print(f"sync client connected (id {connection.id})")
             connection.send("Hello, ferrows!")
             print(f"text   sent 'Hello, ferrows!' -> echoed {connection.recv(timeout=5)!r}")
             payload = bytes(range(256)) * 4
@@ -90,7 +103,21 @@ def run_demo() -> int:
                 connection.recv(timeout=5)
             elapsed = time.perf_counter() - started
             print(f"{rounds} round trips of 256 bytes: {rounds / elapsed:,.0f} per second")
-        print(f"client closed with code {connection.close_code}")
+        print(f"sync client closed with code {connection.close_code}")
+        asyncio.run(asyncio_exchange(url))
+        if c_client is not None:
+            result = subprocess.run(
+                [c_client, url, "Hello from C", "second message"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            for line in result.stdout.splitlines():
+                print(f"C client: {line}")
+            if result.returncode != 0:
+                print(f"C client failed ({result.returncode}): {result.stderr.strip()}")
+                return 1
     print("server stopped")
     return 0
 
@@ -103,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=8765)
     connect_parser = commands.add_parser("connect", help="interactive client")
     connect_parser.add_argument("url")
-    commands.add_parser("demo", help="echo server and client, a short exchange")
+    demo_parser = commands.add_parser("demo", help="echo server and clients, a short exchange")
+    demo_parser.add_argument("--c-client", help="also run this C echo client (examples/c)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(args.host, args.port)
     if args.command == "connect":
         return run_connect(args.url)
-    return run_demo()
+    return run_demo(args.c_client)
 
 
 if __name__ == "__main__":
