@@ -205,8 +205,9 @@ typedef struct ferrows_server ferrows_server;
 /*
  A closure called with each event on a runtime thread: `call(context, event)` owns the
  event (free it with `ferrows_event_free`); `drop(context)`, if set, runs exactly once
- when the callback is replaced or the queue is freed. `call` must not block: blocking
- ferrows calls made from it fail with `FERROWS_ERR_WOULD_DEADLOCK`.
+ when the callback is replaced or the queue is freed (after a call under way returns).
+ `call` must not block: blocking ferrows calls made from it fail with
+ `FERROWS_ERR_WOULD_DEADLOCK`. It may send, and may replace or remove the callback.
  */
 typedef struct {
   /*
@@ -454,7 +455,7 @@ ferrows_result ferrows_connect(const ferrows_config *config,
 
 /*
  Opens a client connection to `url` and waits up to `timeout_ms` (-1: until the open
- timeout) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
+ timeout; 0 is invalid, use `ferrows_connect`) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
 
  # Safety
  `config` must be valid; `url` NUL-terminated; `out` valid.
@@ -766,7 +767,8 @@ ferrows_result ferrows_server_accept(ferrows_server *server,
 ferrows_result ferrows_server_shutdown(ferrows_server *server, int32_t timeout_ms);
 
 /*
- Frees a server: it stops listening (open connections stay until freed). NULL is a no-op.
+ Frees a server: it stops listening, answers handshakes not yet accepted with 503, and
+ reports nothing more to its queue; accepted connections stay until freed. NULL is a no-op.
 
  # Safety
  `server` must be NULL or valid, not used afterwards.

@@ -15,8 +15,10 @@ step "Python environment ($VENV)"
 PY=$VENV/bin/python
 
 step "System packages (C toolchain peers and tools)"
-if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! command -v pkg-config >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind >/dev/null
+if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! command -v pkg-config >/dev/null \
+   || ! command -v c++ >/dev/null || ! command -v make >/dev/null || ! command -v readelf >/dev/null \
+   || ! command -v openssl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind g++ make binutils openssl >/dev/null
 fi
 
 step "C header: include/ferrows.h is what cbindgen generates"

@@ -87,6 +87,18 @@ pub fn code_of(error: &Error) -> ferrows_result {
     }
 }
 
+/// Records a status that is no error (`FERROWS_AGAIN`, `FERROWS_TIMEOUT`) with what was
+/// awaited, so the last error never describes an older call, and returns it.
+pub fn status(code: ferrows_result, what: &str) -> ferrows_result {
+    let outcome = if code == FERROWS_TIMEOUT {
+        "timed out"
+    } else {
+        "nothing ready"
+    };
+    set_last_error(format!("{outcome}: {what}"));
+    code
+}
+
 /// Records an invalid argument and returns its code.
 pub fn invalid(message: impl Into<String>) -> ferrows_result {
     set_last_error(message);

@@ -12,7 +12,7 @@ use ferrows_core::Error;
 
 use crate::boundary::{
     bytes_arg, code_of, copy_out, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null,
-    timeout_arg, utf8_arg,
+    status, timeout_arg, utf8_arg,
 };
 use crate::config::ferrows_config;
 use crate::event::{ferrows_event, ferrows_event_kind};
@@ -261,7 +261,7 @@ pub unsafe extern "C" fn ferrows_connect(
 }
 
 /// Opens a client connection to `url` and waits up to `timeout_ms` (-1: until the open
-/// timeout) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
+/// timeout; 0 is invalid, use `ferrows_connect`) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
 ///
 /// # Safety
 /// `config` must be valid; `url` NUL-terminated; `out` valid.
@@ -279,6 +279,9 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
             (Ok(url), Ok(timeout)) => (url, timeout),
             (Err(code), _) | (_, Err(code)) => return code,
         };
+        if timeout_ms == 0 {
+            return invalid("a blocking connect needs timeout_ms -1 or > 0; use ferrows_connect");
+        }
         if let Err(error) = engine::runtime::check_may_block() {
             return fail(&error);
         }
@@ -292,11 +295,7 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
                 *out = Box::into_raw(Box::new(ferrows_conn { state }));
                 FERROWS_OK
             }
-            Ok(None) if timeout_ms == 0 => FERROWS_AGAIN,
-            Ok(None) => {
-                crate::boundary::set_last_error("timed out opening the connection");
-                FERROWS_TIMEOUT
-            }
+            Ok(None) => status(FERROWS_TIMEOUT, "opening the connection"),
             Err(error) => fail(&error),
         }
     })
@@ -371,7 +370,9 @@ pub unsafe extern "C" fn ferrows_conn_send(
         };
         match connection.send(kind, data, timeout) {
             Ok(()) => FERROWS_OK,
-            Err(Error::Timeout(_)) if timeout_ms == 0 => FERROWS_AGAIN,
+            Err(Error::Timeout(_)) if timeout_ms == 0 => {
+                status(FERROWS_AGAIN, "the send buffer is above its high watermark")
+            }
             Err(error) => fail(&error),
         }
     })
@@ -406,8 +407,8 @@ pub unsafe extern "C" fn ferrows_conn_recv(
                 *out = Box::into_raw(event);
                 FERROWS_OK
             }
-            Ok(None) if timeout_ms == 0 => FERROWS_AGAIN,
-            Ok(None) => FERROWS_TIMEOUT,
+            Ok(None) if timeout_ms == 0 => status(FERROWS_AGAIN, "no message received"),
+            Ok(None) => status(FERROWS_TIMEOUT, "no message received"),
             Err(code) => code,
         }
     })

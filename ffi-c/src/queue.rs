@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use ferrows_core::engine::runtime;
 
-use crate::boundary::{fail, ferrows_result, ferrows_result::*, ffi, non_null, timeout_arg};
+use crate::boundary::{
+    fail, ferrows_result, ferrows_result::*, ffi, non_null, status, timeout_arg,
+};
 use crate::conn::ConnState;
 use crate::event::ferrows_event;
 use crate::server::ServerState;
@@ -41,8 +43,9 @@ impl Source {
 
 /// A closure called with each event on a runtime thread: `call(context, event)` owns the
 /// event (free it with `ferrows_event_free`); `drop(context)`, if set, runs exactly once
-/// when the callback is replaced or the queue is freed. `call` must not block: blocking
-/// ferrows calls made from it fail with `FERROWS_ERR_WOULD_DEADLOCK`.
+/// when the callback is replaced or the queue is freed (after a call under way returns).
+/// `call` must not block: blocking ferrows calls made from it fail with
+/// `FERROWS_ERR_WOULD_DEADLOCK`. It may send, and may replace or remove the callback.
 #[repr(C)]
 pub struct ferrows_event_callback {
     /// Passed to `call` and `drop`.
@@ -55,8 +58,10 @@ pub struct ferrows_event_callback {
 
 struct Callback(ferrows_event_callback);
 
-// SAFETY: the application promises its callback may run on another thread (documented).
+// SAFETY: the application promises its callback may run on any runtime thread, and calls
+// are serialized by the queue's `draining` flag (documented on ferrows_event_callback).
 unsafe impl Send for Callback {}
+unsafe impl Sync for Callback {}
 
 impl Drop for Callback {
     fn drop(&mut self) {
@@ -79,7 +84,10 @@ pub(crate) struct QueueShared {
     changed: Condvar,
     /// Readable while events may be pending (an eventfd, level-triggered).
     eventfd: OwnedFd,
-    callback: Mutex<Option<Callback>>,
+    /// Held only to read or replace it: calls run on a clone, so a callback may send,
+    /// replace itself or free the queue without deadlocking.
+    callback: Mutex<Option<Arc<Callback>>>,
+    has_callback: AtomicBool,
     draining: AtomicBool,
 }
 
@@ -163,7 +171,7 @@ impl QueueShared {
             let mut state = self.lock();
             if state.woken {
                 state.woken = false;
-                return Err(FERROWS_AGAIN);
+                return Err(status(FERROWS_AGAIN, "woken by ferrows_queue_wakeup"));
             }
             if !state.ready.is_empty() || !state.events.is_empty() {
                 continue;
@@ -171,8 +179,10 @@ impl QueueShared {
             self.unsignal(&mut state);
             let now = Instant::now();
             let wait = match deadline {
-                _ if timeout_ms == 0 => return Err(FERROWS_AGAIN),
-                Some(deadline) if now >= deadline => return Err(FERROWS_TIMEOUT),
+                _ if timeout_ms == 0 => return Err(status(FERROWS_AGAIN, "no event")),
+                Some(deadline) if now >= deadline => {
+                    return Err(status(FERROWS_TIMEOUT, "no event"))
+                }
                 Some(deadline) => deadline - now,
                 None => std::time::Duration::from_secs(3600),
             };
@@ -185,13 +195,10 @@ impl QueueShared {
     }
 
     /// With a callback set, drains the queue into it on a runtime task; one drain at a time.
+    /// Takes no lock: it runs inside connection notifications.
     fn schedule_callback(self: &Arc<Self>) {
-        let has_callback = self
-            .callback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        if !has_callback || self.draining.swap(true, Ordering::AcqRel) {
+        if !self.has_callback.load(Ordering::Acquire) || self.draining.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let Ok(handle) = runtime::handle() else {
@@ -202,24 +209,25 @@ impl QueueShared {
         handle.spawn(async move { queue.drain_into_callback() });
     }
 
+    fn current_callback(&self) -> Option<Arc<Callback>> {
+        self.callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn drain_into_callback(self: &Arc<Self>) {
         loop {
             while let Some(event) = self.try_next() {
-                let callback = self.callback.lock().unwrap_or_else(|e| e.into_inner());
-                match callback
-                    .as_ref()
-                    .and_then(|c| c.0.call.map(|call| (call, c.0.context)))
-                {
+                let Some(callback) = self.current_callback() else {
+                    // The callback was removed: keep the event for ferrows_queue_next.
+                    self.lock().events.push_front(event);
+                    self.draining.store(false, Ordering::Release);
+                    return;
+                };
+                if let Some(call) = callback.0.call {
                     // SAFETY: the application's callback, given ownership of the event.
-                    Some((call, context)) => unsafe { call(context, Box::into_raw(event)) },
-                    None => {
-                        // The callback was removed: keep the event for ferrows_queue_next.
-                        drop(callback);
-                        let mut state = self.lock();
-                        state.events.push_front(event);
-                        self.draining.store(false, Ordering::Release);
-                        return;
-                    }
+                    unsafe { call(callback.0.context, Box::into_raw(event)) };
                 }
             }
             self.draining.store(false, Ordering::Release);
@@ -232,6 +240,16 @@ impl QueueShared {
                 return;
             }
         }
+    }
+
+    fn replace_callback(&self, new: Option<Callback>) {
+        self.has_callback.store(new.is_some(), Ordering::Release);
+        let previous = std::mem::replace(
+            &mut *self.callback.lock().unwrap_or_else(|e| e.into_inner()),
+            new.map(Arc::new),
+        );
+        // Its `drop` runs here, or when a call still under way returns.
+        drop(previous);
     }
 }
 
@@ -262,6 +280,7 @@ pub unsafe extern "C" fn ferrows_queue_new(out: *mut *mut ferrows_queue) -> ferr
             changed: Condvar::new(),
             eventfd: OwnedFd::from_raw_fd(fd),
             callback: Mutex::new(None),
+            has_callback: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         });
         *out = Box::into_raw(Box::new(ferrows_queue { shared }));
@@ -344,12 +363,7 @@ pub unsafe extern "C" fn ferrows_queue_set_callback(
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(queue);
         let shared = &(*queue).shared;
-        let new = callback.call.is_some().then_some(Callback(callback));
-        let previous = std::mem::replace(
-            &mut *shared.callback.lock().unwrap_or_else(|e| e.into_inner()),
-            new,
-        );
-        drop(previous);
+        shared.replace_callback(callback.call.is_some().then_some(Callback(callback)));
         shared.schedule_callback();
         FERROWS_OK
     })
@@ -365,12 +379,7 @@ pub unsafe extern "C" fn ferrows_queue_free(queue: *mut ferrows_queue) {
     ffi!((), {
         if !queue.is_null() {
             let queue = Box::from_raw(queue);
-            queue
-                .shared
-                .callback
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            queue.shared.replace_callback(None);
         }
     })
 }

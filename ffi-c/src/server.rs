@@ -2,7 +2,7 @@
 //! ACCEPT events on a queue.
 
 use std::ffi::c_char;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use ferrows_core::protocol::handshake::Headers;
 use ferrows_core::Error;
 
 use crate::boundary::{
-    fail, ferrows_result, ferrows_result::*, ffi, non_null, timeout_arg, utf8_arg,
+    fail, ferrows_result, ferrows_result::*, ffi, non_null, status, timeout_arg, utf8_arg,
 };
 use crate::config::ferrows_config;
 use crate::conn::{ferrows_conn, ConnState};
@@ -22,6 +22,7 @@ pub(crate) struct ServerState {
     server: Server,
     queue: Weak<QueueShared>,
     pub(crate) queued: AtomicBool,
+    freed: AtomicBool,
 }
 
 impl ServerState {
@@ -40,6 +41,9 @@ impl ServerState {
 
     /// The next accepted connection without waiting, as an ACCEPT event.
     pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
+        if self.freed.load(Ordering::Acquire) {
+            return None;
+        }
         loop {
             let pending = self.server.accept(Some(Duration::ZERO)).ok().flatten()?;
             if let Some(connection) = Self::upgrade(pending) {
@@ -93,6 +97,7 @@ pub unsafe extern "C" fn ferrows_server_listen(
             server,
             queue: queue.as_ref().map_or_else(Weak::new, Arc::downgrade),
             queued: AtomicBool::new(false),
+            freed: AtomicBool::new(false),
         });
         if let Some(queue) = queue {
             let weak_state = Arc::downgrade(&state);
@@ -150,8 +155,8 @@ pub unsafe extern "C" fn ferrows_server_accept(
                         return FERROWS_OK;
                     }
                 }
-                Ok(None) if timeout_ms == 0 => return FERROWS_AGAIN,
-                Ok(None) => return FERROWS_TIMEOUT,
+                Ok(None) if timeout_ms == 0 => return status(FERROWS_AGAIN, "no client"),
+                Ok(None) => return status(FERROWS_TIMEOUT, "no client"),
                 Err(error) => return fail(&error),
             }
         }
@@ -182,7 +187,8 @@ pub unsafe extern "C" fn ferrows_server_shutdown(
     })
 }
 
-/// Frees a server: it stops listening (open connections stay until freed). NULL is a no-op.
+/// Frees a server: it stops listening, answers handshakes not yet accepted with 503, and
+/// reports nothing more to its queue; accepted connections stay until freed. NULL is a no-op.
 ///
 /// # Safety
 /// `server` must be NULL or valid, not used afterwards.
@@ -191,7 +197,9 @@ pub unsafe extern "C" fn ferrows_server_free(server: *mut ferrows_server) {
     ffi!((), {
         if !server.is_null() {
             let server = Box::from_raw(server);
+            server.state.freed.store(true, Ordering::Release);
             server.state.server.set_notifier(None);
+            server.state.server.stop_accepting();
         }
     })
 }

@@ -29,6 +29,11 @@ AGENTS = [
         client=(sys.executable, str(HERE / "sync_client_driver.py")),
     ),
     Agent(
+        name="ferrows-asyncio",
+        server=(sys.executable, str(HERE / "asyncio_echo_server.py")),
+        client=(sys.executable, str(HERE / "asyncio_client_driver.py")),
+    ),
+    Agent(
         name="ferrows-c",
         server=(*BUILD_C_AGENTS, "c_echo_server"),
         client=(*BUILD_C_AGENTS, "c_client_driver"),

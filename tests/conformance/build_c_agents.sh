@@ -21,8 +21,11 @@ soname=$(readelf -d "$LIB_DIR/libferrows.so" | sed -n 's/.*Library soname: \[\(.
 [ -n "$soname" ] || { echo "build_c_agents.sh: $LIB_DIR/libferrows.so has no soname" >&2; exit 1; }
 
 mkdir -p "$OUT/lib"
-ln -sfn "$LIB_DIR/libferrows.so" "$OUT/lib/$soname"
-ln -sfn "$LIB_DIR/libferrows.so" "$OUT/lib/libferrows.so"
+for link in "$soname" libferrows.so; do
+  # Two builds may run at once (the Autobahn jobs start together): replace only a wrong link.
+  [ "$(readlink "$OUT/lib/$link" 2>/dev/null)" = "$LIB_DIR/libferrows.so" ] ||
+    ln -sfn "$LIB_DIR/libferrows.so" "$OUT/lib/$link"
+done
 
 for name in c_echo_server c_client_driver; do
   source=$HERE/$name.c

@@ -5,6 +5,7 @@ to each other, and stopping cleanly on signals."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import websockets.sync.client
-from conftest import (
+from ferrows.sync.client import connect as ferrows_connect
+from interop_support import (
     EXAMPLES,
     HEADER,
     HOST,
-    JOIN_TIMEOUT,
+    INSTALL,
     PROGRAMS,
     ROOT,
     RUN_TIMEOUT,
@@ -27,7 +29,6 @@ from conftest import (
     run,
     run_client,
 )
-from ferrows.sync.client import connect as ferrows_connect
 
 MESSAGES = ["hello", "héllo wörld ✓", "", "x" * 10_000, "last one"]
 TIMEOUT = 10.0  # seconds, for each Python-side wait
@@ -71,16 +72,16 @@ def test_install_layout(prefix: Path):
 
 
 def test_install_again_over_an_existing_prefix(prefix: Path):
-    run(["bash", ROOT / "ffi-c" / "install.sh", prefix])
+    run(["bash", INSTALL, prefix])
     assert os.readlink(prefix / "lib" / "libferrows.so") == f"libferrows.so.{header_version()}"
 
 
 def test_install_refuses_without_a_built_library(tmp_path: Path):
     env = {**os.environ, "FERROWS_LIB_DIR": str(tmp_path / "nothing-built-here")}
-    result = run(["bash", ROOT / "ffi-c" / "install.sh", tmp_path / "prefix"], env=env, check=False)
+    result = run(["bash", INSTALL, tmp_path / "prefix"], env=env, check=False)
     assert result.returncode != 0
     assert "cargo build --release -p ferrows-ffi" in result.stderr
-    usage = run(["bash", ROOT / "ffi-c" / "install.sh"], check=False)
+    usage = run(["bash", INSTALL], check=False)
     assert usage.returncode != 0 and "usage" in usage.stderr
 
 
@@ -116,8 +117,8 @@ def test_cmake_package_version_check(prefix: Path, tmp_path: Path, request_line:
         "cmake_minimum_required(VERSION 3.19)\n"
         "project(probe LANGUAGES NONE)\n"
         f"{request_line.format(version=version)}\n"
-        'get_target_property(location ferrows::ferrows IMPORTED_LOCATION)\n'
-        'get_target_property(includes ferrows::ferrows INTERFACE_INCLUDE_DIRECTORIES)\n'
+        "get_target_property(location ferrows::ferrows IMPORTED_LOCATION)\n"
+        "get_target_property(includes ferrows::ferrows INTERFACE_INCLUDE_DIRECTORIES)\n"
         'message(STATUS "ferrows ${ferrows_VERSION} at ${location} with ${includes}")\n'
     )
     result = run(
@@ -130,7 +131,7 @@ def test_cmake_package_version_check(prefix: Path, tmp_path: Path, request_line:
         assert f"ferrows {version} at {location} with {prefix}/include" in result.stdout
     else:
         assert result.returncode != 0
-        assert "ferrowsConfigVersion.cmake" in result.stderr
+        assert f"version: {version}" in result.stderr and "not accepted" in result.stderr
 
 
 # Building the examples
@@ -148,16 +149,6 @@ def test_examples_link_the_installed_library(request: pytest.FixtureRequest, bui
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         ldd = run(["ldd", binary], env=env).stdout
         assert f"libferrows.so.0.1 => {prefix}/lib/libferrows.so.0.1" in ldd, ldd
-
-
-def test_examples_compile_without_warnings(prefix: Path, tmp_path: Path):
-    """The flags the Makefile and CMakeLists.txt use, spelled out: a warning is an error."""
-    env = pkg_config_env(prefix)
-    cflags = run(["pkg-config", "--cflags", "ferrows"], env=env).stdout.split()
-    strict = ["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", *cflags]
-    for source in ("echo_client.c", "echo_server.c", "poll_server.c"):
-        run(["cc", "-std=c99", *strict, EXAMPLES / source])
-    run(["c++", "-std=c++17", *strict, EXAMPLES / "echo_client.cpp"])
 
 
 def test_static_link_with_pkg_config_private_libs(
@@ -212,6 +203,24 @@ def test_cmake_static_target(prefix: Path, tmp_path: Path, ferrows_echo_server):
     result = run_client(build_dir, "echo_client", server.url, ["static", "cmake"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == "static\ncmake\n"
+
+
+def test_the_example_in_the_docs(prefix: Path, tmp_path: Path, ferrows_echo_server):
+    """docs/c-api.md's complete example compiles as its comment says, and works."""
+    docs = (ROOT / "docs" / "c-api.md").read_text()
+    match = re.search(r"```c\n(/\* hello\.c: (.*?) \*/\n.*?)```", docs, re.DOTALL)
+    assert match, "no hello.c example in docs/c-api.md"
+    source, command = match.group(1), match.group(2)
+    assert command == "cc -std=c99 hello.c $(pkg-config --cflags --libs ferrows) -o hello"
+    (tmp_path / "hello.c").write_text(source)
+    env = pkg_config_env(prefix)
+    flags = run(["pkg-config", "--cflags", "--libs", "ferrows"], env=env).stdout.split()
+    libdir = run(["pkg-config", "--variable=libdir", "ferrows"], env=env).stdout.strip()
+    strict = ["-Wall", "-Wextra", "-Wpedantic", "-Werror", f"-Wl,-rpath,{libdir}"]
+    run(["cc", "-std=c99", *strict, tmp_path / "hello.c", *flags, "-o", tmp_path / "hello"])
+    server = ferrows_echo_server()
+    result = run([tmp_path / "hello", server.url], timeout=RUN_TIMEOUT, check=False)
+    assert (result.returncode, result.stdout) == (0, "Hello\n"), result.stderr
 
 
 # The C and C++ clients against Python servers and the C servers
@@ -328,9 +337,7 @@ def test_several_clients_at_once(build: Path, c_server, server_program: str):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("server_program", ["echo_server", "poll_server"])
-def test_c_servers_stop_cleanly_on_signals(
-    build: Path, c_server, server_program: str, signum: int
-):
+def test_c_servers_stop_cleanly_on_signals(build: Path, c_server, server_program: str, signum: int):
     server = c_server(build, server_program)
     with ferrows_connect(server.url, open_timeout=TIMEOUT) as client:
         client.send("before the signal")
@@ -377,7 +384,9 @@ def test_echo_server_over_tls(build: Path, c_server, tls_files):
         client.send("over TLS")
         assert client.recv(timeout=TIMEOUT) == "over TLS"
     check_echoes(
-        run_client(build, "echo_client", url, ["from C"], {"FERROWS_CA_FILE": str(tls_files.ca_pem)}),
+        run_client(
+            build, "echo_client", url, ["from C"], {"FERROWS_CA_FILE": str(tls_files.ca_pem)}
+        ),
         ["from C"],
     )
     assert server.stop() == 0, server.output
@@ -389,10 +398,5 @@ def test_echo_server_refuses_a_bad_certificate(build: Path, tmp_path: Path):
     env = {**os.environ, "FERROWS_CERT_FILE": str(bad), "FERROWS_KEY_FILE": str(bad)}
     result = run([build / "echo_server", HOST, "0"], env=env, check=False, timeout=RUN_TIMEOUT)
     assert result.returncode == 1
-    assert "TLS error (" in result.stderr or "invalid argument (" in result.stderr, result.stderr
-    assert "no details" not in result.stderr, result.stderr
-
-
-def test_joined_threads_budget():
-    """The reader threads of ServerProcess are bounded by JOIN_TIMEOUT (a sanity check)."""
-    assert 0 < JOIN_TIMEOUT <= 30
+    assert "ferrows_server_listen: TLS error (" in result.stderr, result.stderr
+    assert "no certificate in PEM" in result.stderr, result.stderr

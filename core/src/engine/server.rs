@@ -225,16 +225,7 @@ impl Server {
     /// for their closing handshakes. Returns how many connections were still open then.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<usize> {
         runtime::check_may_block()?;
-        self.shared.shutdown_tx.send_replace(true);
-        {
-            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.closed = true;
-            // Handshakes not yet accepted are answered 503 as they drop.
-            for pending in queue.pending.drain(..) {
-                pending.respond(Response::new(503, "server shutting down\n"));
-            }
-        }
-        self.shared.queued.notify_all();
+        self.stop_accepting();
         let connections: Vec<Connection> = self
             .shared
             .live
@@ -254,6 +245,21 @@ impl Server {
             }
         }
         Ok(still_open)
+    }
+
+    /// Stops listening and answers the handshakes not yet accepted with 503; open
+    /// connections go on. Never blocks.
+    pub fn stop_accepting(&self) {
+        self.shared.shutdown_tx.send_replace(true);
+        let pending: Vec<PendingHandshake> = {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.closed = true;
+            queue.pending.drain(..).collect()
+        };
+        for handshake in pending {
+            handshake.respond(Response::new(503, "server shutting down\n"));
+        }
+        self.shared.queued.notify_all();
     }
 
     /// Sets the function told (on a runtime thread) of each handshake waiting for
@@ -287,7 +293,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shared.shutdown_tx.send_replace(true);
+        // Also breaks the cycle between the server and its queued handshakes.
+        self.stop_accepting();
     }
 }
 
