@@ -522,12 +522,15 @@ ferrows_result ferrows_conn_ping(ferrows_conn *conn,
 
 /*
  Starts the closing handshake with `code` and `reason` (NULL: none). What was sent before
- is delivered first. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
+ is delivered first. Codes: 1000-1003, 1007-1014, 3000-4999; 1005 sends a close frame
+ without a status (then `reason` must be empty); others are `FERROWS_ERR_INVALID_ARG`. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
 
  # Safety
  `conn` must be valid; `reason` NULL or NUL-terminated.
  */
-ferrows_result ferrows_conn_close(ferrows_conn *conn, uint16_t code, const char *reason);
+ferrows_result ferrows_conn_close(ferrows_conn *conn,
+                                  uint16_t code,
+                                  const char *reason);
 
 /*
  Waits up to `timeout_ms` for the connection to end: `FERROWS_OK` once it has.

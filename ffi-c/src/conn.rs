@@ -457,7 +457,8 @@ pub unsafe extern "C" fn ferrows_conn_ping(
 }
 
 /// Starts the closing handshake with `code` and `reason` (NULL: none). What was sent before
-/// is delivered first. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
+/// is delivered first. Codes: 1000-1003, 1007-1014, 3000-4999; 1005 sends a close frame
+/// without a status (then `reason` must be empty); others are `FERROWS_ERR_INVALID_ARG`. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
 ///
 /// # Safety
 /// `conn` must be valid; `reason` NULL or NUL-terminated.

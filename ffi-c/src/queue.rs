@@ -171,6 +171,9 @@ impl QueueShared {
             let mut state = self.lock();
             if state.woken {
                 state.woken = false;
+                if state.ready.is_empty() && state.events.is_empty() {
+                    self.unsignal(&mut state);
+                }
                 return Err(status(FERROWS_AGAIN, "woken by ferrows_queue_wakeup"));
             }
             if !state.ready.is_empty() || !state.events.is_empty() {

@@ -52,6 +52,9 @@
     X(callback_blocking_calls_would_deadlock)                                            \
     X(callback_drop_runs_once_on_replace_and_free)                                       \
     X(callback_removed_events_go_to_queue_next)                                          \
+    X(callback_can_replace_itself)                                                       \
+    X(callback_drop_waits_for_a_call_under_way)                                          \
+    X(server_free_refuses_pending_handshakes)                                            \
     /* boundary (test_boundary.c) */                                                       \
     X(null_arguments_are_refused)                                                        \
     X(free_null_is_a_no_op)                                                              \
@@ -67,8 +70,12 @@
     X(peer_invalid_utf8_closes_1007)                                                     \
     X(peer_message_too_big_closes_1009)                                                  \
     X(peer_fragmented_message_too_big_closes_1009)                                       \
+    X(peer_frame_too_big_closes_1009)                                                    \
+    X(peer_unmasked_frame_closes_1002)                                                   \
+    X(keepalive_closes_with_1011_without_pong)                                           \
     X(server_port_and_plain_http_gets_4xx)                                               \
     X(server_shutdown_closes_clients_with_1001)                                          \
+    X(server_max_connections_503)                                                        \
     X(server_origin_and_subprotocol)                                                     \
     X(tls_with_custom_ca)                                                                \
     X(tls_without_ca_fails)
