@@ -49,8 +49,8 @@ fn close_tuple(frame: &Option<CloseFrame>) -> Option<(u16, String)> {
     frame.as_ref().map(|f| (f.code, f.reason.clone()))
 }
 
-/// One connection's protocol state, used from the event-loop thread only.
-#[pyclass(module = "ferrows._ferrows", name = "ProtocolCore", unsendable)]
+/// One connection's protocol state, driven from the event-loop thread (any thread may drop it).
+#[pyclass(module = "ferrows._ferrows", name = "ProtocolCore")]
 pub struct PyProtocolCore {
     inner: Connection,
     /// The deadline last reported to the driver, to report only changes.
@@ -265,6 +265,9 @@ impl PyProtocolCore {
     /// Runs the timers due now; returns the events.
     fn handle_timeout<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         self.inner.handle_timeout(Instant::now());
+        // The driver's timer is spent: always report the next one, even if unchanged (a loop
+        // timer may fire a little early, before anything is due).
+        self.reported_deadline = None;
         self.events(py)
     }
 
@@ -287,7 +290,7 @@ impl PyProtocolCore {
 }
 
 /// A client's opening handshake in progress.
-#[pyclass(module = "ferrows._ferrows", name = "ClientHandshake", unsendable)]
+#[pyclass(module = "ferrows._ferrows", name = "ClientHandshake")]
 pub struct PyClientHandshake {
     inner: ClientHandshake,
     uri: WsUri,
