@@ -115,6 +115,9 @@ class Connection(asyncio.BufferedProtocol):
         self._partial: list[Data] = []
         self._recv_waiter: asyncio.Future[None] | None = None
         self._receiving = False
+        self._streaming = False
+        # Set while a fragmented message is being sent: other sends wait for it.
+        self._fragmenting: asyncio.Future[None] | None = None
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._pongs: dict[bytes, asyncio.Future[float]] = {}
@@ -339,7 +342,7 @@ class Connection(asyncio.BufferedProtocol):
         :class:`~ferrows.exceptions.ConnectionClosed` once closed and
         :class:`~ferrows.exceptions.ConcurrencyError` if another coroutine is receiving.
         """
-        if self._receiving:
+        if self._receiving or self._streaming:
             raise ConcurrencyError("cannot call recv while another coroutine is receiving")
         if not self._complete:
             await self._wait_for(lambda: self._complete > 0)
@@ -376,18 +379,23 @@ class Connection(asyncio.BufferedProtocol):
 
     async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
         """Yields the next message's chunks as they arrive (text never split in a character)."""
-        if self._receiving:
+        if self._receiving or self._streaming:
             raise ConcurrencyError("cannot receive while another coroutine is receiving")
-        while True:
-            if not self._chunks:
-                await self._wait_for(lambda: bool(self._chunks))
-            data, fin = self._chunks.popleft()
-            self._consumed(len(data))
-            if fin:
-                self._complete -= 1
-            yield _decoded(data, decode)
-            if fin:
-                return
+        # Until the message ends, recv() would take its remainder as a message of its own.
+        self._streaming = True
+        try:
+            while True:
+                if not self._chunks:
+                    await self._wait_for(lambda: bool(self._chunks))
+                data, fin = self._chunks.popleft()
+                self._consumed(len(data))
+                if fin:
+                    self._complete -= 1
+                yield _decoded(data, decode)
+                if fin:
+                    return
+        finally:
+            self._streaming = False
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._messages()
@@ -408,8 +416,11 @@ class Connection(asyncio.BufferedProtocol):
     ) -> None:
         """Sends a message: ``str`` as text, bytes-like as binary, an (async) iterable as one
         fragmented message. Returns at once while the write buffer is under its high-water
-        mark, otherwise waits until it drains.
+        mark, otherwise waits until it drains. While another coroutine sends a fragmented
+        message, waits for it to end.
         """
+        while self._fragmenting is not None:
+            await asyncio.shield(self._fragmenting)
         if isinstance(message, (str, bytes)) and text is None:
             self._write(self._sender().send(message))
         elif isinstance(message, (str, bytes, bytearray, memoryview)):
@@ -431,6 +442,8 @@ class Connection(asyncio.BufferedProtocol):
         core = self._core
         if core is None or self._closed is not None:
             core = self._sender()  # raises the right exception
+        if self._fragmenting is not None:
+            raise ConcurrencyError("a fragmented message is being sent; use await send()")
         self._transport.write(core.send(message))
 
     @property
@@ -440,19 +453,34 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _send_fragments(self, fragments: AsyncIterator[Any], text: bool | None) -> None:
         sender = self._sender()
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._fragmenting = done
+        started = False
         try:
-            current = _typed(_payload(await fragments.__anext__()), text)
-        except StopAsyncIteration:
-            return
-        kind = type(current)
-        async for following in fragments:
-            self._write(sender.send_fragment(current, False))
-            if self._writing_paused:
-                await self._drain()
-            current = _typed(_payload(following), text)
-            if type(current) is not kind:
-                raise TypeError("all fragments of a message must be str, or all bytes-like")
-        self._write(sender.send_fragment(current, True))
+            try:
+                current = _typed(_payload(await fragments.__anext__()), text)
+            except StopAsyncIteration:
+                return
+            kind = type(current)
+            async for following in fragments:
+                self._write(sender.send_fragment(current, False))
+                started = True
+                if self._writing_paused:
+                    await self._drain()
+                current = _typed(_payload(following), text)
+                if type(current) is not kind:
+                    raise TypeError("all fragments of a message must be str, or all bytes-like")
+            self._write(sender.send_fragment(current, True))
+        except BaseException:
+            # A message cut in the middle cannot be finished: fail the connection, as
+            # websockets does.
+            if started and self._closed is None and not sender.is_closing:
+                self._write(sender.close(CloseCode.INTERNAL_ERROR, "error in fragmented message"))
+                self._process(sender.poll())
+            raise
+        finally:
+            self._fragmenting = None
+            done.set_result(None)
 
     def _sender(self) -> Any:
         if self._closed is not None:

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, Union
 
 from .. import _ferrows
-from ..exceptions import InvalidHandshake
+from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
 from ..http11 import Headers, Request, Response, _request_from_core, _response_from_core
 from .connection import Connection, Listener
@@ -148,6 +148,8 @@ class ServerConnection(Connection):
     async def _run_handler(self, handler: Handler) -> None:
         try:
             await handler(self)
+        except ConnectionClosed:
+            pass  # the connection ended under the handler: nothing to report
         except Exception:
             self.logger.exception("connection handler failed")
             await self.close(CloseCode.INTERNAL_ERROR)

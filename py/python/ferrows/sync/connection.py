@@ -173,10 +173,18 @@ class Connection:
         except StopIteration:
             return
         first_type = type(_payload(current))
-        for following in iterator:
-            self._core.send_fragment(_typed(_checked(current, first_type), text), False)
-            current = following
-        self._core.send_fragment(_typed(_checked(current, first_type), text), True)
+        started = False
+        try:
+            for following in iterator:
+                self._core.send_fragment(_typed(_checked(current, first_type), text), False)
+                started = True
+                current = following
+            self._core.send_fragment(_typed(_checked(current, first_type), text), True)
+        except BaseException:
+            # A message cut in the middle cannot be finished: fail the connection (1011).
+            if started:
+                self._core.start_close(CloseCode.INTERNAL_ERROR, "error in fragmented message")
+            raise
 
     def ping(self, data: Data | None = None) -> PongWaiter:
         """Sends a ping; returns a waiter whose ``wait(timeout)`` gives the latency.

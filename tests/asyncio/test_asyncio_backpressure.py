@@ -1,0 +1,150 @@
+"""Backpressure on the event loop: send() waits above the write limit, reading pauses above
+the read limit, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+from aiosupport import HOST, ThreadFlag, aiotest, bounded, settle, still_pending, ws_url
+from ferrows.asyncio import ServerConnection, connect, serve
+from ferrows.exceptions import ConnectionClosed
+from wsutil import OP_BINARY, OP_CLOSE, RawServer, RawStream, encode_frame
+
+MESSAGE = b"x" * 65536
+HIGH, LOW = 256 * 1024, 64 * 1024
+
+
+@aiotest(timeout=60)
+async def test_send_waits_above_the_write_limit_and_resumes_when_the_peer_reads(raw_server):
+    start_reading = ThreadFlag()
+    drained: list[tuple[bool, int, bytes]] = []
+
+    def stall_then_read(stream: RawStream, server: RawServer) -> None:
+        # Read nothing until told to, then read every frame until the close frame.
+        start_reading.event.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not server.stop.is_set():
+            try:
+                frame = stream.read_frame(timeout=1)
+            except (EOFError, OSError):
+                return
+            drained.append(frame)
+            if frame[1] == OP_CLOSE:
+                stream.send(encode_frame(OP_CLOSE, frame[2], mask=False))
+                return
+
+    server = raw_server(after=stall_then_read)
+    # Small socket buffers on the peer, so that they fill soon.
+    server.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    async with connect(server.url, write_limit=(HIGH, LOW), ping_interval=None) as ws:
+        written = 0
+        blocked = False
+        started = time.monotonic()
+        for _ in range(2000):  # socket buffers absorb a few MiB at most
+            try:
+                await asyncio.wait_for(ws.send(MESSAGE), 0.5)
+            except asyncio.TimeoutError:
+                # The message was written to the transport; only the wait was cancelled.
+                written += 1
+                blocked = True
+                break
+            written += 1
+            assert ws.write_buffer_size <= HIGH + len(MESSAGE), ws.write_buffer_size
+        assert blocked, f"send never waited after {written} messages"
+        assert ws.write_buffer_size <= HIGH + len(MESSAGE), ws.write_buffer_size
+        assert ws.write_buffer_size > LOW
+        assert time.monotonic() - started < 30
+        # While the peer reads nothing, a new send waits...
+        sending = asyncio.ensure_future(ws.send(MESSAGE))
+        assert await still_pending(sending, 0.3), "send returned while the peer read nothing"
+        # ... and completes once the peer reads.
+        start_reading.set()
+        await bounded(sending, 20)
+        written += 1
+    messages = [frame for frame in drained if frame[1] == OP_BINARY]
+    assert len(messages) == written
+    assert all(payload == MESSAGE for _, _, payload in messages)
+    assert ws.close_code == 1000
+
+
+@aiotest(timeout=60)
+async def test_reading_pauses_above_the_read_limit_and_nothing_is_lost():
+    release = asyncio.Event()
+    result: asyncio.Future[tuple[int, int, int]] = asyncio.get_running_loop().create_future()
+    connections: list[ServerConnection] = []
+
+    async def slow_reader(connection: ServerConnection) -> None:
+        connections.append(connection)
+        await release.wait()
+        received = count = 0
+        try:
+            async for message in connection:
+                assert message == MESSAGE
+                received += len(message)
+                count += 1
+        except ConnectionClosed:
+            pass
+        settle(result, (received, count, connection.close_code or 0))
+
+    total = 400  # 25 MiB: more than socket buffers and the 256 KiB inbox hold
+    async with serve(
+        slow_reader, HOST, 0, read_limit=(HIGH, LOW), max_size=None, ping_interval=None
+    ) as server:
+        async with connect(ws_url(server.port), ping_interval=None, max_size=None) as ws:
+
+            async def flood() -> None:
+                for _ in range(total):
+                    await ws.send(MESSAGE)
+
+            sending = asyncio.ensure_future(flood())
+            # The handler reads nothing: the server stops reading, the client's send waits.
+            assert await still_pending(sending, 2), "25 MiB sent without the server pausing"
+            (connection,) = connections
+            peak = connection._inbox_bytes
+            # The inbox stopped at its high mark, give or take one read and one frame.
+            assert HIGH < peak <= HIGH + len(MESSAGE) + 65536, peak
+            release.set()
+            await bounded(sending, 30)
+        received, count, code = await bounded(result, 30)
+    assert (received, count) == (total * len(MESSAGE), total)
+    assert code == 1000
+
+
+@aiotest(timeout=60)
+async def test_tiny_buffer_peer_that_never_reads_keeps_memory_bounded(raw_server):
+    stop_peer = threading.Event()
+
+    def never_read(stream: RawStream, server: RawServer) -> None:
+        stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stop_peer.wait(30)
+
+    server = raw_server(after=never_read)
+    ws = await connect(server.url, write_limit=(64 * 1024, 16 * 1024), ping_interval=None)
+    try:
+        timeouts = 0
+        for _ in range(200):
+            try:
+                await asyncio.wait_for(ws.send(MESSAGE), 0.05)
+            except asyncio.TimeoutError:
+                timeouts += 1
+            assert ws.write_buffer_size <= 64 * 1024 + len(MESSAGE), ws.write_buffer_size
+            if timeouts:
+                break
+        assert timeouts, "every send succeeded against a peer that reads nothing"
+    finally:
+        stop_peer.set()
+        ws._transport.abort()
+        await bounded(ws.wait_closed())
+    assert ws.close_code == 1006
+
+
+@aiotest
+async def test_read_limit_and_write_limit_are_checked():
+    with pytest.raises(ValueError):
+        connect(ws_url(1), read_limit=(10, 20))
+    with pytest.raises(ValueError):
+        serve(lambda c: None, HOST, 0, write_limit=(10, -1))
