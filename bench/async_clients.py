@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import uvloop
-from sync_clients import free_port, wait_listening
+from sync_clients import free_port, pin, wait_listening
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,7 +120,7 @@ def main() -> int:
     parser.add_argument("--server", choices=sorted(SERVERS), default="ferrows")
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen([*SERVERS[args.server], str(port)])
+    server = subprocess.Popen([*SERVERS[args.server], str(port)], preexec_fn=pin())
     payload = os.urandom(args.size)
     results: dict[str, list[float]] = {name: [] for name in CLIENTS}
     try:
@@ -134,8 +134,8 @@ def main() -> int:
         server.wait(10)
     base = statistics.median(results["picows"])
     print(
-        f"{args.size}-byte echo round trips/s, {args.server} server on uvloop, clients on "
-        f"uvloop, median of {args.runs} x {args.rounds}"
+        f"{args.size}-byte echo round trips/s, {args.server} server on uvloop (CPU 0), clients on "
+        f"uvloop (CPU 1), median of {args.runs} x {args.rounds}"
     )
     for name, values in results.items():
         median = statistics.median(values)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sync_clients import SERVERS, free_port, wait_listening
+from sync_clients import SERVERS, free_port, pin, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "target" / "bench"
@@ -71,7 +71,7 @@ def main() -> int:
     args = parser.parse_args()
     ferrows, lws = build()
     port = free_port()
-    server = subprocess.Popen([*SERVERS[args.server], str(port)])
+    server = subprocess.Popen([*SERVERS[args.server], str(port)], preexec_fn=pin())
     results: dict[str, list[float]] = {"ferrows (C)": [], "libwebsockets 4.1": []}
     try:
         wait_listening(port)
@@ -87,7 +87,7 @@ def main() -> int:
         server.wait(10)
     base = statistics.median(results["ferrows (C)"])
     print(
-        f"{args.size}-byte echo round trips/s, {args.server} server, "
+        f"{args.size}-byte echo round trips/s, {args.server} server (CPU 0, clients CPU 1), "
         f"median of {args.runs} x {args.rounds}"
     )
     for name, values in results.items():

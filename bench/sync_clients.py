@@ -29,6 +29,19 @@ SERVERS = {
 }
 
 
+def pin(server_cpu: int = 0, client_cpu: int = 1) -> Callable[[], None]:
+    """Pins this process (the clients) to one core and returns a ``preexec_fn`` pinning the
+    server to another: each round trip then crosses cores the same way for every client, the
+    setup of the published peer measurements. Unpinned runs flip between sharing a core and
+    not, and their figures swing by 5x on a 2-core machine."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[client_cpu]})
+        server = cpus[server_cpu]
+        return lambda: os.sched_setaffinity(0, {server})
+    return lambda: None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,7 +109,7 @@ def main() -> int:
     parser.add_argument("--server", choices=sorted(SERVERS), default="ferrows")
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen([*SERVERS[args.server], str(port)])
+    server = subprocess.Popen([*SERVERS[args.server], str(port)], preexec_fn=pin())
     try:
         wait_listening(port)
         url = f"ws://127.0.0.1:{port}"
@@ -110,7 +123,7 @@ def main() -> int:
         server.wait(10)
     base = statistics.median(results["ferrows.sync"])
     print(
-        f"{args.size}-byte echo round trips/s, {args.server} server, "
+        f"{args.size}-byte echo round trips/s, {args.server} server (CPU 0, clients CPU 1), "
         f"median of {args.runs} x {args.rounds}"
     )
     for name, values in results.items():

@@ -587,6 +587,38 @@ fn rfc6455_5_2_sent_lengths_use_the_minimal_7_16_and_64_bit_forms() {
 }
 
 #[test]
+fn rfc6455_5_2_messages_encoded_in_place_match_queued_ones() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        for len in [0usize, 125, 126, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let mut conn = open(role, t0);
+            let mut out = vec![0u8; conn.message_frame_len(len)];
+            conn.encode_message_into(MessageKind::Text, &payload, &mut out)
+                .unwrap();
+            let frames = parse_wire(&out);
+            assert_eq!(frames.len(), 1, "{role:?} len {len}");
+            assert_eq!(frames[0].opcode, TEXT);
+            assert!(frames[0].fin);
+            assert_eq!(frames[0].payload, payload, "{role:?} len {len}");
+            assert_eq!(frames[0].mask.is_some(), role == Role::Client);
+            check_sent_frames(role, &frames);
+        }
+        // A wrong size, or output still pending, is refused rather than reordered.
+        let mut conn = open(role, t0);
+        assert!(conn
+            .encode_message_into(MessageKind::Binary, b"abc", &mut [0u8; 3])
+            .is_err());
+        conn.send_ping(b"p", t0).unwrap();
+        let mut out = vec![0u8; conn.message_frame_len(3)];
+        assert!(matches!(
+            conn.encode_message_into(MessageKind::Binary, b"abc", &mut out),
+            Err(Error::Concurrency(_))
+        ));
+    }
+}
+
+#[test]
 fn rfc6455_5_2_received_7_16_and_64_bit_lengths() {
     let t0 = Instant::now();
     for role in ROLES {

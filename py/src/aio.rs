@@ -213,6 +213,16 @@ impl PyProtocolCore {
     /// Encodes a whole message (str: text, bytes: binary); returns the bytes to write.
     fn send<'py>(&mut self, py: Python<'py>, message: Outgoing) -> PyResult<Bound<'py, PyBytes>> {
         let (kind, data) = message.parts();
+        if self.inner.output().is_empty() {
+            // Encoded straight into the bytes object handed to the transport: one copy.
+            let length = self.inner.message_frame_len(data.len());
+            let inner = &mut self.inner;
+            return PyBytes::new_with(py, length, |out| {
+                inner
+                    .encode_message_into(kind, data, out)
+                    .map_err(|e| to_py_err(py, e, None))
+            });
+        }
         self.inner
             .send_message(kind, data)
             .map_err(|e| self.closed_error(py, e))?;

@@ -306,6 +306,49 @@ impl Connection {
         Ok(())
     }
 
+    /// The size of the frame [`Connection::encode_message_into`] writes for `len` bytes.
+    pub fn message_frame_len(&self, len: usize) -> usize {
+        let mask = if self.role == Role::Client { 4 } else { 0 };
+        let length_bytes = match len {
+            0..=125 => 0,
+            126..=65535 => 2,
+            _ => 8,
+        };
+        2 + length_bytes + mask + len
+    }
+
+    /// Encodes a whole message straight into `out`, which must be exactly
+    /// [`Connection::message_frame_len`] bytes: a driver that owns its output buffers (a
+    /// Python bytes object) is spared a copy. Only when no other output is pending, so that
+    /// frames stay in order.
+    pub fn encode_message_into(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.sending_fragmented.is_some() || !self.output.is_empty() {
+            return Err(Error::Concurrency(
+                "cannot encode a message in place while other output is pending".into(),
+            ));
+        }
+        if out.len() != self.message_frame_len(data.len()) {
+            return Err(Error::Config("output buffer of the wrong size".into()));
+        }
+        let header = self.frame_header(data_opcode(kind), true);
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        header
+            .format(data.len() as u64, &mut cursor)
+            .expect("the buffer was sized for the header");
+        let start = cursor.position() as usize;
+        out[start..].copy_from_slice(data);
+        if let Some(key) = header.mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+        Ok(())
+    }
+
     /// Queues one fragment of a message; `kind` matters on the first one, `fin` ends it.
     pub fn send_fragment(
         &mut self,
@@ -373,19 +416,25 @@ impl Connection {
         self.pending_pings.push_back((payload, now));
     }
 
-    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+    /// A frame header for our role: clients mask every frame with a fresh key.
+    fn frame_header(&self, opcode: OpCode, fin: bool) -> FrameHeader {
         let mask = match self.role {
             Role::Client => Some(rand::random::<[u8; 4]>()),
             Role::Server => None,
         };
-        let header = FrameHeader {
+        FrameHeader {
             is_final: fin,
             rsv1: false,
             rsv2: false,
             rsv3: false,
             opcode,
             mask,
-        };
+        }
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let header = self.frame_header(opcode, fin);
+        let mask = header.mask;
         self.output.reserve(MAX_HEADER + payload.len());
         header
             .format(payload.len() as u64, &mut self.output)
