@@ -56,9 +56,10 @@ for version in 3.9 3.13; do
   fi
   env_dir=$ROOT/target/py$version
   [ -x "$env_dir/bin/python" ] || "$interpreter" -m venv "$env_dir"
-  "$env_dir/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout trustme websockets websocket-client
+  "$env_dir/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout trustme uvloop websockets websocket-client
   "$env_dir/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
-  (cd target && "$env_dir/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python/test_sync_echo.py")
+  (cd target && "$env_dir/bin/python" -m pytest -q -p no:cacheprovider \
+    "$ROOT/tests/python/test_sync_echo.py" "$ROOT/tests/asyncio/test_asyncio_messages.py")
 done
 
 step "Python suite and Autobahn conformance"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import queue
-import ssl
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ferrows.sync
@@ -16,7 +12,7 @@ import pytest
 import trustme
 import websockets.asyncio.server
 import websockets.sync.server
-from wsutil import HOST, RawServer
+from wsutil import HOST, Outbox, RawServer, Running, TlsFiles
 
 JOIN_TIMEOUT = 10.0
 
@@ -30,39 +26,6 @@ def ferrows_echo(connection: ferrows.sync.ServerConnection) -> None:
 def websockets_echo(connection: websockets.sync.server.ServerConnection) -> None:
     for message in connection:
         connection.send(message)
-
-
-@dataclass
-class Running:
-    """A server serving in a thread."""
-
-    server: Any
-    thread: threading.Thread
-    port: int
-    scheme: str = "ws"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{HOST}:{self.port}/"
-
-
-class Outbox:
-    """Results that handler threads report to the test; reads are bounded."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue()
-
-    def put(self, item: Any) -> None:
-        self._queue.put(item)
-
-    def get(self, timeout: float = 5.0) -> Any:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"nothing reported within {timeout} s") from None
-
-    def empty(self) -> bool:
-        return self._queue.empty()
 
 
 @pytest.fixture
@@ -167,25 +130,6 @@ def asyncio_websockets_server() -> Iterator[Callable[..., Running]]:
     thread.join(JOIN_TIMEOUT)
     assert not thread.is_alive(), "asyncio loop did not stop"
     loop.close()
-
-
-@dataclass
-class TlsFiles:
-    ca: trustme.CA
-    ca_pem: Path
-    cert_pem: Path
-    key_pem: Path
-    leaf: trustme.LeafCert
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        self.ca.configure_trust(context)
-        return context
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.leaf.configure_cert(context)
-        return context
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,8 @@ from collections.abc import Callable
 import ferrows
 import ferrows.exceptions as fx
 import pytest
-from conftest import Outbox, Running
 from ferrows.sync import ServerConnection, connect
-from wsutil import HOST
+from wsutil import HOST, Outbox, Running
 
 ONE_MIB = 2**20
 

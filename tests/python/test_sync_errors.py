@@ -12,7 +12,6 @@ import pytest
 import websockets.exceptions
 import websockets.sync.client
 import websockets.sync.server
-from conftest import Outbox, Running
 from ferrows.http11 import Request, Response
 from ferrows.sync import ServerConnection, connect
 from wsutil import (
@@ -23,7 +22,9 @@ from wsutil import (
     OP_PING,
     OP_TEXT,
     HttpHead,
+    Outbox,
     RawServer,
+    Running,
     close_at_once,
     encode_frame,
     handshake_request,

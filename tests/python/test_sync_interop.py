@@ -13,9 +13,8 @@ import websockets.asyncio.client
 import websockets.exceptions
 import websockets.sync.client
 import websockets.sync.server
-from conftest import Outbox, Running
 from ferrows.sync import ServerConnection, connect
-from wsutil import parse_close
+from wsutil import Outbox, Running, parse_close
 
 ONE_MIB = 2**20
 

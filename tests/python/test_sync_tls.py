@@ -8,9 +8,8 @@ from pathlib import Path
 import ferrows.exceptions as fx
 import pytest
 import websockets.sync.client
-from conftest import Outbox, Running, TlsFiles
 from ferrows.sync import ServerConnection, connect, serve
-from wsutil import HOST
+from wsutil import HOST, Outbox, Running, TlsFiles
 
 
 @pytest.fixture

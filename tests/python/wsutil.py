@@ -8,11 +8,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HOST = "127.0.0.1"
@@ -322,3 +328,55 @@ def read_and_ignore(stream: RawStream, server: RawServer, limit: float = 30.0) -
             continue
         except (EOFError, OSError):
             return
+
+
+@dataclass
+class Running:
+    """A server serving in a thread."""
+
+    server: Any
+    thread: threading.Thread
+    port: int
+    scheme: str = "ws"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{HOST}:{self.port}/"
+
+
+class Outbox:
+    """Results that handler threads report to the test; reads are bounded."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def get(self, timeout: float = 5.0) -> Any:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"nothing reported within {timeout} s") from None
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+
+@dataclass
+class TlsFiles:
+    ca: trustme.CA
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+    leaf: trustme.LeafCert
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        self.ca.configure_trust(context)
+        return context
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.leaf.configure_cert(context)
+        return context
