@@ -148,6 +148,32 @@ fn watermarks(low: usize, high: usize) -> Result<Watermarks, ferrows_result> {
     Ok(Watermarks { high, low })
 }
 
+/// Which byte budget a watermark call sets.
+enum Budget {
+    Send,
+    Receive,
+}
+
+unsafe fn set_budget(
+    config: *mut ferrows_config,
+    budget: Budget,
+    low: usize,
+    high: usize,
+) -> ferrows_result {
+    with_config(config, |c| match watermarks(low, high) {
+        Ok(marks) => {
+            let (client, server) = match budget {
+                Budget::Send => (&mut c.client.outbox, &mut c.server.outbox),
+                Budget::Receive => (&mut c.client.inbox, &mut c.server.inbox),
+            };
+            *client = marks;
+            *server = marks;
+            FERROWS_OK
+        }
+        Err(code) => code,
+    })
+}
+
 /// Sets the send budget: above `high` unwritten bytes, sends wait (or return
 /// `FERROWS_AGAIN` with a zero timeout) until fewer than `low` remain.
 ///
@@ -159,14 +185,7 @@ pub unsafe extern "C" fn ferrows_config_set_send_watermarks(
     low: usize,
     high: usize,
 ) -> ferrows_result {
-    with_config(config, |c| match watermarks(low, high) {
-        Ok(marks) => {
-            c.client.outbox = marks;
-            c.server.outbox = marks;
-            FERROWS_OK
-        }
-        Err(code) => code,
-    })
+    set_budget(config, Budget::Send, low, high)
 }
 
 /// Sets the receive budget: above `high` unread bytes, ferrows stops reading the socket
@@ -180,14 +199,7 @@ pub unsafe extern "C" fn ferrows_config_set_recv_watermarks(
     low: usize,
     high: usize,
 ) -> ferrows_result {
-    with_config(config, |c| match watermarks(low, high) {
-        Ok(marks) => {
-            c.client.inbox = marks;
-            c.server.inbox = marks;
-            FERROWS_OK
-        }
-        Err(code) => code,
-    })
+    set_budget(config, Budget::Receive, low, high)
 }
 
 /// Adds a subprotocol: clients offer them in order, servers pick the first one a client

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import http
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Union
 
-__all__ = ["Headers", "HeadersLike", "Request", "Response"]
+__all__ = ["Headers", "HeadersLike", "Request", "Response", "plain_response"]
 
 
 class Headers:
@@ -111,6 +112,21 @@ class Response:
     def status(self) -> int:
         """Alias of :attr:`status_code`."""
         return self.status_code
+
+
+def plain_response(status: int, text: str) -> Response:
+    """A plain-text HTTP response (for ``process_request`` to return), closing the
+    connection."""
+    code = http.HTTPStatus(status)
+    body = text.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(code.value, code.phrase, headers, body)
 
 
 def _request_from_core(raw: tuple[str, str, list[tuple[str, str]]]) -> Request:

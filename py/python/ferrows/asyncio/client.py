@@ -18,7 +18,7 @@ from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, Invali
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
 from .connection import Connection, Listener
-from .options import DEFAULT_READ_LIMIT, DEFAULT_WRITE_LIMIT, Limit, core_options, watermarks
+from .options import Limit, connection_options
 
 __all__ = ["ClientConnection", "connect", "unix_connect"]
 
@@ -143,19 +143,16 @@ class connect:
         self._sock = sock
         self._unix_path = unix_path
         self._open_timeout = open_timeout
-        self._connection_options = {
-            "core_options": core_options(
-                max_size=max_size,
-                max_frame_size=max_frame_size,
-                close_timeout=close_timeout,
-                ping_interval=ping_interval,
-                ping_timeout=ping_timeout,
-            ),
-            "read_limit": watermarks(read_limit, DEFAULT_READ_LIMIT, "read_limit"),
-            "write_limit": watermarks(write_limit, DEFAULT_WRITE_LIMIT, "write_limit"),
-            "close_timeout": close_timeout,
-            "logger": logger or client_logger,
-        }
+        self._connection_options = connection_options(
+            max_size=max_size,
+            max_frame_size=max_frame_size,
+            close_timeout=close_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            read_limit=read_limit,
+            write_limit=write_limit,
+            logger=logger or client_logger,
+        )
         self._listener = listener
         self._connection: ClientConnection | None = None
 

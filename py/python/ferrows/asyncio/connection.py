@@ -15,17 +15,16 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 from .. import _ferrows
+from .._messages import Data, decoded, fragment, payload, typed
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, _from_core
 from ..frames import CloseCode
 from ..http11 import Request, Response
 
 __all__ = ["Connection", "Data", "Listener"]
 
-Data = Union[str, bytes]
-"""A message: ``str`` for text, ``bytes`` for binary."""
 
 _DATA, _PING, _PONG, _CLOSED, _OUTPUT, _TIMER = 0, 1, 2, 3, 4, 5
 _READ_BUFFER = 65536
@@ -54,22 +53,6 @@ class Listener:
 
     def on_close(self, connection: Connection, exc: ConnectionClosed) -> None:
         """The connection closed; ``exc`` tells how (``exc.code``, ``exc.reason``)."""
-
-
-def _decoded(data: Data, decode: bool | None) -> Data:
-    if decode is False and isinstance(data, str):
-        return data.encode()
-    if decode is True and isinstance(data, bytes):
-        return data.decode()
-    return data
-
-
-def _payload(data: object) -> Data:
-    if isinstance(data, (str, bytes)):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"data must be str or a bytes-like object, not {type(data).__name__}")
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -351,7 +334,7 @@ class Connection(asyncio.BufferedProtocol):
         if fin:
             self._complete -= 1
             self._consumed(len(data))
-            return _decoded(data, decode) if decode is not None else data
+            return decoded(data, decode) if decode is not None else data
         parts = [data]
         size = len(data)
         while not fin:
@@ -360,7 +343,7 @@ class Connection(asyncio.BufferedProtocol):
             size += len(data)
         self._complete -= 1
         self._consumed(size)
-        return _decoded(parts[0][:0].join(parts), decode)  # type: ignore[arg-type]
+        return decoded(parts[0][:0].join(parts), decode)  # type: ignore[arg-type]
 
     async def _wait_for(self, ready: Any) -> None:
         self._receiving = True
@@ -391,7 +374,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._consumed(len(data))
                 if fin:
                     self._complete -= 1
-                yield _decoded(data, decode)
+                yield decoded(data, decode)
                 if fin:
                     return
         finally:
@@ -424,7 +407,7 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(message, (str, bytes)) and text is None:
             self._write(self._sender().send(message))
         elif isinstance(message, (str, bytes, bytearray, memoryview)):
-            self._write(self._sender().send(_typed(_payload(message), text)))
+            self._write(self._sender().send(typed(payload(message), text)))
         elif isinstance(message, AsyncIterable):
             await self._send_fragments(message.__aiter__(), text)
         elif isinstance(message, Iterable):
@@ -458,7 +441,7 @@ class Connection(asyncio.BufferedProtocol):
         started = False
         try:
             try:
-                current = _typed(_payload(await fragments.__anext__()), text)
+                current = fragment(await fragments.__anext__(), text, None)
             except StopAsyncIteration:
                 return
             kind = type(current)
@@ -467,9 +450,7 @@ class Connection(asyncio.BufferedProtocol):
                 started = True
                 if self._writing_paused:
                     await self._drain()
-                current = _typed(_payload(following), text)
-                if type(current) is not kind:
-                    raise TypeError("all fragments of a message must be str, or all bytes-like")
+                current = fragment(following, text, kind)
             self._write(sender.send_fragment(current, True))
         except BaseException:
             # A message cut in the middle cannot be finished: fail the connection, as
@@ -553,14 +534,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.remote_address}>"
-
-
-def _typed(data: Data, text: bool | None) -> Data:
-    if text is True and isinstance(data, bytes):
-        return data.decode()
-    if text is False and isinstance(data, str):
-        return data.encode()
-    return data
 
 
 async def _as_async(items: Iterable[Any]) -> AsyncIterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional, Union
 
 Limit = Optional[Union[int, tuple[int, int]]]
@@ -20,6 +21,33 @@ def watermarks(limit: Limit, default: tuple[int, int], name: str) -> tuple[int, 
     if not 0 <= low <= high:
         raise ValueError(f"{name} needs 0 <= low <= high")
     return high, low
+
+
+def connection_options(
+    *,
+    max_size: int | None,
+    max_frame_size: int | None,
+    close_timeout: float | None,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    read_limit: Limit,
+    write_limit: Limit,
+    logger: logging.Logger,
+) -> dict[str, Any]:
+    """The keyword arguments of a Connection, from the public options."""
+    return {
+        "core_options": core_options(
+            max_size=max_size,
+            max_frame_size=max_frame_size,
+            close_timeout=close_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        ),
+        "read_limit": watermarks(read_limit, DEFAULT_READ_LIMIT, "read_limit"),
+        "write_limit": watermarks(write_limit, DEFAULT_WRITE_LIMIT, "write_limit"),
+        "close_timeout": close_timeout,
+        "logger": logger,
+    }
 
 
 def core_options(

@@ -15,9 +15,15 @@ from typing import Any, Callable, Optional, Union
 from .. import _ferrows
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
-from ..http11 import Headers, Request, Response, _request_from_core, _response_from_core
+from ..http11 import (
+    Request,
+    Response,
+    _request_from_core,
+    _response_from_core,
+    plain_response,
+)
 from .connection import Connection, Listener
-from .options import DEFAULT_READ_LIMIT, DEFAULT_WRITE_LIMIT, Limit, core_options, watermarks
+from .options import Limit, connection_options
 
 __all__ = ["Server", "ServerConnection", "serve", "unix_serve"]
 
@@ -76,16 +82,7 @@ class ServerConnection(Connection):
 
     def respond(self, status: int | http.HTTPStatus, text: str) -> Response:
         """Builds a plain-text HTTP response, for ``process_request`` to return."""
-        status = http.HTTPStatus(status)
-        body = text.encode()
-        headers = Headers(
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]
-        )
-        return Response(status.value, status.phrase, headers, body)
+        return plain_response(status, text)
 
     def _send_response(self, response: Response) -> None:
         headers = response.headers.items()
@@ -298,19 +295,16 @@ class serve:
             select_subprotocol=select_subprotocol,
             server_header=server_header,
             open_timeout=open_timeout,
-            connection_options={
-                "core_options": core_options(
-                    max_size=max_size,
-                    max_frame_size=max_frame_size,
-                    close_timeout=close_timeout,
-                    ping_interval=ping_interval,
-                    ping_timeout=ping_timeout,
-                ),
-                "read_limit": watermarks(read_limit, DEFAULT_READ_LIMIT, "read_limit"),
-                "write_limit": watermarks(write_limit, DEFAULT_WRITE_LIMIT, "write_limit"),
-                "close_timeout": close_timeout,
-                "logger": logger or server_logger,
-            },
+            connection_options=connection_options(
+                max_size=max_size,
+                max_frame_size=max_frame_size,
+                close_timeout=close_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                read_limit=read_limit,
+                write_limit=write_limit,
+                logger=logger or server_logger,
+            ),
             listener=listener,
         )
         self._create: dict[str, Any] = {"ssl": ssl, "sock": sock, "backlog": backlog}

@@ -7,9 +7,9 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Union
 
 from .. import _ferrows
+from .._messages import Data, decoded, fragment, payload, typed
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..frames import CloseCode
@@ -17,22 +17,11 @@ from ..http11 import Request, Response, _request_from_core, _response_from_core
 
 __all__ = ["Connection", "Data", "PongWaiter"]
 
-Data = Union[str, bytes]
-"""A message: ``str`` for text, ``bytes`` for binary."""
 
 PongWaiter = _ferrows.PongWaiter
 """What :meth:`Connection.ping` returns: ``wait(timeout=None)`` gives the latency in seconds."""
 
 _SENDABLE = (str, bytes, bytearray, memoryview)
-
-
-def _payload(data: Data | bytearray | memoryview) -> Data:
-    """str and bytes go to the engine as they are; other buffers are copied to bytes."""
-    if isinstance(data, (str, bytes)):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"data must be str or a bytes-like object, not {type(data).__name__}")
 
 
 class Connection:
@@ -115,7 +104,7 @@ class Connection:
             self._recv_lock.release()
         if message is None:
             raise WsTimeoutError("timed out while waiting for a message")
-        return _decoded(message, decode)
+        return decoded(message, decode)
 
     def recv_streaming(self, decode: bool | None = None) -> Iterator[Data]:
         """Yields the next message in chunks, as they arrive.
@@ -130,7 +119,7 @@ class Connection:
                 chunk = self._core.recv_chunk(None)
                 assert chunk is not None  # no timeout given
                 _, data, fin = chunk
-                yield _decoded(data, decode)
+                yield decoded(data, decode)
                 if fin:
                     return
         finally:
@@ -159,7 +148,7 @@ class Connection:
         """
         if isinstance(message, _SENDABLE):
             with self._send_lock:
-                self._core.send(_typed(_payload(message), text))
+                self._core.send(typed(payload(message), text))
             return
         with self._send_lock:
             self._send_fragments(message, text)
@@ -172,14 +161,16 @@ class Connection:
             current = next(iterator)
         except StopIteration:
             return
-        first_type = type(_payload(current))
+        first = fragment(current, text, None)
+        kind = type(first)
         started = False
         try:
+            data = first
             for following in iterator:
-                self._core.send_fragment(_typed(_checked(current, first_type), text), False)
+                self._core.send_fragment(data, False)
                 started = True
-                current = following
-            self._core.send_fragment(_typed(_checked(current, first_type), text), True)
+                data = fragment(following, text, kind)
+            self._core.send_fragment(data, True)
         except BaseException:
             # A message cut in the middle cannot be finished: fail the connection (1011).
             if started:
@@ -232,27 +223,3 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} to {self.remote_address}>"
-
-
-def _decoded(data: Data, decode: bool | None) -> Data:
-    if decode is False and isinstance(data, str):
-        return data.encode()
-    if decode is True and isinstance(data, bytes):
-        return data.decode()
-    return data
-
-
-def _typed(data: Data, text: bool | None) -> Data:
-    """Applies the ``text`` override: the engine sends str as text and bytes as binary."""
-    if text is True and isinstance(data, bytes):
-        return data.decode()
-    if text is False and isinstance(data, str):
-        return data.encode()
-    return data
-
-
-def _checked(fragment: Data | bytearray | memoryview, first_type: type) -> Data:
-    payload = _payload(fragment)
-    if type(payload) is not first_type:
-        raise TypeError("all fragments of a message must be str, or all bytes-like")
-    return payload

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from .. import _ferrows
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
-from ..http11 import Headers, Request, Response, _request_from_core
+from ..http11 import Request, Response, _request_from_core, plain_response
 from .connection import Connection
 from .options import Limits, protocol_options, read_pem
 
@@ -52,16 +52,7 @@ class ServerConnection(Connection):
 
     def respond(self, status: int | http.HTTPStatus, text: str) -> Response:
         """Builds a plain-text HTTP response, for ``process_request`` to return."""
-        status = http.HTTPStatus(status)
-        body = text.encode()
-        headers = Headers(
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]
-        )
-        return Response(status.value, status.phrase, headers, body)
+        return plain_response(status, text)
 
 
 class Server:
