@@ -114,3 +114,34 @@ def test_small_socket_buffer_peer_does_not_grow_memory_without_bound(raw_server)
     finally:
         server.stop.set()
         ws.close()
+
+
+def test_keepalive_closes_while_writes_wait_on_a_peer_that_stopped_reading(raw_server):
+    # The peer neither reads nor answers pings: the keepalive timeout must still fire while
+    # a write is stuck, and the end must come within the timeouts, not hang.
+    def tiny_buffers(stream: RawStream, server: RawServer) -> None:
+        stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.stop.wait(30)
+
+    server = raw_server(after=tiny_buffers)
+    ws = ferrows.sync.connect(
+        server.url, ping_interval=0.2, ping_timeout=0.3, write_limit=(1 << 24, 1 << 22)
+    )
+    try:
+        for _ in range(200):  # fill the socket buffers: writes now wait on the peer
+            if not ws._core.send(MESSAGE, 0.05):
+                break
+        assert ws._core.unsent_bytes > 0, "the peer read everything"
+        started = time.monotonic()
+        try:
+            ws.recv(timeout=10)
+        except ConnectionClosed as exc:
+            assert exc.sent is not None and exc.sent.code == 1011, exc
+        else:
+            raise AssertionError("recv returned a message")
+        assert time.monotonic() - started < 5
+        # What could not be written is still reported.
+        assert ws._core.unsent_bytes > 0
+    finally:
+        server.stop.set()
+        ws.close()

@@ -103,6 +103,10 @@ struct Inner {
     /// A receiving thread is waiting on the socket: the reader task leaves it alone.
     inline_reading: bool,
     pings: VecDeque<(Vec<u8>, PongWaiter)>,
+    /// How the connection ends, once the protocol is closed: it becomes `ended` when the
+    /// writer task has written everything sent before (or given up on a peer that stopped
+    /// reading).
+    closing: Option<Ended>,
     ended: Option<Ended>,
     receiving: bool,
 }
@@ -184,6 +188,7 @@ impl Connection {
             socket: None,
             inline_reading: false,
             pings: VecDeque::new(),
+            closing: None,
             ended: None,
             receiving: false,
         };
@@ -238,6 +243,26 @@ impl Connection {
         let mut inner = self.lock();
         inner.protocol.receive_transport_error(error);
         self.dispatch(&mut inner);
+        self.finish(&mut inner);
+    }
+
+    /// Makes the end official once the writer is done: waiters wake, the reader stops.
+    fn finish(&self, inner: &mut Inner) {
+        let Some(ended) = inner.closing.take() else {
+            return;
+        };
+        inner.ended = Some(ended);
+        self.shared.closed_tx.send_replace(true);
+        self.shared.writable.notify_all();
+        self.shared.readable.notify_all();
+        if let Some(notify) = &*self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            notify();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -297,13 +322,10 @@ impl Connection {
                     if let Some(error) = &error {
                         log::debug!("connection {} failed: {error}", self.shared.id);
                     }
-                    inner.ended = Some(Ended {
+                    inner.closing = Some(Ended {
                         info,
                         cause: error.map(Arc::new),
                     });
-                    self.shared.closed_tx.send_replace(true);
-                    self.shared.writable.notify_all();
-                    became_readable = true;
                 }
             }
         }
@@ -344,7 +366,7 @@ impl Connection {
                 return Err(Error::ConnectionClosed(ended.info.clone()));
             }
             inner = match inner.socket.clone() {
-                Some(socket) if !inner.inline_reading => {
+                Some(socket) if !inner.inline_reading && !inner.protocol.is_closed() => {
                     self.read_inline(inner, &socket, deadline)?
                 }
                 _ => wait_until(&self.shared.readable, inner, deadline)
@@ -723,51 +745,99 @@ async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
     }
 }
 
-/// Writes the protocol's output, coalescing everything queued into one write, and runs the
-/// protocol's timers. Flushes and shuts the socket down once the protocol is closed.
+/// How long the writer keeps trying to flush what was sent before a close, once the protocol
+/// has no timer left (the peer stopped reading).
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Writes the protocol's output, coalescing everything queued into each write, and runs the
+/// protocol's timers, also while a write waits on a peer that does not read. Once the
+/// protocol is closed, flushes what was sent before, shuts the socket down and makes the end
+/// official; bytes it could not write stay counted in `unsent_bytes`.
 async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W) {
     let mut buffer = Vec::new();
+    let mut written = 0;
+    let mut flush_deadline = None;
     loop {
         let (deadline, closed) = {
             let mut inner = connection.lock();
+            if written == buffer.len() {
+                buffer.clear();
+                written = 0;
+            }
             inner.protocol.drain_output_into(&mut buffer);
-            inner.in_flight = buffer.len();
+            inner.in_flight = buffer.len() - written;
             (inner.protocol.next_deadline(), inner.protocol.is_closed())
         };
-        if !buffer.is_empty() {
-            let result = writer.write_all(&buffer).await;
-            buffer.clear();
-            let mut inner = connection.lock();
-            inner.in_flight = 0;
-            if let Err(error) = result {
-                inner.protocol.receive_transport_error(Error::Io(error));
-                connection.dispatch(&mut inner);
-                connection.shared.writable.notify_all();
-                return;
-            }
-            if inner.unsent() <= connection.shared.outbox_marks.low {
-                connection.shared.writable.notify_all();
-            }
-            continue;
-        }
-        if closed {
+        if closed && written == buffer.len() {
             // Best effort: the peer may be gone already.
             let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            connection.finish(&mut connection.lock());
             return;
         }
-        let sleep = async {
+        let deadline = if closed {
+            *flush_deadline.get_or_insert_with(|| Instant::now() + FINAL_FLUSH)
+        } else {
             match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                None => std::future::pending().await,
+                Some(deadline) => deadline,
+                None => Instant::now() + Duration::from_secs(3600),
             }
         };
-        tokio::select! {
-            _ = connection.shared.wake_writer.notified() => {}
-            _ = sleep => {
-                let mut inner = connection.lock();
-                inner.protocol.handle_timeout(Instant::now());
-                connection.dispatch(&mut inner);
+        let sleep = tokio::time::sleep_until(deadline.into());
+        if written < buffer.len() {
+            tokio::select! {
+                result = writer.write(&buffer[written..]) => {
+                    let mut inner = connection.lock();
+                    match result {
+                        Ok(n) if n > 0 => {
+                            written += n;
+                            inner.in_flight = buffer.len() - written;
+                            if inner.unsent() <= connection.shared.outbox_marks.low {
+                                connection.shared.writable.notify_all();
+                            }
+                        }
+                        outcome => {
+                            let error = outcome.err().unwrap_or_else(|| {
+                                std::io::Error::new(std::io::ErrorKind::WriteZero, "socket closed")
+                            });
+                            inner.protocol.receive_transport_error(Error::Io(error));
+                            connection.dispatch(&mut inner);
+                            connection.finish(&mut inner);
+                            return;
+                        }
+                    }
+                }
+                _ = sleep => {
+                    if connection.on_timer(closed) {
+                        return;
+                    }
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = connection.shared.wake_writer.notified() => {}
+                _ = sleep => {
+                    connection.on_timer(closed);
+                }
             }
         }
+    }
+}
+
+impl Connection {
+    /// The writer's timer fired: runs the protocol's timers, or gives up flushing after a
+    /// close. True when the writer should stop.
+    fn on_timer(&self, closed: bool) -> bool {
+        let mut inner = self.lock();
+        if closed {
+            log::debug!(
+                "connection {}: peer stopped reading; giving up the flush",
+                self.shared.id
+            );
+            self.finish(&mut inner);
+            return true;
+        }
+        inner.protocol.handle_timeout(Instant::now());
+        self.dispatch(&mut inner);
+        false
     }
 }
