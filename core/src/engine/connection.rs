@@ -535,8 +535,8 @@ impl Connection {
     /// Starts the closing handshake without waiting for it to finish.
     pub fn start_close(&self, code: u16, reason: &str) -> Result<()> {
         let mut inner = self.lock();
-        if inner.ended.is_some() {
-            return Ok(());
+        if inner.ended.is_some() || inner.protocol.is_closed() {
+            return Ok(()); // over already, or ending: the writer is flushing
         }
         inner.protocol.close(code, reason, Instant::now())?;
         self.dispatch(&mut inner);
