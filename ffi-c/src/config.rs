@@ -29,6 +29,25 @@ unsafe fn with_config(
     })
 }
 
+/// Applies `apply` with the UTF-8 string argument `text` (named `name` in errors).
+unsafe fn with_text(
+    config: *mut ferrows_config,
+    text: *const c_char,
+    name: &str,
+    apply: impl FnOnce(&mut ferrows_config, &str),
+) -> ferrows_result {
+    with_config(config, |c| {
+        non_null!(text);
+        match utf8_arg(text, name) {
+            Ok(text) => {
+                apply(c, text);
+                FERROWS_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
 fn millis(ms: u32) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms.into()))
 }
@@ -212,16 +231,9 @@ pub unsafe extern "C" fn ferrows_config_add_subprotocol(
     config: *mut ferrows_config,
     name: *const c_char,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        non_null!(name);
-        match utf8_arg(name, "name") {
-            Ok(name) => {
-                c.client.handshake.subprotocols.push(name.to_owned());
-                c.server.handshake.subprotocols.push(name.to_owned());
-                FERROWS_OK
-            }
-            Err(code) => code,
-        }
+    with_text(config, name, "name", |c, name| {
+        c.client.handshake.subprotocols.push(name.to_owned());
+        c.server.handshake.subprotocols.push(name.to_owned());
     })
 }
 
@@ -259,15 +271,8 @@ pub unsafe extern "C" fn ferrows_config_set_origin(
     config: *mut ferrows_config,
     origin: *const c_char,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        non_null!(origin);
-        match utf8_arg(origin, "origin") {
-            Ok(origin) => {
-                c.client.handshake.origin = Some(origin.to_owned());
-                FERROWS_OK
-            }
-            Err(code) => code,
-        }
+    with_text(config, origin, "origin", |c, origin| {
+        c.client.handshake.origin = Some(origin.to_owned());
     })
 }
 
@@ -414,15 +419,8 @@ pub unsafe extern "C" fn ferrows_config_tls_set_server_name(
     config: *mut ferrows_config,
     name: *const c_char,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        non_null!(name);
-        match utf8_arg(name, "name") {
-            Ok(name) => {
-                c.client.tls.server_name = Some(name.to_owned());
-                FERROWS_OK
-            }
-            Err(code) => code,
-        }
+    with_text(config, name, "name", |c, name| {
+        c.client.tls.server_name = Some(name.to_owned());
     })
 }
 
