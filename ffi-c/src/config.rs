@@ -37,7 +37,10 @@ unsafe fn with_text(
     apply: impl FnOnce(&mut ferrows_config, &str),
 ) -> ferrows_result {
     with_config(config, |c| {
-        non_null!(text);
+        if text.is_null() {
+            crate::boundary::set_last_error(format!("argument `{name}` is NULL"));
+            return FERROWS_ERR_NULL_PARAM;
+        }
         match utf8_arg(text, name) {
             Ok(text) => {
                 apply(c, text);
