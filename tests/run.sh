@@ -22,6 +22,10 @@ if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! comman
 fi
 
 step "C header: include/ferrows.h is what cbindgen generates"
+# The generator, pinned: a different version would generate a different header.
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen 0.29.4" ]; then
+  cargo install --quiet cbindgen --version 0.29.4 --locked
+fi
 generated=$(mktemp)
 (cd ffi-c && cbindgen --quiet -c cbindgen.toml -o "$generated" .)
 diff -u include/ferrows.h "$generated" || { echo "include/ferrows.h is stale: regenerate it (docs/c-api.md)" >&2; exit 1; }
