@@ -550,7 +550,7 @@ uint16_t ferrows_conn_close_code(const ferrows_conn *conn);
 
 /*
  Copies the close reason into `(buf, len)`, NUL-terminated (empty while open or without a
- reason).
+ reason; `FERROWS_ERR_STATE` while still opening).
 
  # Safety
  `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.

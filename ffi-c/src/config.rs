@@ -5,6 +5,7 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
+use ferrows_core::protocol::ProtocolConfig;
 
 use crate::boundary::{
     bytes_arg, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
@@ -48,6 +49,18 @@ unsafe fn with_text(
             }
             Err(code) => code,
         }
+    })
+}
+
+/// Applies `change` to the protocol settings of both clients and servers.
+unsafe fn with_protocols(
+    config: *mut ferrows_config,
+    change: impl Fn(&mut ProtocolConfig),
+) -> ferrows_result {
+    with_config(config, |c| {
+        change(&mut c.client.protocol);
+        change(&mut c.server.protocol);
+        FERROWS_OK
     })
 }
 
@@ -99,11 +112,7 @@ pub unsafe extern "C" fn ferrows_config_set_max_message_size(
     config: *mut ferrows_config,
     bytes: usize,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        c.client.protocol.max_message_size = limit(bytes);
-        c.server.protocol.max_message_size = limit(bytes);
-        FERROWS_OK
-    })
+    with_protocols(config, |p| p.max_message_size = limit(bytes))
 }
 
 /// Sets the largest frame accepted, in bytes (0: only the message limit applies).
@@ -115,11 +124,7 @@ pub unsafe extern "C" fn ferrows_config_set_max_frame_size(
     config: *mut ferrows_config,
     bytes: usize,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        c.client.protocol.max_frame_size = limit(bytes);
-        c.server.protocol.max_frame_size = limit(bytes);
-        FERROWS_OK
-    })
+    with_protocols(config, |p| p.max_frame_size = limit(bytes))
 }
 
 /// Sets the timeouts in milliseconds (0 disables one): `open_ms` bounds a client's DNS,
@@ -154,12 +159,9 @@ pub unsafe extern "C" fn ferrows_config_set_keepalive_ms(
     interval_ms: u32,
     timeout_ms: u32,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        for protocol in [&mut c.client.protocol, &mut c.server.protocol] {
-            protocol.ping_interval = millis(interval_ms);
-            protocol.ping_timeout = millis(timeout_ms);
-        }
-        FERROWS_OK
+    with_protocols(config, |p| {
+        p.ping_interval = millis(interval_ms);
+        p.ping_timeout = millis(timeout_ms);
     })
 }
 

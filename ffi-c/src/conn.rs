@@ -540,8 +540,25 @@ pub unsafe extern "C" fn ferrows_conn_close_code(conn: *const ferrows_conn) -> u
     })
 }
 
+/// Copies a text query of an open connection into the caller's buffer.
+unsafe fn copy_conn_text(
+    conn: *const ferrows_conn,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+    text: impl FnOnce(&engine::Connection) -> String,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(conn);
+        match conn_ref(conn).connection() {
+            Ok(connection) => copy_out(text(&connection).as_bytes(), buf, len, out_len),
+            Err(code) => code,
+        }
+    })
+}
+
 /// Copies the close reason into `(buf, len)`, NUL-terminated (empty while open or without a
-/// reason).
+/// reason; `FERROWS_ERR_STATE` while still opening).
 ///
 /// # Safety
 /// `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
@@ -552,15 +569,10 @@ pub unsafe extern "C" fn ferrows_conn_close_reason(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    ffi!(FERROWS_ERR_PANIC, {
-        non_null!(conn);
-        let reason = conn_ref(conn)
-            .connection()
-            .ok()
-            .and_then(|c| c.ended())
+    copy_conn_text(conn, buf, len, out_len, |c| {
+        c.ended()
             .map(|ended| ended.info.reason().to_owned())
-            .unwrap_or_default();
-        copy_out(reason.as_bytes(), buf, len, out_len)
+            .unwrap_or_default()
     })
 }
 
@@ -575,15 +587,8 @@ pub unsafe extern "C" fn ferrows_conn_subprotocol(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    ffi!(FERROWS_ERR_PANIC, {
-        non_null!(conn);
-        match conn_ref(conn).connection() {
-            Ok(connection) => {
-                let name = connection.info().subprotocol.clone().unwrap_or_default();
-                copy_out(name.as_bytes(), buf, len, out_len)
-            }
-            Err(code) => code,
-        }
+    copy_conn_text(conn, buf, len, out_len, |c| {
+        c.info().subprotocol.clone().unwrap_or_default()
     })
 }
 
@@ -598,19 +603,11 @@ pub unsafe extern "C" fn ferrows_conn_peer_address(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    ffi!(FERROWS_ERR_PANIC, {
-        non_null!(conn);
-        match conn_ref(conn).connection() {
-            Ok(connection) => {
-                let address = connection
-                    .info()
-                    .remote_addr
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                copy_out(address.as_bytes(), buf, len, out_len)
-            }
-            Err(code) => code,
-        }
+    copy_conn_text(conn, buf, len, out_len, |c| {
+        c.info()
+            .remote_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     })
 }
 

@@ -254,6 +254,11 @@ impl Connection {
         inner.ended = Some(ended);
         self.shared.closed_tx.send_replace(true);
         self.shared.writable.notify_all();
+        self.wake_receivers();
+    }
+
+    /// Wakes threads waiting to receive, and tells the notifier (event-loop integrations).
+    fn wake_receivers(&self) {
         self.shared.readable.notify_all();
         if let Some(notify) = &*self
             .shared
@@ -330,15 +335,7 @@ impl Connection {
             }
         }
         if became_readable {
-            self.shared.readable.notify_all();
-            if let Some(notify) = &*self
-                .shared
-                .notifier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-            {
-                notify();
-            }
+            self.wake_receivers();
         }
         if !inner.protocol.output().is_empty() || inner.protocol.is_closed() {
             self.shared.wake_writer.notify_one();
