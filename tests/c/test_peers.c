@@ -69,27 +69,47 @@ done:
 
 /* ---- bad input from a raw client -------------------------------------------------------- */
 
-/* Listens with `config`, connects a raw client and completes its handshake by hand;
- * returns the accepted connection (blocking accept, no queue). */
-static bool raw_client_pair(const ferrows_config *config, ferrows_server **server, int *fd,
-                            ferrows_conn **accepted) {
+/* A ferrows server with one raw client whose handshake was done by hand, and what a test
+ * took from them; raw_peer_free releases it all. */
+typedef struct {
+    ferrows_config *config;
+    ferrows_server *server;
+    ferrows_conn *accepted;
+    ferrows_event *event;
+    int fd;
+} raw_peer;
+
+#define RAW_PEER_INIT {NULL, NULL, NULL, NULL, -1}
+
+static void raw_peer_free(raw_peer *peer) {
+    ferrows_event_free(peer->event);
+    if (peer->fd >= 0)
+        close(peer->fd);
+    ferrows_conn_free(peer->accepted);
+    ferrows_server_free(peer->server);
+    ferrows_config_free(peer->config);
+}
+
+/* Listens with `peer->config`, connects a raw client and completes its handshake by hand;
+ * the accepted connection lands in `peer->accepted` (blocking accept, no queue). */
+static bool raw_client_pair(raw_peer *peer) {
     char key[25];
-    int32_t rc = ferrows_server_listen(config, "127.0.0.1", 0, NULL, server);
+    int32_t rc = ferrows_server_listen(peer->config, "127.0.0.1", 0, NULL, &peer->server);
     if (rc != FERROWS_OK) {
         h_fail(__FILE__, __LINE__, "ferrows_server_listen returned %d", (int)rc);
         return false;
     }
-    uint16_t port = ferrows_server_port(*server);
-    *fd = raw_connect(port);
-    if (*fd < 0 || !raw_ws_send_request(*fd, port, key))
+    uint16_t port = ferrows_server_port(peer->server);
+    peer->fd = raw_connect(port);
+    if (peer->fd < 0 || !raw_ws_send_request(peer->fd, port, key))
         return false;
-    rc = ferrows_server_accept(*server, long_wait_ms(), accepted);
+    rc = ferrows_server_accept(peer->server, long_wait_ms(), &peer->accepted);
     if (rc != FERROWS_OK) {
         h_fail(__FILE__, __LINE__, "ferrows_server_accept returned %d (%s)", (int)rc,
                ferrows_result_str(rc));
         return false;
     }
-    return raw_ws_read_response(*fd, key);
+    return raw_ws_read_response(peer->fd, key);
 }
 
 /* Reads the close frame the server sends, and the server side's CLOSED event. */
@@ -128,131 +148,91 @@ static bool expect_failure(int fd, ferrows_conn *accepted, uint16_t code, int32_
 }
 
 void test_peer_invalid_utf8_closes_1007(void) {
-    ferrows_config *config = NULL;
-    ferrows_server *server = NULL;
-    ferrows_conn *accepted = NULL;
-    ferrows_event *event = NULL;
-    int fd = -1, opcode = 0;
+    raw_peer p = RAW_PEER_INIT;
+    int opcode = 0;
     uint8_t pong[16];
     size_t pong_len = 0;
-    CHECK_OK(ferrows_config_new(&config));
-    CHECK(raw_client_pair(config, &server, &fd, &accepted));
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK(raw_client_pair(&p));
     /* A valid message first, to show the pair works. */
-    CHECK(raw_ws_send_frame(fd, true, 1, "ok", 2, true));
-    event = recv_event_of(accepted, FERROWS_EVENT_TEXT, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, "ok", 2));
+    CHECK(raw_ws_send_frame(p.fd, true, 1, "ok", 2, true));
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, "ok", 2));
     /* A ping from the peer gets its pong. */
-    CHECK(raw_ws_send_frame(fd, true, 9, "abc", 3, true));
-    CHECK(raw_ws_read_frame(fd, &opcode, pong, sizeof pong, &pong_len));
+    CHECK(raw_ws_send_frame(p.fd, true, 9, "abc", 3, true));
+    CHECK(raw_ws_read_frame(p.fd, &opcode, pong, sizeof pong, &pong_len));
     CHECK_EQ(opcode, 10);
     CHECK_EQ(pong_len, 3);
     CHECK(memcmp(pong, "abc", 3) == 0);
     /* "κ" then bytes that are never UTF-8. */
-    CHECK(raw_ws_send_frame(fd, true, 1, "\xce\xba\xff\xfe", 4, true));
-    CHECK(expect_failure(fd, accepted, 1007, FERROWS_ERR_PROTOCOL));
-    CHECK_EQ(ferrows_conn_close_code(accepted), 1007);
+    CHECK(raw_ws_send_frame(p.fd, true, 1, "\xce\xba\xff\xfe", 4, true));
+    CHECK(expect_failure(p.fd, p.accepted, 1007, FERROWS_ERR_PROTOCOL));
+    CHECK_EQ(ferrows_conn_close_code(p.accepted), 1007);
 done:
-    ferrows_event_free(event);
-    if (fd >= 0)
-        close(fd);
-    ferrows_conn_free(accepted);
-    ferrows_server_free(server);
-    ferrows_config_free(config);
+    raw_peer_free(&p);
 }
 
 void test_peer_message_too_big_closes_1009(void) {
-    ferrows_config *config = NULL;
-    ferrows_server *server = NULL;
-    ferrows_conn *accepted = NULL;
-    ferrows_event *event = NULL;
+    raw_peer p = RAW_PEER_INIT;
     uint8_t payload[1001];
-    int fd = -1;
     memset(payload, 'b', sizeof payload);
-    CHECK_OK(ferrows_config_new(&config));
-    CHECK_OK(ferrows_config_set_max_message_size(config, 1000));
-    CHECK(raw_client_pair(config, &server, &fd, &accepted));
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK_OK(ferrows_config_set_max_message_size(p.config, 1000));
+    CHECK(raw_client_pair(&p));
     /* Exactly the limit is fine. */
-    CHECK(raw_ws_send_frame(fd, true, 2, payload, 1000, true));
-    event = recv_event_of(accepted, FERROWS_EVENT_BINARY, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, payload, 1000));
-    CHECK(raw_ws_send_frame(fd, true, 2, payload, 1001, true));
-    CHECK(expect_failure(fd, accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
+    CHECK(raw_ws_send_frame(p.fd, true, 2, payload, 1000, true));
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_BINARY, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, payload, 1000));
+    CHECK(raw_ws_send_frame(p.fd, true, 2, payload, 1001, true));
+    CHECK(expect_failure(p.fd, p.accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
 done:
-    ferrows_event_free(event);
-    if (fd >= 0)
-        close(fd);
-    ferrows_conn_free(accepted);
-    ferrows_server_free(server);
-    ferrows_config_free(config);
+    raw_peer_free(&p);
 }
 
 void test_peer_fragmented_message_too_big_closes_1009(void) {
-    ferrows_config *config = NULL;
-    ferrows_server *server = NULL;
-    ferrows_conn *accepted = NULL;
+    raw_peer p = RAW_PEER_INIT;
     uint8_t payload[600];
-    int fd = -1;
     memset(payload, 't', sizeof payload);
-    CHECK_OK(ferrows_config_new(&config));
-    CHECK_OK(ferrows_config_set_max_message_size(config, 1000));
-    CHECK(raw_client_pair(config, &server, &fd, &accepted));
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK_OK(ferrows_config_set_max_message_size(p.config, 1000));
+    CHECK(raw_client_pair(&p));
     /* Two fragments of 600: each fits, the message does not. */
-    CHECK(raw_ws_send_frame(fd, false, 1, payload, sizeof payload, true));
-    CHECK(raw_ws_send_frame(fd, true, 0, payload, sizeof payload, true));
-    CHECK(expect_failure(fd, accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
+    CHECK(raw_ws_send_frame(p.fd, false, 1, payload, sizeof payload, true));
+    CHECK(raw_ws_send_frame(p.fd, true, 0, payload, sizeof payload, true));
+    CHECK(expect_failure(p.fd, p.accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
 done:
-    if (fd >= 0)
-        close(fd);
-    ferrows_conn_free(accepted);
-    ferrows_server_free(server);
-    ferrows_config_free(config);
+    raw_peer_free(&p);
 }
 
 void test_peer_frame_too_big_closes_1009(void) {
-    ferrows_config *config = NULL;
-    ferrows_server *server = NULL;
-    ferrows_conn *accepted = NULL;
-    ferrows_event *event = NULL;
+    raw_peer p = RAW_PEER_INIT;
     uint8_t payload[120];
-    int fd = -1;
     memset(payload, 'f', sizeof payload);
-    CHECK_OK(ferrows_config_new(&config));
-    CHECK_OK(ferrows_config_set_max_frame_size(config, 100));
-    CHECK(raw_client_pair(config, &server, &fd, &accepted));
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK_OK(ferrows_config_set_max_frame_size(p.config, 100));
+    CHECK(raw_client_pair(&p));
     /* Frames within the limit make a bigger message: only the message limit applies. */
-    CHECK(raw_ws_send_frame(fd, false, 1, payload, 60, true));
-    CHECK(raw_ws_send_frame(fd, true, 0, payload, 60, true));
-    event = recv_event_of(accepted, FERROWS_EVENT_TEXT, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, payload, 120));
-    CHECK(raw_ws_send_frame(fd, true, 2, payload, 101, true));
-    CHECK(expect_failure(fd, accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
+    CHECK(raw_ws_send_frame(p.fd, false, 1, payload, 60, true));
+    CHECK(raw_ws_send_frame(p.fd, true, 0, payload, 60, true));
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, payload, 120));
+    CHECK(raw_ws_send_frame(p.fd, true, 2, payload, 101, true));
+    CHECK(expect_failure(p.fd, p.accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
 done:
-    ferrows_event_free(event);
-    if (fd >= 0)
-        close(fd);
-    ferrows_conn_free(accepted);
-    ferrows_server_free(server);
-    ferrows_config_free(config);
+    raw_peer_free(&p);
 }
 
 void test_peer_unmasked_frame_closes_1002(void) {
-    ferrows_config *config = NULL;
-    ferrows_server *server = NULL;
-    ferrows_conn *accepted = NULL;
-    int fd = -1;
-    CHECK_OK(ferrows_config_new(&config));
-    CHECK(raw_client_pair(config, &server, &fd, &accepted));
-    CHECK(raw_ws_send_frame(fd, true, 1, "not masked", 10, false)); /* clients must mask */
-    CHECK(expect_failure(fd, accepted, 1002, FERROWS_ERR_PROTOCOL));
+    raw_peer p = RAW_PEER_INIT;
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK(raw_client_pair(&p));
+    CHECK(raw_ws_send_frame(p.fd, true, 1, "not masked", 10, false)); /* clients must mask */
+    CHECK(expect_failure(p.fd, p.accepted, 1002, FERROWS_ERR_PROTOCOL));
 done:
-    if (fd >= 0)
-        close(fd);
-    ferrows_conn_free(accepted);
-    ferrows_server_free(server);
-    ferrows_config_free(config);
+    raw_peer_free(&p);
 }
 
 /* A peer that never answers pings (it reads nothing): closed with 1011. */
