@@ -294,6 +294,15 @@ ferrows_result ferrows_config_set_max_message_size(ferrows_config *config, size_
 ferrows_result ferrows_config_set_max_frame_size(ferrows_config *config, size_t bytes);
 
 /*
+ Sets the most frames one message may span (0: no limit; default 100,000). A message of
+ more frames fails the connection with 1009: each frame costs work its size does not show.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_max_fragments(ferrows_config *config, size_t frames);
+
+/*
  Sets the timeouts in milliseconds (0 disables one): `open_ms` bounds a client's DNS,
  TCP, TLS and handshake together and a server's handshake; `close_ms` bounds the closing
  handshake.

@@ -127,6 +127,19 @@ pub unsafe extern "C" fn ferrows_config_set_max_frame_size(
     with_protocols(config, |p| p.max_frame_size = limit(bytes))
 }
 
+/// Sets the most frames one message may span (0: no limit; default 100,000). A message of
+/// more frames fails the connection with 1009: each frame costs work its size does not show.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_max_fragments(
+    config: *mut ferrows_config,
+    frames: usize,
+) -> ferrows_result {
+    with_protocols(config, |p| p.max_fragments = limit(frames))
+}
+
 /// Sets the timeouts in milliseconds (0 disables one): `open_ms` bounds a client's DNS,
 /// TCP, TLS and handshake together and a server's handshake; `close_ms` bounds the closing
 /// handshake.

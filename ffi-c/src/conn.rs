@@ -4,7 +4,6 @@
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
 use ferrows_core::engine::{self, ConnectAttempt, Ended};
 use ferrows_core::protocol::MessageKind;
@@ -33,8 +32,8 @@ pub enum ferrows_message_type {
 pub(crate) struct ConnState {
     connection: Mutex<Option<engine::Connection>>,
     attempt: Mutex<Option<ConnectAttempt>>,
-    /// A message whose first fragments arrived, waiting for the rest.
-    partial: Mutex<Option<(MessageKind, Vec<u8>)>>,
+    /// Held while a thread receives: one receiver at a time.
+    receiving: Mutex<()>,
     closed_reported: AtomicBool,
     freed: AtomicBool,
     userdata: AtomicUsize,
@@ -47,7 +46,7 @@ impl ConnState {
         Arc::new(Self {
             connection: Mutex::new(connection),
             attempt: Mutex::new(None),
-            partial: Mutex::new(None),
+            receiving: Mutex::new(()),
             closed_reported: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             userdata: AtomicUsize::new(userdata as usize),
@@ -115,44 +114,29 @@ impl ConnState {
         timeout: Option<std::time::Duration>,
     ) -> Result<Option<Box<ferrows_event>>, ferrows_result> {
         let connection = self.connection()?;
-        let Ok(mut partial) = self.partial.try_lock() else {
+        let Ok(_receiving) = self.receiving.try_lock() else {
             crate::boundary::set_last_error("another thread is receiving on this connection");
             return Err(FERROWS_ERR_CONCURRENCY);
         };
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match connection.recv_chunk(left) {
-                Ok(chunk) => {
-                    let (kind, mut data) = match partial.take() {
-                        Some((kind, mut data)) => {
-                            data.extend_from_slice(&chunk.data);
-                            (kind, data)
-                        }
-                        None => (chunk.kind, chunk.data),
-                    };
-                    if !chunk.fin {
-                        *partial = Some((kind, std::mem::take(&mut data)));
-                        continue;
-                    }
-                    let event_type = match kind {
-                        MessageKind::Text => ferrows_event_kind::FERROWS_EVENT_TEXT,
-                        MessageKind::Binary => ferrows_event_kind::FERROWS_EVENT_BINARY,
-                    };
-                    let mut event = ferrows_event::new(event_type, self.userdata());
-                    event.data = data;
-                    return Ok(Some(event));
-                }
-                Err(Error::Timeout(_)) => return Ok(None),
-                Err(Error::ConnectionClosed(_)) => {
-                    if self.closed_reported.swap(true, Ordering::AcqRel) {
-                        return Err(FERROWS_CLOSED);
-                    }
-                    let ended = connection.ended().expect("a closed connection has ended");
-                    return Ok(Some(self.closed_event(&ended)));
-                }
-                Err(error) => return Err(fail(&error)),
+        match connection.recv_message(timeout) {
+            Ok((kind, data)) => {
+                let event_type = match kind {
+                    MessageKind::Text => ferrows_event_kind::FERROWS_EVENT_TEXT,
+                    MessageKind::Binary => ferrows_event_kind::FERROWS_EVENT_BINARY,
+                };
+                let mut event = ferrows_event::new(event_type, self.userdata());
+                event.data = data;
+                Ok(Some(event))
             }
+            Err(Error::Timeout(_)) => Ok(None),
+            Err(Error::ConnectionClosed(_)) => {
+                if self.closed_reported.swap(true, Ordering::AcqRel) {
+                    return Err(FERROWS_CLOSED);
+                }
+                let ended = connection.ended().expect("a closed connection has ended");
+                Ok(Some(self.closed_event(&ended)))
+            }
+            Err(error) => Err(fail(&error)),
         }
     }
 

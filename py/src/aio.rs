@@ -2,14 +2,14 @@
 //! by `ferrows.asyncio` on the event-loop thread. No runtime and no other thread is involved:
 //! a hop between threads per message costs more than a whole small round trip.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrows_core::protocol::handshake::{
     self, accept_response, parse_request, validate_request, ClientHandshake, ClientOptions,
     HandshakeLimits, Response, ServerOptions,
 };
 use ferrows_core::protocol::uri::WsUri;
-use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role};
+use ferrows_core::protocol::{Connection, Event, Role};
 use ferrows_core::{CloseFrame, Error};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
@@ -17,9 +17,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 use crate::connection::{data_to_py, Outgoing};
 use crate::convert::{headers_from, request_tuple, response_tuple, RequestTuple};
 use crate::errors::to_py_err;
+use crate::options::protocol;
 
-/// Event tags in the lists `ProtocolCore` returns.
-const DATA: u8 = 0;
+/// Event tags in the lists `ProtocolCore` returns (received data waits in the core's inbox).
 const PING: u8 = 1;
 const PONG: u8 = 2;
 const CLOSED: u8 = 3;
@@ -27,23 +27,6 @@ const CLOSED: u8 = 3;
 const OUTPUT: u8 = 4;
 /// `(TIMER, seconds_or_None)`: the next timer moved; call `handle_timeout` then.
 const TIMER: u8 = 5;
-
-fn seconds(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Duration>> {
-    let value: Option<f64> = match options.get_item(key)? {
-        Some(v) if !v.is_none() => Some(v.extract()?),
-        _ => None,
-    };
-    Ok(value
-        .filter(|s| *s > 0.0)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok()))
-}
-
-fn size(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<usize>> {
-    match options.get_item(key)? {
-        Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
-        _ => Ok(None),
-    }
-}
 
 fn close_tuple(frame: &Option<CloseFrame>) -> Option<(u16, String)> {
     frame.as_ref().map(|f| (f.code, f.reason.clone()))
@@ -55,36 +38,26 @@ pub struct PyProtocolCore {
     inner: Connection,
     /// The deadline last reported to the driver, to report only changes.
     reported_deadline: Option<Instant>,
+    /// The face hands every message to a listener as it arrives: a read that brought one
+    /// whole message and nothing else returns it as itself.
+    direct: bool,
 }
 
 impl PyProtocolCore {
-    /// The events produced so far, as `(tag, ...)` tuples: `(DATA, is_text, data, fin)`,
-    /// `(PING, payload)`, `(PONG, payload, latency_or_None)`,
+    /// The events produced so far, as `(tag, ...)` tuples: `(PING, payload)`,
+    /// `(PONG, payload, acknowledged_ping_id_or_None, latency_or_None)`,
     /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`, then `(OUTPUT, bytes)` if
     /// frames must be sent, and `(TIMER, seconds_or_None)` if the next deadline moved.
     fn events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = PyList::empty(py);
         while let Some(event) = self.inner.poll_event() {
             let tuple: Bound<'py, PyTuple> = match event {
-                Event::Fragment { kind, data, fin } => (
-                    DATA,
-                    kind == MessageKind::Text,
-                    data_to_py(py, kind, &data),
-                    fin,
-                )
-                    .into_pyobject(py)?,
-                Event::Message { kind, data } => (
-                    DATA,
-                    kind == MessageKind::Text,
-                    data_to_py(py, kind, &data),
-                    true,
-                )
-                    .into_pyobject(py)?,
                 Event::Ping(data) => (PING, PyBytes::new(py, &data)).into_pyobject(py)?,
-                Event::Pong { data, latency } => (
+                Event::Pong { data, acknowledged } => (
                     PONG,
                     PyBytes::new(py, &data),
-                    latency.map(|l| l.as_secs_f64()),
+                    acknowledged.map(|ack| ack.id),
+                    acknowledged.map(|ack| ack.latency.as_secs_f64()),
                 )
                     .into_pyobject(py)?,
                 Event::Closed { info, error } => {
@@ -101,7 +74,7 @@ impl PyProtocolCore {
             };
             events.append(tuple)?;
         }
-        if !self.inner.output().is_empty() {
+        if self.inner.has_output() {
             events.append((OUTPUT, self.output(py)))?;
         }
         let deadline = self.inner.next_deadline();
@@ -113,31 +86,27 @@ impl PyProtocolCore {
         Ok(events)
     }
 
-    /// After a read: a lone whole message, the common case, is returned as itself (str or
-    /// bytes); anything else as the event list.
+    /// After a read. When only data arrived (the common case): in direct mode a lone whole
+    /// message as itself (str or bytes), else the inbox's charged size (an int, for the
+    /// read limit). Anything else: the event list.
     fn received<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if self.inner.pending_events() == 1
-            && self.inner.output().is_empty()
-            && self.inner.next_deadline() == self.reported_deadline
+        if self.inner.pending_events() > 0
+            || self.inner.has_output()
+            || self.inner.next_deadline() != self.reported_deadline
         {
-            match self.inner.poll_event() {
-                Some(Event::Fragment {
-                    kind,
-                    data,
-                    fin: true,
-                })
-                | Some(Event::Message { kind, data }) => return Ok(data_to_py(py, kind, &data)),
-                Some(other) => self.inner.push_front_event(other),
-                None => {}
+            return Ok(self.events(py)?.into_any());
+        }
+        let inbox = self.inner.inbox_ref();
+        if self.direct && inbox.len() == 1 && inbox.has_message() {
+            if let Some((kind, data)) = self.inner.pop_message() {
+                return Ok(data_to_py(py, kind, &data));
             }
         }
-        Ok(self.events(py)?.into_any())
+        Ok(inbox_size(&self.inner).into_pyobject(py)?.into_any())
     }
 
     fn output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let bytes = PyBytes::new(py, self.inner.output());
-        self.inner.consume_output(self.inner.output().len());
-        bytes
+        PyBytes::new(py, &self.inner.take_output())
     }
 
     fn closed_error(&self, py: Python<'_>, error: Error) -> PyErr {
@@ -148,27 +117,45 @@ impl PyProtocolCore {
 #[pymethods]
 impl PyProtocolCore {
     /// A connection whose handshake is done. `options`: max_size, max_frame_size,
-    /// close_timeout, ping_interval, ping_timeout (seconds; None or 0 disables).
+    /// max_fragments, close_timeout, ping_interval, ping_timeout (seconds; None or 0
+    /// disables), the same as the sync face's. `direct`: messages go to a listener as they
+    /// arrive.
     #[new]
-    fn new(is_client: bool, options: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let config = ProtocolConfig {
-            max_message_size: size(options, "max_size")?,
-            max_frame_size: size(options, "max_frame_size")?,
-            streaming: true,
-            close_timeout: seconds(options, "close_timeout")?,
-            ping_interval: seconds(options, "ping_interval")?,
-            ping_timeout: seconds(options, "ping_timeout")?,
-        };
+    #[pyo3(signature = (is_client, options, direct=false))]
+    fn new(is_client: bool, options: &Bound<'_, PyDict>, direct: bool) -> PyResult<Self> {
         let role = if is_client {
             Role::Client
         } else {
             Role::Server
         };
-        let inner = Connection::new(role, config, Instant::now());
+        let inner = Connection::new(role, protocol(options)?, Instant::now());
         Ok(Self {
             reported_deadline: None,
             inner,
+            direct,
         })
+    }
+
+    /// Takes the next whole message (str or bytes), or None if none has fully arrived: what
+    /// has arrived of it stays for the next call.
+    fn next_message<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.inner
+            .pop_message()
+            .map(|(kind, data)| data_to_py(py, kind, &data))
+    }
+
+    /// Takes the next chunk of received data as `(data, fin)`, or None.
+    fn next_chunk<'py>(&mut self, py: Python<'py>) -> Option<(Bound<'py, PyAny>, bool)> {
+        self.inner
+            .pop_chunk()
+            .map(|chunk| (data_to_py(py, chunk.kind, &chunk.data), chunk.fin))
+    }
+
+    /// Received, unconsumed data as charged against the read limit: bytes plus a fixed
+    /// overhead per queued chunk.
+    #[getter]
+    fn inbox_bytes(&self) -> usize {
+        inbox_size(&self.inner)
     }
 
     /// Feeds the first `length` bytes of `buffer` (the protocol's read buffer); returns a
@@ -213,7 +200,7 @@ impl PyProtocolCore {
     /// Encodes a whole message (str: text, bytes: binary); returns the bytes to write.
     fn send<'py>(&mut self, py: Python<'py>, message: Outgoing) -> PyResult<Bound<'py, PyBytes>> {
         let (kind, data) = message.parts();
-        if self.inner.output().is_empty() {
+        if !self.inner.has_output() {
             // Encoded straight into the bytes object handed to the transport: one copy.
             let length = self.inner.message_frame_len(data.len());
             let inner = &mut self.inner;
@@ -243,12 +230,18 @@ impl PyProtocolCore {
         Ok(self.output(py))
     }
 
-    /// Encodes a ping (its pong reports the latency); returns the bytes to write.
-    fn ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        self.inner
+    /// Encodes a ping; returns `(ping_id, bytes_to_write)`. The PONG event that answers it
+    /// (or a later ping) carries an id at least as large.
+    fn ping<'py>(
+        &mut self,
+        py: Python<'py>,
+        payload: &[u8],
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let id = self
+            .inner
             .send_ping(payload, Instant::now())
             .map_err(|e| self.closed_error(py, e))?;
-        Ok(self.output(py))
+        Ok((id, self.output(py)))
     }
 
     /// Encodes an unsolicited pong; returns the bytes to write.
@@ -297,6 +290,10 @@ impl PyProtocolCore {
     fn latency(&self) -> f64 {
         self.inner.latency().map_or(0.0, |l| l.as_secs_f64())
     }
+}
+
+fn inbox_size(connection: &Connection) -> usize {
+    connection.inbox_ref().charged_bytes()
 }
 
 /// A client's opening handshake in progress.

@@ -82,22 +82,15 @@ impl PyConnection {
             .inner
             .begin_receive()
             .map_err(|e| to_py_err(py, e, None))?;
-        let Some(first) = self.next_chunk(py, timeout_from(timeout)?)? else {
-            return Ok(None);
-        };
-        if first.fin {
-            return Ok(Some(data_to_py(py, first.kind, &first.data)));
-        }
-        let mut data = first.data;
-        loop {
-            let chunk = self
-                .next_chunk(py, None)?
-                .expect("waits without a timeout end with a value");
-            data.extend_from_slice(&chunk.data);
-            if chunk.fin {
-                return Ok(Some(data_to_py(py, first.kind, &data)));
-            }
-        }
+        // What has arrived of a message when the time is up (or Ctrl-C) stays in the core's
+        // inbox for the next call.
+        let message = wait_interruptibly(
+            py,
+            timeout_from(timeout)?,
+            |slice| slice_timeout(self.inner.recv_message(slice)),
+            |e| self.closed_error(py, e),
+        )?;
+        Ok(message.map(|(kind, data)| data_to_py(py, kind, &data)))
     }
 
     /// Receives the next chunk of a message: `(is_text, data, fin)`; None when `timeout` passes.
@@ -262,7 +255,8 @@ impl PyConnection {
         response_tuple(py, &self.inner.info().response)
     }
 
-    /// Bytes received and not yet consumed.
+    /// Received, unconsumed data as charged against the read limit: bytes plus a fixed
+    /// overhead per queued chunk.
     #[getter]
     fn inbox_bytes(&self) -> usize {
         self.inner.inbox_bytes()

@@ -48,11 +48,17 @@ fn watermarks(options: &Bound<'_, PyDict>, key: &str, default: Watermarks) -> Py
     }
 }
 
-fn protocol(options: &Bound<'_, PyDict>) -> PyResult<ProtocolConfig> {
+/// The protocol's limits and timers, the same options and rules for both Python faces.
+pub fn protocol(options: &Bound<'_, PyDict>) -> PyResult<ProtocolConfig> {
     Ok(ProtocolConfig {
         max_message_size: get(options, "max_size")?,
         max_frame_size: get(options, "max_frame_size")?,
-        streaming: true,
+        // Absent: the core's default; None: no limit.
+        max_fragments: if options.contains("max_fragments")? {
+            get(options, "max_fragments")?
+        } else {
+            ProtocolConfig::default().max_fragments
+        },
         close_timeout: seconds(options, "close_timeout")?,
         ping_interval: seconds(options, "ping_interval")?,
         ping_timeout: seconds(options, "ping_timeout")?,

@@ -5,6 +5,7 @@ and a fragmented send that fails half-way fails the connection (1011)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 import websockets.asyncio.server
@@ -61,8 +62,17 @@ async def test_send_waits_while_another_coroutine_sends_a_fragmented_message():
 
 @aiotest
 async def test_recv_while_recv_streaming_is_mid_message_raises_concurrency_error():
+    first_taken = asyncio.Event()
+
+    async def fragments() -> AsyncIterator[str]:
+        yield "a"
+        # Fragments arriving together join one chunk: hold the rest until "a" is taken.
+        await first_taken.wait()
+        yield "b"
+        yield "c"
+
     async def send_fragments(connection: websockets.asyncio.server.ServerConnection) -> None:
-        await connection.send(["a", "b", "c"])
+        await connection.send(fragments())
         await connection.send("next")
         await connection.wait_closed()
 
@@ -75,6 +85,7 @@ async def test_recv_while_recv_streaming_is_mid_message_raises_concurrency_error
             # message of its own.
             with pytest.raises(ConcurrencyError):
                 await bounded(ws.recv())
+            first_taken.set()
             assert "a" + "".join(await drain(chunks)) == "abc"
             assert await bounded(ws.recv()) == "next"
 

@@ -380,3 +380,19 @@ class TlsFiles:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.leaf.configure_cert(context)
         return context
+
+
+def assert_fragments_joined(chunks: list[Any], fragments: list[Any]) -> None:
+    """Asserts that streamed `chunks` are the `fragments` sent, in order, each chunk the
+    join of one or more consecutive fragments: fragments that arrive before the receiver
+    takes them join one chunk (RFC 6455 gives fragment boundaries no meaning). Empty
+    fragments are not queued unless they end the message: only the last chunk may be empty."""
+    empty = fragments[0][:0]
+    assert chunks and all(chunks[:-1]), f"an empty chunk before the last in {chunks!r}"
+    pending = [fragment for fragment in fragments if fragment]
+    for chunk in chunks:
+        joined = empty
+        while len(joined) < len(chunk) and pending:
+            joined += pending.pop(0)
+        assert joined == chunk, f"{chunks!r} is not a join of {fragments!r}"
+    assert not pending, f"{chunks!r} lacks {pending!r} of {fragments!r}"

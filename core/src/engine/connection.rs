@@ -1,10 +1,12 @@
 //! An open connection on the runtime: a reader task and a writer task drive the protocol
 //! state machine, and a handle lets any thread send, receive, ping and close with timeouts.
 //!
-//! Memory is bounded both ways. The inbox holds received data up to its high watermark, then
-//! the reader stops reading from the socket until the consumer drains it below the low mark.
-//! Outgoing frames are encoded on the sender's thread into the protocol's output; a sender
-//! waits while the bytes not yet written to the socket exceed the high mark.
+//! Memory is bounded both ways. The protocol's inbox holds received data up to its high
+//! watermark (payload plus a fixed charge per chunk); outgoing frames are encoded on the
+//! sender's thread into the protocol's output, and a sender waits while the bytes not yet
+//! written to the socket exceed the outbox's high mark. The reader stops reading the socket
+//! while either is above its high mark: a peer that sends pings (or anything that makes us
+//! answer) and never reads cannot grow what we owe it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,21 +22,10 @@ use super::slot::{deadline_after, wait_until, Slot};
 use super::transport::{SharedTcp, Transport};
 use crate::error::{CloseInfo, Error, Result};
 use crate::protocol::handshake::{Request, Response};
-use crate::protocol::{self, Event, MessageKind};
+use crate::protocol::{self, Chunk, Event, MessageKind};
 
 /// Size of the socket read buffer: small enough not to waste memory per idle connection.
 const READ_BUFFER: usize = 16 * 1024;
-
-/// A piece of a received message. Whole messages arrive as one chunk with `fin` set.
-#[derive(Debug)]
-pub struct Chunk {
-    /// Text or binary: the message's type, on every chunk of it.
-    pub kind: MessageKind,
-    /// The bytes; text chunks end on character boundaries.
-    pub data: Vec<u8>,
-    /// This chunk ends the message.
-    pub fin: bool,
-}
 
 /// What the opening handshake established.
 #[derive(Debug, Clone)]
@@ -92,8 +83,9 @@ pub struct Ended {
 
 struct Inner {
     protocol: protocol::Connection,
-    inbox: VecDeque<Chunk>,
-    inbox_bytes: usize,
+    /// The inbox's arrival count last looked at: receivers wake when it moves.
+    arrivals_seen: u64,
+    /// The reader stopped reading: the inbox or the unsent output is over its budget.
     reading_paused: bool,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
@@ -102,7 +94,8 @@ struct Inner {
     socket: Option<Arc<TcpStream>>,
     /// A receiving thread is waiting on the socket: the reader task leaves it alone.
     inline_reading: bool,
-    pings: VecDeque<(Vec<u8>, PongWaiter)>,
+    /// Waiters of our pings, by the protocol's ping id (increasing).
+    pings: VecDeque<(u64, PongWaiter)>,
     /// How the connection ends, once the protocol is closed: it becomes `ended` when the
     /// writer task has written everything sent before (or given up on a peer that stopped
     /// reading).
@@ -113,7 +106,11 @@ struct Inner {
 
 impl Inner {
     fn unsent(&self) -> usize {
-        self.protocol.output().len() + self.in_flight
+        self.protocol.output_len() + self.in_flight
+    }
+
+    fn inbox_bytes(&self) -> usize {
+        self.protocol.inbox_ref().charged_bytes()
     }
 }
 
@@ -125,7 +122,7 @@ struct Shared {
     writable: Condvar,
     /// Wakes the writer task: output is waiting, or a timer changed.
     wake_writer: Notify,
-    /// Wakes the reader task when the inbox drains below its low watermark.
+    /// Wakes the reader task when the inbox and the unsent output are back under budget.
     resume_reading: Notify,
     /// Wakes the reader task when a receiving thread stops waiting on the socket.
     inline_done: Notify,
@@ -175,14 +172,10 @@ pub struct Setup {
 impl Connection {
     /// Creates the handle; [`Connection::start`] then runs it on a stream.
     pub(crate) fn new(setup: Setup) -> Self {
-        let mut config = setup.config;
-        // The engine always streams: the inbox is bounded in bytes, and recv() reassembles.
-        config.streaming = true;
         let (closed_tx, _) = watch::channel(false);
         let inner = Inner {
-            protocol: protocol::Connection::new(setup.role, config, Instant::now()),
-            inbox: VecDeque::new(),
-            inbox_bytes: 0,
+            protocol: protocol::Connection::new(setup.role, setup.config, Instant::now()),
+            arrivals_seen: 0,
             reading_paused: false,
             in_flight: 0,
             socket: None,
@@ -278,7 +271,7 @@ impl Connection {
     /// called at once if data is already waiting or the connection has ended.
     pub fn set_notifier(&self, notifier: Option<Notifier>) {
         let inner = self.lock();
-        let pending = !inner.inbox.is_empty() || inner.ended.is_some();
+        let pending = inner.protocol.inbox_ref().has_chunk() || inner.ended.is_some();
         if let (true, Some(notify)) = (pending, &notifier) {
             notify();
         }
@@ -289,33 +282,19 @@ impl Connection {
             .unwrap_or_else(|e| e.into_inner()) = notifier;
     }
 
-    /// Moves the protocol's events into the inbox, ping waiters and final state; wakes whoever
-    /// waits on them. Called with the lock held after every change to the protocol.
+    /// Hands the protocol's events to ping waiters and the final state, and wakes whoever
+    /// waits for them or for received data. Called with the lock held after every change to
+    /// the protocol.
     fn dispatch(&self, inner: &mut Inner) {
-        let mut became_readable = false;
         while let Some(event) = inner.protocol.poll_event() {
             match event {
-                Event::Fragment { kind, data, fin } => {
-                    inner.inbox_bytes += data.len();
-                    inner.inbox.push_back(Chunk { kind, data, fin });
-                    became_readable = true;
-                }
-                Event::Message { kind, data } => {
-                    inner.inbox_bytes += data.len();
-                    inner.inbox.push_back(Chunk {
-                        kind,
-                        data,
-                        fin: true,
-                    });
-                    became_readable = true;
-                }
                 Event::Pong {
-                    data,
-                    latency: Some(latency),
+                    acknowledged: Some(ack),
+                    ..
                 } => {
-                    if let Some(index) = inner.pings.iter().position(|(p, _)| *p == data) {
-                        for (_, waiter) in inner.pings.drain(..=index) {
-                            waiter.resolve(Ok(latency));
+                    while inner.pings.front().is_some_and(|(id, _)| *id <= ack.id) {
+                        if let Some((_, waiter)) = inner.pings.pop_front() {
+                            waiter.resolve(Ok(ack.latency));
                         }
                     }
                 }
@@ -334,36 +313,84 @@ impl Connection {
                 }
             }
         }
-        if became_readable {
+        let arrivals = inner.protocol.inbox_ref().arrivals();
+        if arrivals != inner.arrivals_seen {
+            inner.arrivals_seen = arrivals;
             self.wake_receivers();
         }
-        if !inner.protocol.output().is_empty() || inner.protocol.is_closed() {
+        if inner.protocol.has_output() || inner.protocol.is_closed() {
             self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// True when the reader must stop: received data or what we owe the peer is over budget.
+    fn over_budget(&self, inner: &Inner) -> bool {
+        inner.inbox_bytes() >= self.shared.inbox_marks.high
+            || inner.unsent() >= self.shared.outbox_marks.high
+    }
+
+    /// Lets the reader go on once both budgets are back at their low marks.
+    fn resume_reading_if_drained(&self, inner: &mut Inner) {
+        if inner.reading_paused
+            && inner.inbox_bytes() <= self.shared.inbox_marks.low
+            && inner.unsent() <= self.shared.outbox_marks.low
+        {
+            inner.reading_paused = false;
+            self.shared.resume_reading.notify_one();
         }
     }
 
     /// Receives the next chunk of data, waiting up to `timeout` (`None`: forever,
     /// zero: don't wait). A whole message arrives as one chunk unless it was fragmented.
     pub fn recv_chunk(&self, timeout: Option<Duration>) -> Result<Chunk> {
+        self.receive(timeout, protocol::Connection::pop_chunk)
+    }
+
+    /// Receives a whole message, waiting up to `timeout` (`None`: forever, zero: don't
+    /// wait). A message that has begun to arrive when the time is up stays in the
+    /// protocol's inbox, and the next call goes on with it. Fails with
+    /// [`Error::Concurrency`] if another thread is receiving: two receivers would tear
+    /// messages apart.
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<(MessageKind, Vec<u8>)> {
+        let _receiving = self.begin_receive()?;
+        self.recv_message(timeout)
+    }
+
+    /// [`Connection::recv`] for a caller that holds the [`ReceiveGuard`] already.
+    pub fn recv_message(&self, timeout: Option<Duration>) -> Result<(MessageKind, Vec<u8>)> {
+        self.receive(timeout, protocol::Connection::pop_message)
+    }
+
+    /// Waits up to `timeout` until `take` finds something in the protocol's inbox.
+    fn receive<T>(
+        &self,
+        timeout: Option<Duration>,
+        mut take: impl FnMut(&mut protocol::Connection) -> Option<T>,
+    ) -> Result<T> {
         if timeout != Some(Duration::ZERO) {
             super::runtime::check_may_block()?;
         }
         let deadline = deadline_after(timeout);
         let mut inner = self.lock();
         loop {
-            if let Some(chunk) = inner.inbox.pop_front() {
-                inner.inbox_bytes -= chunk.data.len();
-                if inner.reading_paused && inner.inbox_bytes <= self.shared.inbox_marks.low {
-                    inner.reading_paused = false;
-                    self.shared.resume_reading.notify_one();
-                }
-                return Ok(chunk);
+            if let Some(taken) = take(&mut inner.protocol) {
+                self.resume_reading_if_drained(&mut inner);
+                return Ok(taken);
             }
+            // Taking part of a message may have made room for the rest.
+            self.resume_reading_if_drained(&mut inner);
             if let Some(ended) = &inner.ended {
                 return Err(Error::ConnectionClosed(ended.info.clone()));
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout("recv"));
+            }
             inner = match inner.socket.clone() {
-                Some(socket) if !inner.inline_reading && !inner.protocol.is_closed() => {
+                Some(socket)
+                    if !inner.inline_reading
+                        && !inner.reading_paused
+                        && !inner.protocol.is_closed() =>
+                {
                     self.read_inline(inner, &socket, deadline)?
                 }
                 _ => wait_until(&self.shared.readable, inner, deadline)
@@ -412,28 +439,8 @@ impl Connection {
             Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
         }
         self.dispatch(inner);
-        if inner.inbox_bytes >= self.shared.inbox_marks.high {
+        if self.over_budget(inner) {
             inner.reading_paused = true;
-        }
-    }
-
-    /// Receives a whole message, reassembling fragments. Fails with [`Error::Concurrency`]
-    /// if another thread is receiving: two receivers would tear messages apart.
-    pub fn recv(&self, timeout: Option<Duration>) -> Result<(MessageKind, Vec<u8>)> {
-        let _receiving = self.begin_receive()?;
-        let first = self.recv_chunk(timeout)?;
-        if first.fin {
-            return Ok((first.kind, first.data));
-        }
-        let kind = first.kind;
-        let mut data = first.data;
-        loop {
-            // The rest of a started message must arrive; the protocol's timers bound the wait.
-            let chunk = self.recv_chunk(None)?;
-            data.extend_from_slice(&chunk.data);
-            if chunk.fin {
-                return Ok((kind, data));
-            }
         }
     }
 
@@ -509,14 +516,9 @@ impl Connection {
     /// Sends a ping with `payload` (at most 125 bytes) and returns a waiter for its pong.
     pub fn ping(&self, payload: &[u8]) -> Result<PongWaiter> {
         let mut inner = self.lock();
-        if inner.pings.iter().any(|(p, _)| p == payload) {
-            return Err(Error::Concurrency(
-                "already waiting for a pong with the same payload".into(),
-            ));
-        }
-        inner.protocol.send_ping(payload, Instant::now())?;
+        let id = inner.protocol.send_ping(payload, Instant::now())?;
         let waiter = PongWaiter::default();
-        inner.pings.push_back((payload.to_vec(), waiter.clone()));
+        inner.pings.push_back((id, waiter.clone()));
         self.dispatch(&mut inner);
         Ok(waiter)
     }
@@ -590,9 +592,10 @@ impl Connection {
         self.lock().protocol.latency()
     }
 
-    /// Bytes received and not yet consumed.
+    /// What received, unconsumed data is charged against the inbox budget: its bytes plus a
+    /// fixed overhead per queued chunk.
     pub fn inbox_bytes(&self) -> usize {
-        self.lock().inbox_bytes
+        self.lock().inbox_bytes()
     }
 
     /// Bytes sent and not yet written to the socket.
@@ -632,7 +635,7 @@ fn new_id() -> String {
 /// keeps bytes in order (no write under way) and the socket takes them without blocking.
 /// What remains goes to the writer task as usual.
 fn write_inline(inner: &mut Inner) {
-    if inner.in_flight > 0 || inner.protocol.output().is_empty() {
+    if inner.in_flight > 0 || !inner.protocol.has_output() {
         return;
     }
     let Some(socket) = &inner.socket else {
@@ -757,12 +760,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W
     loop {
         let (deadline, closed) = {
             let mut inner = connection.lock();
+            // New output is taken once the last write is done: until then it stays in the
+            // protocol, where an owed pong is replaced rather than repeated.
             if written == buffer.len() {
                 buffer.clear();
                 written = 0;
+                inner.protocol.drain_output_into(&mut buffer);
+                inner.in_flight = buffer.len();
             }
-            inner.protocol.drain_output_into(&mut buffer);
-            inner.in_flight = buffer.len() - written;
             (inner.protocol.next_deadline(), inner.protocol.is_closed())
         };
         if closed && written == buffer.len() {
@@ -790,6 +795,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W
                             inner.in_flight = buffer.len() - written;
                             if inner.unsent() <= connection.shared.outbox_marks.low {
                                 connection.shared.writable.notify_all();
+                                connection.resume_reading_if_drained(&mut inner);
                             }
                         }
                         outcome => {

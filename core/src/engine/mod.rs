@@ -11,8 +11,9 @@ mod slot;
 pub mod tls;
 pub mod transport;
 
+pub use crate::protocol::Chunk;
 pub use client::{connect, connect_then, ConnectAttempt, PendingConnect};
 pub use config::{ClientConfig, ServerConfig, Watermarks};
-pub use connection::{Chunk, Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
+pub use connection::{Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
 pub use server::{PendingHandshake, Server};
 pub use tls::{TlsClientOptions, TlsServerOptions};

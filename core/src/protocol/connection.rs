@@ -10,6 +10,7 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use super::close::{self, INTERNAL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
 use super::mask::apply_mask;
+use super::message::{Chunk, Inbox};
 use super::utf8::Utf8Validator;
 use super::ProtocolConfig;
 use crate::error::{CloseFrame, CloseInfo, Error};
@@ -43,34 +44,19 @@ pub enum State {
     Closed,
 }
 
-/// Something the peer did, for the driver to hand to the application.
+/// Something the peer did besides sending data (which waits in the [`Inbox`]), for the
+/// driver to hand to the application.
 #[derive(Debug)]
 pub enum Event {
-    /// A whole message. Text data is valid UTF-8.
-    Message {
-        /// Text or binary.
-        kind: MessageKind,
-        /// The whole payload.
-        data: Vec<u8>,
-    },
-    /// In streaming mode, a frame's data as it arrives. Text chunks end on character
-    /// boundaries, so each one is valid UTF-8; `fin` marks the message's last chunk.
-    Fragment {
-        /// Text or binary (the message's type).
-        kind: MessageKind,
-        /// This part of the payload.
-        data: Vec<u8>,
-        /// The last chunk of the message.
-        fin: bool,
-    },
     /// A ping arrived (its pong is already queued).
     Ping(Vec<u8>),
-    /// A pong arrived; `latency` is set when it answers one of our pings.
+    /// A pong arrived; `acknowledged` is set when it answers one of our pings.
     Pong {
         /// The pong's payload.
         data: Vec<u8>,
-        /// The round trip of the ping it answers.
-        latency: Option<Duration>,
+        /// The ping it answers, and with it every ping sent before it (RFC 6455 §5.5.3 lets
+        /// a peer answer only the latest).
+        acknowledged: Option<PingAck>,
     },
     /// The connection is over; always the last event. `error` says why it failed, if it did.
     Closed {
@@ -80,6 +66,25 @@ pub enum Event {
         error: Option<Error>,
     },
 }
+
+/// Our ping that a pong answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingAck {
+    /// The id [`Connection::send_ping`] returned; every ping with a lower id is answered too.
+    pub id: u64,
+    /// Its round-trip time.
+    pub latency: Duration,
+}
+
+/// A ping of ours waiting for its pong.
+struct PendingPing {
+    id: u64,
+    payload: Vec<u8>,
+    sent_at: Instant,
+}
+
+/// Pings of ours waiting for a pong at once, at most: each one is remembered until answered.
+pub const MAX_PENDING_PINGS: usize = 1024;
 
 /// Reading position inside the frame stream.
 enum ReadState {
@@ -91,11 +96,13 @@ enum ReadState {
     },
 }
 
-/// The message being reassembled (or streamed).
+/// The message being received: the current frame's data goes to the inbox when the frame
+/// ends (text up to its last whole character).
 struct Incoming {
     kind: MessageKind,
     data: Vec<u8>,
     size: usize,
+    frames: usize,
     utf8: Utf8Validator,
 }
 
@@ -108,15 +115,21 @@ pub struct Connection {
     header_buf: Vec<u8>,
     control: Vec<u8>,
     incoming: Option<Incoming>,
+    inbox: Inbox,
     sending_fragmented: Option<MessageKind>,
     output: Vec<u8>,
+    /// The payload of the pong owed for the latest ping, not yet in `output`: a flood of
+    /// pings that the peer does not read the answers to costs one pong, not one each
+    /// (RFC 6455 §5.5.3 allows answering only the latest).
+    pending_pong: Option<Vec<u8>>,
     events: VecDeque<Event>,
     close: CloseInfo,
     failure: Option<Error>,
     /// After a protocol failure the rest of the input is noise.
     discard_input: bool,
     close_deadline: Option<Instant>,
-    pending_pings: VecDeque<(Vec<u8>, Instant)>,
+    pending_pings: VecDeque<PendingPing>,
+    next_ping_id: u64,
     next_keepalive: Option<Instant>,
     keepalive_deadline: Option<Instant>,
     latency: Option<Duration>,
@@ -137,14 +150,17 @@ impl Connection {
             header_buf: Vec::with_capacity(MAX_HEADER),
             control: Vec::new(),
             incoming: None,
+            inbox: Inbox::default(),
             sending_fragmented: None,
             output: Vec::new(),
+            pending_pong: None,
             events: VecDeque::new(),
             close: CloseInfo::default(),
             failure: None,
             discard_input: false,
             close_deadline: None,
             pending_pings: VecDeque::new(),
+            next_ping_id: 0,
             next_keepalive,
             keepalive_deadline: None,
             latency: None,
@@ -176,23 +192,55 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// Puts an event back at the front (a driver that looked at it and wants it later).
-    pub fn push_front_event(&mut self, event: Event) {
-        self.events.push_front(event);
-    }
-
     /// How many events are waiting for [`Connection::poll_event`].
     pub fn pending_events(&self) -> usize {
         self.events.len()
     }
 
+    /// Received data waiting for the application: take it with [`Inbox::pop_message`] or
+    /// [`Inbox::pop_chunk`].
+    pub fn inbox(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+
+    /// Received data waiting for the application, to look at.
+    pub fn inbox_ref(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// Takes the next whole message, if all of it has arrived.
+    pub fn pop_message(&mut self) -> Option<(MessageKind, Vec<u8>)> {
+        self.inbox.pop_message()
+    }
+
+    /// Takes the next chunk of received data, in arrival order.
+    pub fn pop_chunk(&mut self) -> Option<Chunk> {
+        self.inbox.pop_chunk()
+    }
+
     /// Bytes waiting to be written to the transport.
-    pub fn output(&self) -> &[u8] {
+    pub fn output(&mut self) -> &[u8] {
+        self.flush_pong();
         &self.output
+    }
+
+    /// How many bytes are waiting to be written, counting an owed pong.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
+            + self
+                .pending_pong
+                .as_ref()
+                .map_or(0, |p| self.frame_len(p.len()))
+    }
+
+    /// True when bytes are waiting to be written.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty() || self.pending_pong.is_some()
     }
 
     /// Takes the bytes to write, leaving the output buffer empty.
     pub fn take_output(&mut self) -> Vec<u8> {
+        self.flush_pong();
         std::mem::take(&mut self.output)
     }
 
@@ -203,6 +251,7 @@ impl Connection {
 
     /// Appends the bytes to write to `out` (lets a driver reuse its write buffer).
     pub fn drain_output_into(&mut self, out: &mut Vec<u8>) {
+        self.flush_pong();
         if out.is_empty() {
             std::mem::swap(out, &mut self.output);
         } else {
@@ -253,7 +302,10 @@ impl Connection {
         if self.next_keepalive.is_some_and(|d| now >= d) {
             self.next_keepalive = after(now, self.config.ping_interval);
             if self.state == State::Open && self.keepalive_deadline.is_none() {
-                let payload = rand::random::<[u8; 4]>().to_vec();
+                let mut payload = rand::random::<[u8; 4]>().to_vec();
+                while self.pending_pings.iter().any(|p| p.payload == payload) {
+                    payload = rand::random::<[u8; 4]>().to_vec();
+                }
                 self.queue_ping(payload, now);
                 self.keepalive_deadline = after(now, self.config.ping_timeout);
             }
@@ -308,6 +360,11 @@ impl Connection {
 
     /// The size of the frame [`Connection::encode_message_into`] writes for `len` bytes.
     pub fn message_frame_len(&self, len: usize) -> usize {
+        self.frame_len(len)
+    }
+
+    /// The size of a frame of ours carrying `len` bytes.
+    fn frame_len(&self, len: usize) -> usize {
         let mask = if self.role == Role::Client { 4 } else { 0 };
         let length_bytes = match len {
             0..=125 => 0,
@@ -328,7 +385,7 @@ impl Connection {
         out: &mut [u8],
     ) -> Result<(), Error> {
         self.check_can_send()?;
-        if self.sending_fragmented.is_some() || !self.output.is_empty() {
+        if self.sending_fragmented.is_some() || self.has_output() {
             return Err(Error::Concurrency(
                 "cannot encode a message in place while other output is pending".into(),
             ));
@@ -366,12 +423,24 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a ping; the pong that answers it reports the latency.
-    pub fn send_ping(&mut self, payload: &[u8], now: Instant) -> Result<(), Error> {
+    /// Queues a ping and returns its id; the pong that answers it reports the id and the
+    /// latency ([`Event::Pong`]). A ping whose payload is still waiting for its pong is
+    /// refused (the answers could not be told apart), and so is one past
+    /// [`MAX_PENDING_PINGS`].
+    pub fn send_ping(&mut self, payload: &[u8], now: Instant) -> Result<u64, Error> {
         self.check_can_send()?;
         check_control_payload(payload)?;
-        self.queue_ping(payload.to_vec(), now);
-        Ok(())
+        if self.pending_pings.iter().any(|p| p.payload == payload) {
+            return Err(Error::Concurrency(
+                "already waiting for a pong with the same payload".into(),
+            ));
+        }
+        if self.pending_pings.len() >= MAX_PENDING_PINGS {
+            return Err(Error::Concurrency(format!(
+                "{MAX_PENDING_PINGS} pings are waiting for a pong already"
+            )));
+        }
+        Ok(self.queue_ping(payload.to_vec(), now))
     }
 
     /// Queues an unsolicited pong (a heartbeat without reply).
@@ -411,9 +480,23 @@ impl Connection {
         }
     }
 
-    fn queue_ping(&mut self, payload: Vec<u8>, now: Instant) {
+    fn queue_ping(&mut self, payload: Vec<u8>, now: Instant) -> u64 {
         self.write_frame(OpCode::Control(Control::Ping), true, &payload);
-        self.pending_pings.push_back((payload, now));
+        let id = self.next_ping_id;
+        self.next_ping_id += 1;
+        self.pending_pings.push_back(PendingPing {
+            id,
+            payload,
+            sent_at: now,
+        });
+        id
+    }
+
+    /// Writes the pong owed for the latest ping into the output.
+    fn flush_pong(&mut self) {
+        if let Some(payload) = self.pending_pong.take() {
+            self.write_frame(OpCode::Control(Control::Pong), true, &payload);
+        }
     }
 
     /// A frame header for our role: clients mask every frame with a fresh key.
@@ -450,6 +533,8 @@ impl Connection {
         if self.close.sent.is_some() {
             return;
         }
+        // The close frame is the last one we send: the pong owed goes before it.
+        self.flush_pong();
         let frame = CloseFrame {
             code,
             reason: reason.to_owned(),
@@ -571,8 +656,12 @@ impl Connection {
                     kind,
                     data: Vec::with_capacity(length.min(1 << 16) as usize),
                     size: 0,
+                    frames: 0,
                     utf8: Utf8Validator::default(),
                 });
+            }
+            if let Some(incoming) = self.incoming.as_mut() {
+                incoming.frames += 1;
             }
         } else {
             self.control.clear();
@@ -629,6 +718,14 @@ impl Connection {
                         return Err((
                             MESSAGE_TOO_BIG,
                             format!("frame of {length} bytes exceeds limit of {limit} bytes"),
+                        ));
+                    }
+                }
+                if let (Some(limit), Some(incoming)) = (self.config.max_fragments, &self.incoming) {
+                    if incoming.frames >= limit {
+                        return Err((
+                            MESSAGE_TOO_BIG,
+                            format!("message of more than {limit} frames"),
                         ));
                     }
                 }
@@ -714,18 +811,19 @@ impl Connection {
             OpCode::Control(Control::Ping) => {
                 let payload = std::mem::take(&mut self.control);
                 // RFC 6455 §5.5.2: answer unless the peer's close frame arrived already
-                // (having sent ours does not excuse us).
+                // (having sent ours does not excuse us). Only the latest ping is answered
+                // while the pong is not written yet.
                 if self.close.rcvd.is_none() {
-                    self.write_frame(OpCode::Control(Control::Pong), true, &payload);
+                    self.pending_pong = Some(payload.clone());
                 }
                 self.events.push_back(Event::Ping(payload));
             }
             OpCode::Control(Control::Pong) => {
                 let payload = std::mem::take(&mut self.control);
-                let latency = self.acknowledge_pings(&payload, now);
+                let acknowledged = self.acknowledge_pings(&payload, now);
                 self.events.push_back(Event::Pong {
                     data: payload,
-                    latency,
+                    acknowledged,
                 });
             }
             OpCode::Control(Control::Close) => self.receive_close(now),
@@ -736,47 +834,43 @@ impl Connection {
     fn end_data_frame(&mut self, fin: bool) {
         if self.state != State::Open {
             // RFC 6455 §5.5.1: after sending a close frame, data is ignored.
-            if fin {
-                self.incoming = None;
+            match self.incoming.as_mut() {
+                Some(_) if fin => self.incoming = None,
+                Some(incoming) => incoming.data.clear(),
+                None => {}
             }
             return;
         }
-        let streaming = self.config.streaming;
         let incoming = self.incoming.as_mut().expect("data frame has a message");
         if fin && incoming.kind == MessageKind::Text && incoming.utf8.finish().is_err() {
             self.fail_invalid_utf8();
             return;
         }
-        if streaming {
-            let pending = if fin { 0 } else { incoming.utf8.pending_len() };
-            let keep = incoming.data.split_off(incoming.data.len() - pending);
-            let chunk = std::mem::replace(&mut incoming.data, keep);
-            let kind = incoming.kind;
-            if fin {
-                self.incoming = None;
-            }
-            self.events.push_back(Event::Fragment {
-                kind,
-                data: chunk,
-                fin,
-            });
-        } else if fin {
-            let message = self.incoming.take().expect("checked above");
-            self.events.push_back(Event::Message {
-                kind: message.kind,
-                data: message.data,
-            });
+        // Text goes to the inbox up to its last whole character, so every chunk is valid.
+        let pending = if fin { 0 } else { incoming.utf8.pending_len() };
+        let keep = incoming.data.split_off(incoming.data.len() - pending);
+        let chunk = std::mem::replace(&mut incoming.data, keep);
+        let kind = incoming.kind;
+        if fin {
+            self.incoming = None;
         }
+        self.inbox.push(kind, chunk, fin);
     }
 
-    fn acknowledge_pings(&mut self, payload: &[u8], now: Instant) -> Option<Duration> {
-        let index = self.pending_pings.iter().position(|(p, _)| p == payload)?;
+    fn acknowledge_pings(&mut self, payload: &[u8], now: Instant) -> Option<PingAck> {
+        let index = self
+            .pending_pings
+            .iter()
+            .position(|p| p.payload == payload)?;
         // A pong answers its ping and every earlier one (RFC 6455 §5.5.3 lets peers skip).
-        let (_, sent_at) = self.pending_pings.drain(..=index).next_back()?;
-        let latency = now.saturating_duration_since(sent_at);
+        let ping = self.pending_pings.drain(..=index).next_back()?;
+        let latency = now.saturating_duration_since(ping.sent_at);
         self.latency = Some(latency);
         self.keepalive_deadline = None;
-        Some(latency)
+        Some(PingAck {
+            id: ping.id,
+            latency,
+        })
     }
 
     fn receive_close(&mut self, now: Instant) {

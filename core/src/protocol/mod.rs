@@ -6,8 +6,10 @@ pub mod config;
 pub mod connection;
 pub mod handshake;
 pub mod mask;
+pub mod message;
 pub mod uri;
 pub mod utf8;
 
 pub use config::ProtocolConfig;
-pub use connection::{Connection, Event, MessageKind, Role, State};
+pub use connection::{Connection, Event, MessageKind, PingAck, Role, State};
+pub use message::{Chunk, Inbox};

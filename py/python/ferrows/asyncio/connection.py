@@ -2,8 +2,8 @@
 
 A ``Connection`` is the asyncio protocol of its transport: bytes arrive in ``buffer_updated``
 and go straight into the native protocol core on the event-loop thread; no other thread is
-involved. Messages wait in a deque until ``recv()`` takes them (or go to a listener's
-``on_message`` in the callback API).
+involved. Messages wait in the core's inbox (bounded in bytes and items, reassembled there)
+until ``recv()`` takes them, or go to a listener's ``on_message`` in the callback API.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..http11 import Request, Response
 __all__ = ["Connection", "Data", "Listener"]
 
 
-_DATA, _PING, _PONG, _CLOSED, _OUTPUT, _TIMER = 0, 1, 2, 3, 4, 5
+_PING, _PONG, _CLOSED, _OUTPUT, _TIMER = 1, 2, 3, 4, 5
 _READ_BUFFER = 65536
 
 
@@ -90,20 +90,19 @@ class Connection(asyncio.BufferedProtocol):
         self._core: Any = None
         self._buffer = bytearray(_READ_BUFFER)
         self._view = memoryview(self._buffer)
-        # Received chunks (data, fin); `_complete` counts whole messages among them.
-        self._chunks: deque[tuple[Data, bool]] = deque()
-        self._complete = 0
-        self._inbox_bytes = 0
+        # Reading stops while the core's inbox is over the read limit or the transport has
+        # paused writing (what we owe a peer that does not read stays bounded).
+        self._inbox_full = False
+        self._writing_paused = False
         self._reading_paused = False
-        self._partial: list[Data] = []
         self._recv_waiter: asyncio.Future[None] | None = None
         self._receiving = False
         self._streaming = False
         # Set while a fragmented message is being sent: other sends wait for it.
         self._fragmenting: asyncio.Future[None] | None = None
-        self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._pongs: dict[bytes, asyncio.Future[float]] = {}
+        # Waiters of our pings, by the core's ping id (increasing).
+        self._pongs: deque[tuple[int, asyncio.Future[float]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._closed: ConnectionClosed | None = None
         self._closed_args: tuple[Any, Any, Any] = (None, None, None)
@@ -154,11 +153,15 @@ class Connection(asyncio.BufferedProtocol):
             self._handshake_data(bytes(self._view[:nbytes]))
             return
         received = core.receive_into(self._buffer, nbytes)
-        if type(received) is list:
+        kind = type(received)
+        if kind is int:
+            # The common case: only data arrived; `received` is the inbox's charged size.
+            self._data_arrived(received)
+        elif kind is list:
             self._process(received)
         else:
-            # The common case: one whole message and nothing else to do.
-            self._message(received, True)
+            # A listener's common case: one whole message and nothing else.
+            self.listener.on_message(self, received)  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         if self._core is not None:
@@ -181,9 +184,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._update_reading()
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -199,7 +204,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def _start(self, rest: bytes) -> None:
         """The handshake succeeded: run the protocol, fed with what followed the handshake."""
-        self._core = _ferrows.ProtocolCore(self._is_client, self._core_options)
+        self._core = _ferrows.ProtocolCore(
+            self._is_client, self._core_options, self.listener is not None
+        )
         self._process(self._core.poll())
         if self.listener is not None:
             self.listener.on_open(self)
@@ -208,35 +215,44 @@ class Connection(asyncio.BufferedProtocol):
 
     # The data path
 
-    def _message(self, data: Data, fin: bool) -> None:
-        """Data arrived: to the listener, or queued for recv()."""
+    def _data_arrived(self, inbox_bytes: int) -> None:
+        """Data arrived in the core's inbox: to the listener, or woken recv()."""
         listener = self.listener
         if listener is not None:
-            self._deliver(listener, data, fin)
+            core = self._core
+            while self._closed is None and (message := core.next_message()) is not None:
+                listener.on_message(self, message)
             return
-        self._chunks.append((data, fin))
-        self._inbox_bytes += len(data)
-        if fin:
-            self._complete += 1
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._inbox_bytes > self._read_high and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        if inbox_bytes > self._read_high and not self._inbox_full:
+            self._inbox_full = True
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        paused = self._inbox_full or self._writing_paused
+        transport = self._transport
+        if paused == self._reading_paused or transport is None or transport.is_closing():
+            return
+        self._reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _process(self, events: list[tuple[Any, ...]]) -> None:
+        # Data that came with these events arrived before them (a close frame is last).
+        self._data_arrived(self._core.inbox_bytes)
         listener = self.listener
         for event in events:
             tag = event[0]
-            if tag == _DATA:
-                self._message(event[2], event[3])
-            elif tag == _OUTPUT:
+            if tag == _OUTPUT:
                 self._transport.write(event[1])
             elif tag == _TIMER:
                 self._set_timer(event[1])
             elif tag == _PONG:
-                self._pong_received(event[1], event[2])
+                self._pong_received(event[2], event[3])
                 if listener is not None:
                     listener.on_pong(self, event[1])
             elif tag == _PING:
@@ -247,25 +263,13 @@ class Connection(asyncio.BufferedProtocol):
         if self._closed is not None:
             self._close_transport()
 
-    def _deliver(self, listener: Listener, data: Data, fin: bool) -> None:
-        if fin and not self._partial:
-            listener.on_message(self, data)
-            return
-        self._partial.append(data)
-        if fin:
-            parts, self._partial = self._partial, []
-            listener.on_message(self, parts[0][:0].join(parts))  # type: ignore[arg-type]
-
-    def _pong_received(self, payload: bytes, latency: float | None) -> None:
-        if latency is None or payload not in self._pongs:
-            return
-        # A pong answers its ping and every earlier one.
-        for key in list(self._pongs):
-            waiter = self._pongs.pop(key)
+    def _pong_received(self, acknowledged: int | None, latency: float | None) -> None:
+        # The core matched the pong to our ping `acknowledged` and every earlier one.
+        pongs = self._pongs
+        while acknowledged is not None and pongs and pongs[0][0] <= acknowledged:
+            waiter = pongs.popleft()[1]
             if not waiter.done():
                 waiter.set_result(latency)
-            if key == payload:
-                break
 
     def _closed_event(self, rcvd: Any, sent: Any, rcvd_then_sent: Any, cause: Any) -> None:
         self._closed_args = (rcvd, sent, rcvd_then_sent)
@@ -274,7 +278,7 @@ class Connection(asyncio.BufferedProtocol):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        for pong in self._pongs.values():
+        for _, pong in self._pongs:
             if not pong.done():
                 pong.set_exception(exc)
                 pong.exception()  # retrieved: nobody may be waiting
@@ -301,11 +305,10 @@ class Connection(asyncio.BufferedProtocol):
         self._timer = None
         self._process(self._core.handle_timeout())
 
-    def _consumed(self, size: int) -> None:
-        self._inbox_bytes -= size
-        if self._reading_paused and self._inbox_bytes <= self._read_low:
-            self._reading_paused = False
-            self._transport.resume_reading()
+    def _consumed(self) -> None:
+        if self._inbox_full and self._core.inbox_bytes <= self._read_low:
+            self._inbox_full = False
+            self._update_reading()
 
     def _closed_error(self) -> ConnectionClosed:
         """A fresh ConnectionClosed for this connection, with its cause."""
@@ -327,28 +330,23 @@ class Connection(asyncio.BufferedProtocol):
         """
         if self._receiving or self._streaming:
             raise ConcurrencyError("cannot call recv while another coroutine is receiving")
-        if not self._complete:
-            await self._wait_for(lambda: self._complete > 0)
-        chunks = self._chunks
-        data, fin = chunks.popleft()
-        if fin:
-            self._complete -= 1
-            self._consumed(len(data))
-            return decoded(data, decode) if decode is not None else data
-        parts = [data]
-        size = len(data)
-        while not fin:
-            data, fin = chunks.popleft()
-            parts.append(data)
-            size += len(data)
-        self._complete -= 1
-        self._consumed(size)
-        return decoded(parts[0][:0].join(parts), decode)  # type: ignore[arg-type]
+        core = self._core
+        message = core.next_message() if core is not None else None
+        if message is None:
+            message = await self._wait_for(lambda: self._core.next_message())
+        if self._inbox_full:
+            self._consumed()
+        return decoded(message, decode) if decode is not None else message
 
-    async def _wait_for(self, ready: Any) -> None:
+    async def _wait_for(self, take: Any) -> Any:
+        """Waits until ``take()`` finds something in the core's inbox; returns it."""
         self._receiving = True
         try:
-            while not ready():
+            while True:
+                if self._core is not None:
+                    taken = take()
+                    if taken is not None:
+                        return taken
                 if self._closed is not None:
                     self._raise_closed()
                 waiter = self._loop.create_future()
@@ -368,12 +366,9 @@ class Connection(asyncio.BufferedProtocol):
         self._streaming = True
         try:
             while True:
-                if not self._chunks:
-                    await self._wait_for(lambda: bool(self._chunks))
-                data, fin = self._chunks.popleft()
-                self._consumed(len(data))
-                if fin:
-                    self._complete -= 1
+                data, fin = await self._wait_for(lambda: self._core.next_chunk())
+                if self._inbox_full:
+                    self._consumed()
                 yield decoded(data, decode)
                 if fin:
                     return
@@ -490,11 +485,10 @@ class Connection(asyncio.BufferedProtocol):
             payload = os.urandom(4)
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
-        if payload in self._pongs:
-            raise ConcurrencyError("already waiting for a pong with the same payload")
-        self._write(self._sender().ping(payload))
+        ping_id, frame = self._sender().ping(payload)
+        self._write(frame)
         waiter: asyncio.Future[float] = self._loop.create_future()
-        self._pongs[payload] = waiter
+        self._pongs.append((ping_id, waiter))
         self._process(self._core.poll())
         return waiter
 

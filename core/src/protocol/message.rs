@@ -1,0 +1,224 @@
+//! The message layer's inbox: data the peer sent and the application has not taken yet.
+//!
+//! Every face takes received data from here and nowhere else, as whole messages
+//! ([`Inbox::pop_message`]) or as chunks in arrival order ([`Inbox::pop_chunk`]). It is
+//! bounded by construction: each queued chunk is charged its payload plus a fixed
+//! [`CHUNK_OVERHEAD`], so a peer cannot make us hold many items cheaply, and a fragment that
+//! continues the chunk at the back of the queue joins it instead of becoming an item of its
+//! own. A message being reassembled by a receiver that stopped waiting (a timeout, an
+//! interrupt) stays here, so the next receive goes on where the last one stopped.
+
+use std::collections::VecDeque;
+
+use super::connection::MessageKind;
+
+/// What a queued chunk costs beyond its payload: its place in the queue, the buffer's header
+/// and the allocator's rounding. Charged so that empty or tiny chunks are not free.
+pub const CHUNK_OVERHEAD: usize = 64;
+
+/// A piece of a received message. Whole messages arrive as one chunk with `fin` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Text or binary: the message's type, on every chunk of it.
+    pub kind: MessageKind,
+    /// The bytes; text chunks end on character boundaries.
+    pub data: Vec<u8>,
+    /// This chunk ends the message.
+    pub fin: bool,
+}
+
+/// Received data waiting for the application, counted in bytes and items.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    chunks: VecDeque<Chunk>,
+    /// Payload plus [`CHUNK_OVERHEAD`] for every queued chunk.
+    charged: usize,
+    /// Whole messages among the queued chunks (chunks with `fin`).
+    complete: usize,
+    /// The first part of a message a whole-message receiver has taken from the queue: it
+    /// left the budget (it is bounded by the message size limit instead), so that a message
+    /// larger than the budget can still be received.
+    assembling: Option<Chunk>,
+    /// Counts every chunk that arrived, so a driver can tell that something did.
+    arrivals: u64,
+}
+
+impl Inbox {
+    /// Queues received data. Data continuing the message at the back of the queue joins its
+    /// chunk; an empty chunk that does not end a message is not queued at all.
+    pub(crate) fn push(&mut self, kind: MessageKind, data: Vec<u8>, fin: bool) {
+        if let Some(back) = self.chunks.back_mut().filter(|back| !back.fin) {
+            self.charged += data.len();
+            back.data.extend_from_slice(&data);
+            back.fin = fin;
+        } else if data.is_empty() && !fin {
+            return;
+        } else {
+            self.charged += data.len() + CHUNK_OVERHEAD;
+            self.chunks.push_back(Chunk { kind, data, fin });
+        }
+        if fin {
+            self.complete += 1;
+        }
+        self.arrivals += 1;
+    }
+
+    /// Takes the next whole message, if all of it has arrived. Otherwise what has arrived of
+    /// it is kept aside for the next call, outside the byte budget.
+    pub fn pop_message(&mut self) -> Option<(MessageKind, Vec<u8>)> {
+        while let Some(chunk) = self.take_front() {
+            let whole = match self.assembling.take() {
+                None => chunk,
+                Some(mut first) => {
+                    first.data.extend_from_slice(&chunk.data);
+                    first.fin = chunk.fin;
+                    first
+                }
+            };
+            if whole.fin {
+                return Some((whole.kind, whole.data));
+            }
+            self.assembling = Some(whole);
+        }
+        None
+    }
+
+    /// Takes the next chunk as it arrived (what a whole-message receiver kept aside first).
+    pub fn pop_chunk(&mut self) -> Option<Chunk> {
+        self.assembling.take().or_else(|| self.take_front())
+    }
+
+    fn take_front(&mut self) -> Option<Chunk> {
+        let chunk = self.chunks.pop_front()?;
+        self.charged -= chunk.data.len() + CHUNK_OVERHEAD;
+        if chunk.fin {
+            self.complete -= 1;
+        }
+        Some(chunk)
+    }
+
+    /// True when a whole message can be taken.
+    pub fn has_message(&self) -> bool {
+        self.complete > 0
+    }
+
+    /// True when a chunk can be taken.
+    pub fn has_chunk(&self) -> bool {
+        self.assembling.is_some() || !self.chunks.is_empty()
+    }
+
+    /// The budget the queued chunks use: payload plus a fixed overhead per chunk.
+    pub fn charged_bytes(&self) -> usize {
+        self.charged
+    }
+
+    /// Queued chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True when nothing is queued or kept aside.
+    pub fn is_empty(&self) -> bool {
+        !self.has_chunk()
+    }
+
+    /// Counts every arrival (a new chunk or more data for the last one).
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: MessageKind = MessageKind::Text;
+
+    #[test]
+    fn whole_messages_come_out_as_they_went_in_without_a_copy() {
+        let mut inbox = Inbox::default();
+        let data = b"hello".to_vec();
+        let address = data.as_ptr();
+        inbox.push(TEXT, data, true);
+        assert_eq!(inbox.charged_bytes(), 5 + CHUNK_OVERHEAD);
+        let (kind, data) = inbox.pop_message().unwrap();
+        assert_eq!(
+            (kind, data.as_slice(), data.as_ptr()),
+            (TEXT, &b"hello"[..], address)
+        );
+        assert_eq!(inbox.charged_bytes(), 0);
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn fragments_of_one_message_join_one_chunk() {
+        let mut inbox = Inbox::default();
+        for _ in 0..1000 {
+            inbox.push(MessageKind::Binary, vec![7], false);
+        }
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox.charged_bytes(), 1000 + CHUNK_OVERHEAD);
+        assert!(!inbox.has_message());
+        inbox.push(MessageKind::Binary, vec![8], true);
+        assert!(inbox.has_message());
+        let (_, data) = inbox.pop_message().unwrap();
+        assert_eq!(data.len(), 1001);
+    }
+
+    #[test]
+    fn empty_fragments_are_not_queued_but_empty_messages_are_charged() {
+        let mut inbox = Inbox::default();
+        for _ in 0..1000 {
+            inbox.push(TEXT, Vec::new(), false);
+        }
+        assert_eq!((inbox.len(), inbox.charged_bytes()), (0, 0));
+        for _ in 0..1000 {
+            inbox.push(TEXT, Vec::new(), true);
+        }
+        assert_eq!(inbox.len(), 1000);
+        assert_eq!(inbox.charged_bytes(), 1000 * CHUNK_OVERHEAD);
+    }
+
+    #[test]
+    fn a_partly_received_message_is_kept_for_the_next_receive() {
+        let mut inbox = Inbox::default();
+        inbox.push(TEXT, b"first ".to_vec(), false);
+        assert_eq!(inbox.pop_message(), None);
+        // Kept aside, outside the budget, so reading can go on.
+        assert_eq!(inbox.charged_bytes(), 0);
+        assert!(inbox.has_chunk() && !inbox.has_message());
+        inbox.push(TEXT, b"second ".to_vec(), false);
+        assert_eq!(inbox.pop_message(), None);
+        inbox.push(TEXT, b"last".to_vec(), true);
+        inbox.push(TEXT, b"next".to_vec(), true);
+        assert_eq!(
+            inbox.pop_message(),
+            Some((TEXT, b"first second last".to_vec()))
+        );
+        assert_eq!(inbox.pop_message(), Some((TEXT, b"next".to_vec())));
+        assert_eq!(inbox.pop_message(), None);
+    }
+
+    #[test]
+    fn chunks_hand_out_what_a_message_receiver_kept_aside_first() {
+        let mut inbox = Inbox::default();
+        inbox.push(TEXT, b"ab".to_vec(), false);
+        assert_eq!(inbox.pop_message(), None);
+        inbox.push(TEXT, b"cd".to_vec(), true);
+        let first = inbox.pop_chunk().unwrap();
+        assert_eq!((first.data.as_slice(), first.fin), (&b"ab"[..], false));
+        let second = inbox.pop_chunk().unwrap();
+        assert_eq!((second.data.as_slice(), second.fin), (&b"cd"[..], true));
+        assert!(inbox.is_empty() && !inbox.has_message());
+    }
+
+    #[test]
+    fn arrivals_count_every_push_that_queued_data() {
+        let mut inbox = Inbox::default();
+        inbox.push(TEXT, Vec::new(), false);
+        assert_eq!(inbox.arrivals(), 0);
+        inbox.push(TEXT, b"a".to_vec(), false);
+        inbox.push(TEXT, b"b".to_vec(), true);
+        assert_eq!(inbox.arrivals(), 2);
+    }
+}
