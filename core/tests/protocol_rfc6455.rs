@@ -7,7 +7,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role, State};
+use ferrows_core::protocol::config::DEFAULT_MAX_FRAGMENTS;
+use ferrows_core::protocol::connection::MAX_PENDING_PINGS;
+use ferrows_core::protocol::message::CHUNK_OVERHEAD;
+use ferrows_core::protocol::{
+    Chunk, Connection, Event, MessageKind, PingAck, ProtocolConfig, Role, State,
+};
 use ferrows_core::{CloseInfo, Error};
 
 // ---------------------------------------------------------------------------------------------
@@ -399,35 +404,32 @@ fn unlimited() -> ProtocolConfig {
     }
 }
 
-fn streaming() -> ProtocolConfig {
-    ProtocolConfig {
-        streaming: true,
-        ..quiet()
-    }
-}
-
 fn open(role: Role, now: Instant) -> Connection {
     Connection::new(role, quiet(), now)
 }
 
-fn messages(events: &[Event]) -> Vec<(MessageKind, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { kind, data } => Some((*kind, data.clone())),
-            _ => None,
-        })
+/// Takes every whole message waiting in the inbox.
+fn messages(conn: &mut Connection) -> Vec<(MessageKind, Vec<u8>)> {
+    std::iter::from_fn(|| conn.pop_message()).collect()
+}
+
+/// Takes every chunk waiting in the inbox, in arrival order, as (kind, data, fin).
+fn chunks(conn: &mut Connection) -> Vec<(MessageKind, Vec<u8>, bool)> {
+    std::iter::from_fn(|| conn.pop_chunk())
+        .map(|Chunk { kind, data, fin }| (kind, data, fin))
         .collect()
 }
 
-fn fragments(events: &[Event]) -> Vec<(MessageKind, Vec<u8>, bool)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Fragment { kind, data, fin } => Some((*kind, data.clone(), *fin)),
-            _ => None,
-        })
-        .collect()
+/// Asserts that no data waits in the inbox.
+fn assert_inbox_empty(conn: &Connection, what: &str) {
+    let inbox = conn.inbox_ref();
+    assert!(
+        inbox.is_empty() && !inbox.has_message() && inbox.charged_bytes() == 0,
+        "{what}: the inbox holds data: len {} has_message {} charged {}",
+        inbox.len(),
+        inbox.has_message(),
+        inbox.charged_bytes()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,12 +541,12 @@ fn rfc6455_5_3_server_unmasks_client_frames_split_anywhere() {
         let mut conn = open(Role::Server, t0);
         conn.receive_data(&bytes[..split], t0);
         conn.receive_data(&bytes[split..], t0);
-        let events = take_events(&mut conn);
         assert_eq!(
-            messages(&events),
+            messages(&mut conn),
             [(MessageKind::Binary, payload.clone())],
             "split at {split}"
         );
+        assert!(take_events(&mut conn).is_empty(), "split at {split}");
     }
     // Three pieces at odd offsets.
     for a in (0..bytes.len()).step_by(7) {
@@ -553,8 +555,11 @@ fn rfc6455_5_3_server_unmasks_client_frames_split_anywhere() {
             conn.receive_data(&bytes[..a], t0);
             conn.receive_data(&bytes[a..b], t0);
             conn.receive_data(&bytes[b..], t0);
-            let events = take_events(&mut conn);
-            assert_eq!(messages(&events), [(MessageKind::Binary, payload.clone())]);
+            assert_eq!(
+                messages(&mut conn),
+                [(MessageKind::Binary, payload.clone())],
+                "split at {a}/{b}"
+            );
         }
     }
 }
@@ -637,12 +642,12 @@ fn rfc6455_5_2_received_7_16_and_64_bit_lengths() {
                 } else {
                     conn.receive_data(&bytes, t0);
                 }
-                let events = take_events(&mut conn);
                 assert_eq!(
-                    messages(&events),
+                    messages(&mut conn),
                     [(MessageKind::Binary, payload.clone())],
                     "{role:?} len {len} bytewise {bytewise_header}"
                 );
+                assert!(take_events(&mut conn).is_empty());
                 assert_eq!(conn.state(), State::Open);
                 assert!(take_frames(&mut conn).is_empty());
             }
@@ -767,28 +772,31 @@ fn rfc6455_5_2_64_bit_length_with_msb_set_fails_without_limits() {
 fn rfc6455_5_2_huge_continuation_length_fails_without_overflow() {
     let t0 = Instant::now();
     for role in ROLES {
-        for config in [quiet(), streaming()] {
-            let mut conn = Connection::new(role, config.clone(), t0);
-            conn.receive_data(&Frame::binary("abc").fin(false).to(role).encode(), t0);
-            let header = Frame::cont("")
-                .len_form(LenForm::Long)
-                .to(role)
-                .header(u64::MAX);
-            let result = catch_unwind(AssertUnwindSafe(|| conn.receive_data(&header, t0)));
-            assert!(
-                result.is_ok(),
-                "{role:?} streaming {}: receive_data panicked on a continuation frame with \
-                 64-bit length {:#x} after 3 bytes of the message",
-                config.streaming,
-                u64::MAX
-            );
-            let frames = take_frames(&mut conn);
-            let code = frames
-                .iter()
-                .find(|f| f.opcode == CLOSE)
-                .and_then(Wire::close_code);
-            assert!(matches!(code, Some(1002 | 1009)), "{frames:?}");
-        }
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::binary("abc").fin(false).to(role).encode(), t0);
+        let header = Frame::cont("")
+            .len_form(LenForm::Long)
+            .to(role)
+            .header(u64::MAX);
+        let result = catch_unwind(AssertUnwindSafe(|| conn.receive_data(&header, t0)));
+        assert!(
+            result.is_ok(),
+            "{role:?}: receive_data panicked on a continuation frame with 64-bit length {:#x} \
+             after 3 bytes of the message",
+            u64::MAX
+        );
+        let frames = take_frames(&mut conn);
+        let code = frames
+            .iter()
+            .find(|f| f.opcode == CLOSE)
+            .and_then(Wire::close_code);
+        assert!(matches!(code, Some(1002 | 1009)), "{frames:?}");
+        // The inbox holds only what arrived before the failure: the first, unfinished frame.
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Binary, b"abc".to_vec(), false)],
+            "{role:?}"
+        );
     }
 }
 
@@ -805,16 +813,22 @@ fn rfc6455_5_4_text_fragments_are_reassembled_into_one_message() {
         bytes.extend(Frame::cont("").fin(false).to(role).encode());
         bytes.extend(Frame::cont("lo, ").fin(false).to(role).encode());
         bytes.extend(Frame::cont("world").to(role).encode());
-        // Fed one byte at a time.
-        for byte in &bytes {
+        // Fed one byte at a time: the message is whole only after the last byte.
+        for (i, byte) in bytes.iter().enumerate() {
             conn.receive_data(std::slice::from_ref(byte), t0);
+            assert_eq!(
+                conn.inbox_ref().has_message(),
+                i == bytes.len() - 1,
+                "{role:?}: after byte {i}"
+            );
         }
         let events = take_events(&mut conn);
-        assert_eq!(events.len(), 1, "{role:?}: {events:?}");
+        assert!(events.is_empty(), "{role:?}: {events:?}");
         assert_eq!(
-            messages(&events),
+            messages(&mut conn),
             [(MessageKind::Text, b"Hello, world".to_vec())]
         );
+        assert_inbox_empty(&conn, &format!("{role:?}"));
         assert!(take_frames(&mut conn).is_empty());
         assert_eq!(conn.state(), State::Open);
     }
@@ -833,9 +847,8 @@ fn rfc6455_5_4_binary_fragments_are_reassembled_into_one_message() {
         conn.receive_data(&bytes, t0);
         let mut expected = vec![0xff, 0xfe, 0x00];
         expected.extend(vec![0xc0; 300]);
-        let events = take_events(&mut conn);
         assert_eq!(
-            messages(&events),
+            messages(&mut conn),
             [
                 (MessageKind::Binary, expected),
                 (MessageKind::Binary, b"next".to_vec())
@@ -856,23 +869,30 @@ fn rfc6455_5_4_ping_between_fragments_is_answered_and_the_message_arrives_whole(
         assert_eq!(frames[0].opcode, PONG);
         assert_eq!(frames[0].payload, b"mid-message");
         conn.receive_data(&Frame::cont("one, ").fin(false).to(role).encode(), t0);
-        // A pong and another ping, byte by byte, between fragments.
+        // A pong and another ping, byte by byte, between fragments: the message is whole only
+        // once the last byte of its final fragment is in.
         let mut bytes = Frame::pong("unsolicited").to(role).encode();
         bytes.extend(Frame::ping("").to(role).encode());
         bytes.extend(Frame::cont("two").to(role).encode());
-        for byte in &bytes {
+        for (i, byte) in bytes.iter().enumerate() {
             conn.receive_data(std::slice::from_ref(byte), t0);
+            assert_eq!(
+                conn.inbox_ref().has_message(),
+                i == bytes.len() - 1,
+                "{role:?}: after byte {i}"
+            );
         }
         let frames = take_frames(&mut conn);
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!((frames[0].opcode, frames[0].payload.len()), (PONG, 0));
         let events = take_events(&mut conn);
+        assert_eq!(events.len(), 3, "{events:?}");
         assert!(
             matches!(&events[0], Event::Ping(p) if p == b"mid-message"),
             "{events:?}"
         );
         assert!(
-            matches!(&events[1], Event::Pong { data, latency: None } if data == b"unsolicited"),
+            matches!(&events[1], Event::Pong { data, acknowledged: None } if data == b"unsolicited"),
             "{events:?}"
         );
         assert!(
@@ -880,10 +900,9 @@ fn rfc6455_5_4_ping_between_fragments_is_answered_and_the_message_arrives_whole(
             "{events:?}"
         );
         assert_eq!(
-            messages(&events),
+            messages(&mut conn),
             [(MessageKind::Text, b"fragment one, two".to_vec())]
         );
-        assert!(matches!(events.last(), Some(Event::Message { .. })));
     }
 }
 
@@ -925,53 +944,104 @@ fn rfc6455_5_4_new_data_frame_inside_a_fragmented_message_fails_with_1002() {
                 assert_protocol_error(&error, 1002, &what);
                 let events = take_events(&mut conn);
                 assert!(events.is_empty(), "{events:?}");
+                // Only the first fragment, which arrived before the failure, is queued.
+                let kind = if first == TEXT {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                assert_eq!(chunks(&mut conn), [(kind, b"a".to_vec(), false)], "{what}");
             }
         }
     }
 }
 
 #[test]
-fn rfc6455_5_4_streaming_delivers_fragments_with_fin_only_on_the_last() {
+fn rfc6455_5_4_chunks_deliver_fragments_with_fin_only_on_the_last() {
     let t0 = Instant::now();
     for role in ROLES {
-        let mut conn = Connection::new(role, streaming(), t0);
+        let mut conn = open(role, t0);
         conn.receive_data(&Frame::binary([1, 2]).fin(false).to(role).encode(), t0);
-        let events = take_events(&mut conn);
+        assert!(!conn.inbox_ref().has_message());
         assert_eq!(
-            fragments(&events),
+            chunks(&mut conn),
             [(MessageKind::Binary, vec![1, 2], false)],
             "{role:?}: the first fragment is delivered before the message ends"
         );
         conn.receive_data(&Frame::ping("x").to(role).encode(), t0);
+        assert!(
+            chunks(&mut conn).is_empty(),
+            "{role:?}: a ping queues no data"
+        );
         conn.receive_data(&Frame::cont([3]).fin(false).to(role).encode(), t0);
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Binary, vec![3], false)],
+            "{role:?}: a continuation keeps the message's type"
+        );
         conn.receive_data(&Frame::cont([4, 5, 6]).to(role).encode(), t0);
+        assert!(conn.inbox_ref().has_message());
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Binary, vec![4, 5, 6], true)]
+        );
         let events = take_events(&mut conn);
         assert!(
-            matches!(&events[0], Event::Ping(p) if p == b"x"),
+            matches!(events.as_slice(), [Event::Ping(p)] if p == b"x"),
             "{events:?}"
         );
-        assert_eq!(
-            fragments(&events),
-            [
-                (MessageKind::Binary, vec![3], false),
-                (MessageKind::Binary, vec![4, 5, 6], true)
-            ]
-        );
-        assert!(messages(&events).is_empty());
+        assert_inbox_empty(&conn, &format!("{role:?}"));
 
-        // A single-frame text message is one fragment with fin set.
+        // A single-frame text message is one chunk with fin set.
         conn.receive_data(&Frame::text("whole").to(role).encode(), t0);
-        let events = take_events(&mut conn);
         assert_eq!(
-            fragments(&events),
+            chunks(&mut conn),
             [(MessageKind::Text, b"whole".to_vec(), true)]
         );
+
+        // Fragments taken only after several arrived are coalesced into one chunk, while
+        // the chunk after the end of the message is a chunk of its own.
+        conn.receive_data(&Frame::text("ab").fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::cont("cd").fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::cont("ef").to(role).encode(), t0);
+        conn.receive_data(&Frame::binary("gh").fin(false).to(role).encode(), t0);
+        assert_eq!(conn.inbox_ref().len(), 2, "{role:?}");
+        assert_eq!(
+            chunks(&mut conn),
+            [
+                (MessageKind::Text, b"abcdef".to_vec(), true),
+                (MessageKind::Binary, b"gh".to_vec(), false)
+            ],
+            "{role:?}"
+        );
+        // An empty non-final fragment queues nothing; an empty final one ends the message.
+        conn.receive_data(&Frame::cont("").fin(false).to(role).encode(), t0);
+        assert_inbox_empty(&conn, &format!("{role:?} empty non-final fragment"));
+        conn.receive_data(&Frame::cont("").to(role).encode(), t0);
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Binary, Vec::new(), true)],
+            "{role:?}"
+        );
+        // An empty message is a chunk of its own, too.
+        conn.receive_data(&Frame::text("").to(role).encode(), t0);
+        assert_eq!(messages(&mut conn), [(MessageKind::Text, Vec::new())]);
+        assert_eq!(conn.state(), State::Open);
+        // The only output is the pong answering the ping.
+        let frames = take_frames(&mut conn);
+        let sent: Vec<(u8, &[u8])> = frames
+            .iter()
+            .map(|f| (f.opcode, f.payload.as_slice()))
+            .collect();
+        assert_eq!(sent, [(PONG, &b"x"[..])], "{role:?}");
     }
 }
 
-fn check_streamed_text(events: &[Event], original: &str, what: &str) {
-    let chunks = fragments(events);
-    assert!(!chunks.is_empty(), "{what}: no fragments in {events:?}");
+/// Checks the chunks of one text message taken from the inbox: each valid UTF-8 (chunks end
+/// on character boundaries), none empty but the last, fin on the last only, and together
+/// the original text.
+fn check_text_chunks(chunks: &[(MessageKind, Vec<u8>, bool)], original: &str, what: &str) {
+    assert!(!chunks.is_empty(), "{what}: no chunks");
     let mut joined = Vec::new();
     for (i, (kind, data, fin)) in chunks.iter().enumerate() {
         assert_eq!(*kind, MessageKind::Text, "{what}");
@@ -984,13 +1054,17 @@ fn check_streamed_text(events: &[Event], original: &str, what: &str) {
             i == chunks.len() - 1,
             "{what}: fin on chunk {i} of {chunks:?}"
         );
+        assert!(
+            *fin || !data.is_empty(),
+            "{what}: empty non-final chunk {i} queued: {chunks:?}"
+        );
         joined.extend_from_slice(data);
     }
     assert_eq!(joined, original.as_bytes(), "{what}");
 }
 
 #[test]
-fn rfc6455_5_4_streaming_text_chunks_split_mid_character_end_on_character_boundaries() {
+fn rfc6455_5_4_text_chunks_split_mid_character_end_on_character_boundaries() {
     let t0 = Instant::now();
     for role in ROLES {
         // "€" (e2 82 ac) split across frames in every way.
@@ -1002,15 +1076,17 @@ fn rfc6455_5_4_streaming_text_chunks_split_mid_character_end_on_character_bounda
         ] {
             let original: Vec<u8> = frames.concat();
             let original = String::from_utf8(original).unwrap();
-            let mut conn = Connection::new(role, streaming(), t0);
+            let mut conn = open(role, t0);
             let last = frames.len() - 1;
+            let mut taken = Vec::new();
             for (i, payload) in frames.iter().enumerate() {
                 let opcode = if i == 0 { TEXT } else { CONT };
                 let frame = Frame::new(opcode, payload).fin(i == last).to(role);
                 conn.receive_data(&frame.encode(), t0);
+                // Taken after each frame, so that each frame's chunk is seen on its own.
+                taken.extend(chunks(&mut conn));
             }
-            let events = take_events(&mut conn);
-            check_streamed_text(&events, &original, &format!("{role:?} {frames:?}"));
+            check_text_chunks(&taken, &original, &format!("{role:?} {frames:?}"));
             assert_eq!(conn.state(), State::Open);
         }
         // Every 3-way split of a text mixing 1- to 4-byte characters.
@@ -1018,16 +1094,33 @@ fn rfc6455_5_4_streaming_text_chunks_split_mid_character_end_on_character_bounda
         let bytes = text.as_bytes();
         for s1 in 0..=bytes.len() {
             for s2 in s1..=bytes.len() {
-                let mut conn = Connection::new(role, streaming(), t0);
+                let what = format!("{role:?} split {s1}/{s2}");
+                let mut conn = open(role, t0);
+                let mut taken = Vec::new();
+                conn.receive_data(&Frame::text(&bytes[..s1]).fin(false).to(role).encode(), t0);
+                taken.extend(chunks(&mut conn));
+                conn.receive_data(
+                    &Frame::cont(&bytes[s1..s2]).fin(false).to(role).encode(),
+                    t0,
+                );
+                taken.extend(chunks(&mut conn));
+                conn.receive_data(&Frame::cont(&bytes[s2..]).to(role).encode(), t0);
+                taken.extend(chunks(&mut conn));
+                check_text_chunks(&taken, text, &what);
+                assert_eq!(conn.state(), State::Open, "{what}");
+                // Taken together at the end, the same frames make one chunk.
+                let mut conn = open(role, t0);
                 conn.receive_data(&Frame::text(&bytes[..s1]).fin(false).to(role).encode(), t0);
                 conn.receive_data(
                     &Frame::cont(&bytes[s1..s2]).fin(false).to(role).encode(),
                     t0,
                 );
                 conn.receive_data(&Frame::cont(&bytes[s2..]).to(role).encode(), t0);
-                let events = take_events(&mut conn);
-                check_streamed_text(&events, text, &format!("{role:?} split {s1}/{s2}"));
-                assert_eq!(conn.state(), State::Open, "{role:?} split {s1}/{s2}");
+                assert_eq!(
+                    chunks(&mut conn),
+                    [(MessageKind::Text, bytes.to_vec(), true)],
+                    "{what}: coalesced"
+                );
             }
         }
     }
@@ -1135,12 +1228,184 @@ fn rfc6455_5_5_2_ping_is_answered_with_a_pong_carrying_the_same_payload() {
     }
 }
 
+/// The size of a control frame of ours carrying `len` bytes (at most 125): clients mask.
+fn control_frame_len(role: Role, len: usize) -> usize {
+    assert!(len <= 125);
+    2 + if role == Role::Client { 4 } else { 0 } + len
+}
+
+/// (opcode, payload) of each frame, for comparing outputs.
+fn summary(frames: &[Wire]) -> Vec<(u8, Vec<u8>)> {
+    frames
+        .iter()
+        .map(|f| (f.opcode, f.payload.clone()))
+        .collect()
+}
+
+/// RFC 6455 §5.5.3: "If an endpoint receives a Ping frame and has not yet sent Pong frame(s)
+/// in response to previous Ping frame(s), the endpoint MAY elect to send a Pong frame for
+/// only the most recently processed Ping frame." A flood of pings the driver has not written
+/// the answers to yet costs one pong, with the latest payload; it goes out before a close.
+#[test]
+fn rfc6455_5_5_3_ping_flood_is_answered_by_one_pong_with_the_latest_payload() {
+    const PINGS: usize = 10_000;
+    let t0 = Instant::now();
+    let payload = |i: usize| format!("ping {i}").into_bytes();
+    let last = payload(PINGS - 1);
+    for role in ROLES {
+        // What follows the flood: nothing, the peer's close frame, or our close().
+        for ending in ["nothing", "peer close", "our close"] {
+            for one_read in [false, true] {
+                let what = format!("{role:?} then {ending}, all in one read {one_read}");
+                let mut conn = open(role, t0);
+                if one_read {
+                    let bytes: Vec<u8> = (0..PINGS)
+                        .flat_map(|i| Frame::ping(payload(i)).to(role).encode())
+                        .collect();
+                    conn.receive_data(&bytes, t0);
+                } else {
+                    for i in 0..PINGS {
+                        conn.receive_data(&Frame::ping(payload(i)).to(role).encode(), t0);
+                        // What is owed is one pong, for the latest ping: it does not grow.
+                        assert!(conn.has_output(), "{what}: after ping {i}");
+                        assert_eq!(
+                            conn.output_len(),
+                            control_frame_len(role, payload(i).len()),
+                            "{what}: after ping {i}"
+                        );
+                    }
+                }
+                // Every ping is reported, in order.
+                let events = take_events(&mut conn);
+                assert_eq!(events.len(), PINGS, "{what}");
+                for (i, event) in events.iter().enumerate() {
+                    assert!(
+                        matches!(event, Event::Ping(p) if *p == payload(i)),
+                        "{what}: event {i} is {event:?}"
+                    );
+                }
+                let expected_close = match ending {
+                    "peer close" => {
+                        conn.receive_data(&Frame::close(1000, "bye").to(role).encode(), t0);
+                        Some(1000)
+                    }
+                    "our close" => {
+                        conn.close(1001, "going", t0).unwrap();
+                        Some(1001)
+                    }
+                    _ => None,
+                };
+                let frames = take_frames(&mut conn);
+                let mut expected = vec![(PONG, last.clone())];
+                if let Some(code) = expected_close {
+                    let mut close = u16::to_be_bytes(code).to_vec();
+                    close.extend_from_slice(if code == 1000 { b"bye" } else { b"going" });
+                    expected.push((CLOSE, close));
+                }
+                assert_eq!(
+                    summary(&frames),
+                    expected,
+                    "{what}: one pong with the last payload, before the close frame"
+                );
+                assert!(!conn.has_output(), "{what}");
+                // A ping after the output was taken is answered again; after the peer's close
+                // frame, none is.
+                if ending != "peer close" {
+                    conn.receive_data(&Frame::ping("again").to(role).encode(), t0);
+                    let frames = take_frames(&mut conn);
+                    assert_eq!(
+                        summary(&frames),
+                        [(PONG, b"again".to_vec())],
+                        "{what}: a later ping"
+                    );
+                } else {
+                    conn.receive_data(&Frame::ping("late").to(role).encode(), t0);
+                    assert!(!conn.has_output(), "{what}");
+                    assert!(take_frames(&mut conn).is_empty(), "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// The pong owed for a received ping is written by every way of taking the output, and is
+/// counted as output meanwhile.
+#[test]
+fn rfc6455_5_5_2_owed_pong_is_written_by_every_output_accessor() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        assert!(!conn.has_output() && conn.output_len() == 0);
+        // output() writes it, and consume_output() drops it once written.
+        conn.receive_data(&Frame::ping("a").to(role).encode(), t0);
+        assert!(conn.has_output(), "{role:?}");
+        let owed = conn.output_len();
+        assert_eq!(owed, control_frame_len(role, 1), "{role:?}");
+        let frames = parse_wire(conn.output());
+        check_sent_frames(role, &frames);
+        assert_eq!(summary(&frames), [(PONG, b"a".to_vec())], "{role:?}");
+        assert_eq!(conn.output().len(), owed, "{role:?}: written once");
+        assert_eq!(conn.output_len(), owed, "{role:?}");
+        conn.consume_output(owed);
+        assert!(!conn.has_output(), "{role:?}");
+        assert!(conn.take_output().is_empty(), "{role:?}: not written twice");
+
+        // drain_output_into() writes it, into an empty buffer or after what is there.
+        conn.receive_data(&Frame::ping("b").to(role).encode(), t0);
+        let mut out = Vec::new();
+        conn.drain_output_into(&mut out);
+        assert_eq!(summary(&parse_wire(&out)), [(PONG, b"b".to_vec())]);
+        conn.receive_data(&Frame::ping("c").to(role).encode(), t0);
+        conn.drain_output_into(&mut out);
+        assert_eq!(
+            summary(&parse_wire(&out)),
+            [(PONG, b"b".to_vec()), (PONG, b"c".to_vec())],
+            "{role:?}"
+        );
+        assert!(!conn.has_output(), "{role:?}");
+
+        // A message cannot be encoded in place ahead of an owed pong.
+        conn.receive_data(&Frame::ping("d").to(role).encode(), t0);
+        let mut buf = vec![0u8; conn.message_frame_len(3)];
+        assert!(
+            matches!(
+                conn.encode_message_into(MessageKind::Binary, b"abc", &mut buf),
+                Err(Error::Concurrency(_))
+            ),
+            "{role:?}: encoded in place while a pong is owed"
+        );
+        assert_eq!(
+            summary(&take_frames(&mut conn)),
+            [(PONG, b"d".to_vec())],
+            "{role:?}"
+        );
+        conn.encode_message_into(MessageKind::Binary, b"abc", &mut buf)
+            .unwrap();
+
+        // Queued output and an owed pong are counted together, and both are written.
+        conn.receive_data(&Frame::ping("e").to(role).encode(), t0);
+        conn.send_message(MessageKind::Text, b"msg").unwrap();
+        assert_eq!(
+            conn.output_len(),
+            conn.message_frame_len(3) + control_frame_len(role, 1),
+            "{role:?}"
+        );
+        let mut sent = summary(&take_frames(&mut conn));
+        sent.sort();
+        assert_eq!(
+            sent,
+            [(TEXT, b"msg".to_vec()), (PONG, b"e".to_vec())],
+            "{role:?}"
+        );
+    }
+}
+
 #[test]
 fn rfc6455_5_5_3_pong_answering_our_ping_reports_the_latency() {
     let t0 = Instant::now();
     for role in ROLES {
         let mut conn = open(role, t0);
-        conn.send_ping(b"p1", t0).unwrap();
+        let id = conn.send_ping(b"p1", t0).unwrap();
         let frames = take_frames(&mut conn);
         assert_eq!(
             (frames[0].opcode, frames[0].payload.as_slice()),
@@ -1152,8 +1417,9 @@ fn rfc6455_5_5_3_pong_answering_our_ping_reports_the_latency() {
         assert!(
             matches!(
                 events.as_slice(),
-                [Event::Pong { data, latency: Some(l) }]
-                    if data == b"p1" && *l == Duration::from_millis(250)
+                [Event::Pong { data, acknowledged: Some(ack) }]
+                    if data == b"p1"
+                        && *ack == PingAck { id, latency: Duration::from_millis(250) }
             ),
             "{role:?}: {events:?}"
         );
@@ -1162,17 +1428,42 @@ fn rfc6455_5_5_3_pong_answering_our_ping_reports_the_latency() {
         conn.receive_data(&Frame::pong("p1").to(role).encode(), t1);
         let events = take_events(&mut conn);
         assert!(
-            matches!(events.as_slice(), [Event::Pong { latency: None, .. }]),
+            matches!(
+                events.as_slice(),
+                [Event::Pong {
+                    acknowledged: None,
+                    ..
+                }]
+            ),
             "{events:?}"
         );
-        // An unsolicited pong has no latency either.
+        // An unsolicited pong acknowledges nothing either.
         conn.receive_data(&Frame::pong("other").to(role).encode(), t1);
         let events = take_events(&mut conn);
         assert!(
-            matches!(events.as_slice(), [Event::Pong { latency: None, .. }]),
+            matches!(
+                events.as_slice(),
+                [Event::Pong {
+                    acknowledged: None,
+                    ..
+                }]
+            ),
             "{events:?}"
         );
+        // A pong answers nothing and sends nothing.
+        assert!(take_frames(&mut conn).is_empty());
     }
+}
+
+/// The acknowledgement of each Pong event, in order; any other event is a failure.
+fn acknowledgements(events: &[Event]) -> Vec<Option<PingAck>> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Pong { acknowledged, .. } => *acknowledged,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
 }
 
 #[test]
@@ -1180,20 +1471,26 @@ fn rfc6455_5_5_3_each_outstanding_ping_is_acknowledged_by_its_pong() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     let mut conn = open(Role::Server, t0);
-    conn.send_ping(b"A", t0).unwrap();
-    conn.send_ping(b"B", t0 + ms(100)).unwrap();
+    let a = conn.send_ping(b"A", t0).unwrap();
+    let b = conn.send_ping(b"B", t0 + ms(100)).unwrap();
+    assert_ne!(a, b, "each ping has its own id");
     // The pong for the earlier ping acknowledges it.
     conn.receive_data(&Frame::pong("A").to(Role::Server).encode(), t0 + ms(300));
     conn.receive_data(&Frame::pong("B").to(Role::Server).encode(), t0 + ms(400));
     let events = take_events(&mut conn);
-    let latencies: Vec<Option<Duration>> = events
-        .iter()
-        .map(|e| match e {
-            Event::Pong { latency, .. } => *latency,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(latencies, [Some(ms(300)), Some(ms(300))]);
+    assert_eq!(
+        acknowledgements(&events),
+        [
+            Some(PingAck {
+                id: a,
+                latency: ms(300)
+            }),
+            Some(PingAck {
+                id: b,
+                latency: ms(300)
+            })
+        ]
+    );
 }
 
 #[test]
@@ -1202,18 +1499,140 @@ fn rfc6455_5_5_3_pong_for_a_later_ping_acknowledges_the_earlier_ones() {
     let ms = Duration::from_millis;
     let mut conn = open(Role::Client, t0);
     conn.send_ping(b"A", t0).unwrap();
-    conn.send_ping(b"B", t0 + ms(100)).unwrap();
+    let b = conn.send_ping(b"B", t0 + ms(100)).unwrap();
     conn.receive_data(&Frame::pong("B").encode(), t0 + ms(300));
     conn.receive_data(&Frame::pong("A").encode(), t0 + ms(400));
     let events = take_events(&mut conn);
-    let latencies: Vec<Option<Duration>> = events
-        .iter()
-        .map(|e| match e {
-            Event::Pong { latency, .. } => *latency,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(latencies, [Some(ms(200)), None]);
+    assert_eq!(
+        acknowledgements(&events),
+        [
+            Some(PingAck {
+                id: b,
+                latency: ms(200)
+            }),
+            None
+        ]
+    );
+}
+
+/// RFC 6455 §5.5.3: a peer may answer only the latest of several pings, so a pong
+/// acknowledges its ping and every one sent before it, and no later one. Two pings waiting
+/// with the same payload could not be told apart: the second is refused.
+#[test]
+fn rfc6455_5_5_3_pong_acknowledges_earlier_pings_and_leaves_later_ones_pending() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        let first = conn.send_ping(b"first", t0).unwrap();
+        let second = conn.send_ping(b"second", t0 + ms(10)).unwrap();
+        let third = conn.send_ping(b"third", t0 + ms(20)).unwrap();
+        assert!(
+            first < second && second < third,
+            "{role:?}: ids increase: {first} {second} {third}"
+        );
+        // A payload already waiting for its pong is refused, and nothing is sent for it.
+        assert!(
+            matches!(
+                conn.send_ping(b"second", t0 + ms(30)),
+                Err(Error::Concurrency(_))
+            ),
+            "{role:?}: duplicate payload accepted"
+        );
+        let frames = take_frames(&mut conn);
+        let pings: Vec<&[u8]> = frames.iter().map(|f| f.payload.as_slice()).collect();
+        assert_eq!(pings, [&b"first"[..], b"second", b"third"], "{role:?}");
+        assert!(frames.iter().all(|f| f.opcode == PING));
+
+        // The peer answers the second only: the second is acknowledged, and the first with it.
+        conn.receive_data(&Frame::pong("second").to(role).encode(), t0 + ms(100));
+        let events = take_events(&mut conn);
+        assert_eq!(
+            acknowledgements(&events),
+            [Some(PingAck {
+                id: second,
+                latency: ms(90)
+            })],
+            "{role:?}"
+        );
+        assert_eq!(conn.latency(), Some(ms(90)));
+        // The first is no longer waiting: its pong arriving late acknowledges nothing, and
+        // its payload may be used again.
+        conn.receive_data(&Frame::pong("first").to(role).encode(), t0 + ms(110));
+        assert_eq!(
+            acknowledgements(&take_events(&mut conn)),
+            [None],
+            "{role:?}"
+        );
+        let again = conn.send_ping(b"first", t0 + ms(120)).unwrap();
+        assert!(again > third, "{role:?}: a new id: {again} after {third}");
+        // The third is still waiting: its payload is refused, its pong acknowledges it alone.
+        assert!(matches!(
+            conn.send_ping(b"third", t0 + ms(120)),
+            Err(Error::Concurrency(_))
+        ));
+        conn.receive_data(&Frame::pong("third").to(role).encode(), t0 + ms(200));
+        assert_eq!(
+            acknowledgements(&take_events(&mut conn)),
+            [Some(PingAck {
+                id: third,
+                latency: ms(180)
+            })],
+            "{role:?}"
+        );
+        // The ping sent after the third is still waiting, and is acknowledged by its own pong.
+        conn.receive_data(&Frame::pong("first").to(role).encode(), t0 + ms(300));
+        assert_eq!(
+            acknowledgements(&take_events(&mut conn)),
+            [Some(PingAck {
+                id: again,
+                latency: ms(180)
+            })],
+            "{role:?}"
+        );
+        // Nothing is waiting any more.
+        conn.receive_data(&Frame::pong("third").to(role).encode(), t0 + ms(400));
+        assert_eq!(
+            acknowledgements(&take_events(&mut conn)),
+            [None],
+            "{role:?}"
+        );
+        take_frames(&mut conn);
+    }
+}
+
+#[test]
+fn limits_pings_waiting_for_a_pong_are_bounded() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Server, t0);
+    let payload = |i: usize| (i as u32).to_be_bytes();
+    let mut ids = Vec::new();
+    for i in 0..MAX_PENDING_PINGS {
+        ids.push(conn.send_ping(&payload(i), t0).unwrap());
+    }
+    assert!(
+        matches!(
+            conn.send_ping(&payload(MAX_PENDING_PINGS), t0),
+            Err(Error::Concurrency(_))
+        ),
+        "ping {} accepted",
+        MAX_PENDING_PINGS + 1
+    );
+    assert_eq!(take_frames(&mut conn).len(), MAX_PENDING_PINGS);
+    // Answering the latest acknowledges them all, and pings can be sent again.
+    let last = payload(MAX_PENDING_PINGS - 1);
+    conn.receive_data(&Frame::pong(last).to(Role::Server).encode(), t0);
+    let events = take_events(&mut conn);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Pong { acknowledged: Some(ack), .. }] if ack.id == *ids.last().unwrap()
+        ),
+        "{events:?}"
+    );
+    conn.send_ping(&payload(0), t0).unwrap();
+    conn.receive_data(&Frame::pong(payload(5)).to(Role::Server).encode(), t0);
+    assert_eq!(acknowledgements(&take_events(&mut conn)), [None]);
 }
 
 #[test]
@@ -1251,12 +1670,13 @@ fn rfc6455_8_1_invalid_utf8_text_fails_with_1007() {
             let what = format!("{role:?} {payload:02x?}");
             let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
             assert_protocol_error(&error, 1007, &what);
+            assert_inbox_empty(&conn, &what);
         }
         // Binary data needs not be UTF-8.
         let mut conn = open(role, t0);
         conn.receive_data(&Frame::binary(b"\xff\xfe").to(role).encode(), t0);
         assert_eq!(
-            messages(&take_events(&mut conn)),
+            messages(&mut conn),
             [(MessageKind::Binary, b"\xff\xfe".to_vec())]
         );
     }
@@ -1285,35 +1705,30 @@ fn byte_at_which_close_appears(
 fn rfc6455_8_1_invalid_byte_fails_as_soon_as_it_is_fed() {
     let t0 = Instant::now();
     for role in ROLES {
-        for streaming_mode in [false, true] {
-            // (payload, index of the first byte at which the text is known to be invalid)
-            for (payload, bad_at) in [
-                (&b"hello \xff world, and more text after it"[..], 6usize),
-                (b"ok \xce then more", 4), // 0xce must be followed by a continuation byte
-                (b"\xed\xa0\x80 surrogate", 1),
-                (b"\xf4\x90\x80\x80 too high", 1),
-                (b"abc\xe2\x82( bad third byte", 5),
-            ] {
-                let config = ProtocolConfig {
-                    streaming: streaming_mode,
-                    ..quiet()
-                };
-                let mut conn = Connection::new(role, config, t0);
-                let frame = Frame::text(payload).to(role);
-                let bytes = frame.encode();
-                let header_len = bytes.len() - payload.len();
-                let what = format!("{role:?} streaming {streaming_mode} {payload:02x?}");
-                let at = byte_at_which_close_appears(&mut conn, &bytes, 1007, t0);
-                assert_eq!(
-                    at,
-                    Some(header_len + bad_at),
-                    "{what}: §8.1 the close frame must appear once the invalid byte is fed \
-                     (frame of {} bytes)",
-                    bytes.len()
-                );
-                let frames = take_frames(&mut conn);
-                assert_failed_with(&mut conn, &frames, 1007, &what);
-            }
+        // (payload, index of the first byte at which the text is known to be invalid)
+        for (payload, bad_at) in [
+            (&b"hello \xff world, and more text after it"[..], 6usize),
+            (b"ok \xce then more", 4), // 0xce must be followed by a continuation byte
+            (b"\xed\xa0\x80 surrogate", 1),
+            (b"\xf4\x90\x80\x80 too high", 1),
+            (b"abc\xe2\x82( bad third byte", 5),
+        ] {
+            let mut conn = open(role, t0);
+            let frame = Frame::text(payload).to(role);
+            let bytes = frame.encode();
+            let header_len = bytes.len() - payload.len();
+            let what = format!("{role:?} {payload:02x?}");
+            let at = byte_at_which_close_appears(&mut conn, &bytes, 1007, t0);
+            assert_eq!(
+                at,
+                Some(header_len + bad_at),
+                "{what}: §8.1 the close frame must appear once the invalid byte is fed \
+                 (frame of {} bytes)",
+                bytes.len()
+            );
+            let frames = take_frames(&mut conn);
+            assert_failed_with(&mut conn, &frames, 1007, &what);
+            assert_inbox_empty(&conn, &what);
         }
         // In the second fragment of a message, before its final fragment arrives.
         let mut conn = open(role, t0);
@@ -1328,6 +1743,12 @@ fn rfc6455_8_1_invalid_byte_fails_as_soon_as_it_is_fed() {
             Some(bytes.len() - b" bad".len() - 1),
             "{role:?} in a fragment"
         );
+        // The inbox holds only the first fragment, which arrived before the failure.
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Text, b"good start ".to_vec(), false)],
+            "{role:?} in a fragment"
+        );
     }
 }
 
@@ -1335,22 +1756,24 @@ fn rfc6455_8_1_invalid_byte_fails_as_soon_as_it_is_fed() {
 fn rfc6455_8_1_message_ending_with_an_incomplete_character_fails_with_1007() {
     let t0 = Instant::now();
     for role in ROLES {
-        for config in [quiet(), streaming()] {
-            let what = format!("{role:?} streaming {}", config.streaming);
-            // A single frame.
-            let mut conn = Connection::new(role, config.clone(), t0);
-            let bytes = Frame::text(b"euro \xe2\x82").to(role).encode();
-            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
-            assert_protocol_error(&error, 1007, &what);
-            // Fragmented, with an empty final fragment.
-            let mut conn = Connection::new(role, config.clone(), t0);
-            conn.receive_data(&Frame::text(b"\xf0\x9d").fin(false).to(role).encode(), t0);
-            conn.receive_data(&Frame::cont(b"\x84").fin(false).to(role).encode(), t0);
-            assert!(take_frames(&mut conn).is_empty(), "{what}: not yet invalid");
-            let bytes = Frame::cont("").to(role).encode();
-            let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
-            assert_protocol_error(&error, 1007, &what);
-        }
+        let what = format!("{role:?}");
+        // A single frame.
+        let mut conn = open(role, t0);
+        let bytes = Frame::text(b"euro \xe2\x82").to(role).encode();
+        let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+        assert_protocol_error(&error, 1007, &what);
+        assert_inbox_empty(&conn, &what);
+        // Fragmented, with an empty final fragment.
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::text(b"\xf0\x9d").fin(false).to(role).encode(), t0);
+        conn.receive_data(&Frame::cont(b"\x84").fin(false).to(role).encode(), t0);
+        assert!(take_frames(&mut conn).is_empty(), "{what}: not yet invalid");
+        // Nothing of the incomplete character is queued.
+        assert_inbox_empty(&conn, &format!("{what}: before the final fragment"));
+        let bytes = Frame::cont("").to(role).encode();
+        let error = feed_expect_failure(&mut conn, &bytes, t0, 1007, &what);
+        assert_protocol_error(&error, 1007, &what);
+        assert_inbox_empty(&conn, &what);
     }
 }
 
@@ -1369,7 +1792,7 @@ fn rfc6455_8_1_valid_multibyte_text_split_across_frames_is_accepted() {
             );
             conn.receive_data(&Frame::cont(&bytes[split..]).to(role).encode(), t0);
             assert_eq!(
-                messages(&take_events(&mut conn)),
+                messages(&mut conn),
                 [(MessageKind::Text, bytes.to_vec())],
                 "{role:?} split {split}"
             );
@@ -1382,10 +1805,7 @@ fn rfc6455_8_1_valid_multibyte_text_split_across_frames_is_accepted() {
             let frame = Frame::new(opcode, [*byte]).fin(i == last).to(role);
             conn.receive_data(&frame.encode(), t0);
         }
-        assert_eq!(
-            messages(&take_events(&mut conn)),
-            [(MessageKind::Text, bytes.to_vec())]
-        );
+        assert_eq!(messages(&mut conn), [(MessageKind::Text, bytes.to_vec())]);
         assert_eq!(conn.state(), State::Open);
     }
 }
@@ -1500,11 +1920,14 @@ fn rfc6455_7_1_1_server_is_closed_after_the_close_exchange() {
     conn.handle_timeout(t0 + Duration::from_secs(3600));
     assert!(conn.take_output().is_empty());
     assert_eq!(conn.next_deadline(), None);
-    let events = take_events(&mut conn);
+    // Only the message that arrived before the close is queued.
     assert_eq!(
-        messages(&events),
+        messages(&mut conn),
         [(MessageKind::Text, b"last words".to_vec())]
     );
+    assert_inbox_empty(&conn, "after Closed");
+    let events = take_events(&mut conn);
+    assert_eq!(events.len(), 1, "{events:?}");
     let (info, error) = closed_event(&events).expect("a Closed event");
     assert!(error.is_none(), "clean close: {error:?}");
     let rcvd = info.rcvd.as_ref().unwrap();
@@ -1593,13 +2016,9 @@ fn rfc6455_7_1_2_we_start_the_closing_handshake() {
         conn.receive_data(&Frame::text("late").to(role).encode(), t0);
         conn.receive_data(&Frame::binary("late").fin(false).to(role).encode(), t0);
         conn.receive_data(&Frame::cont("r").to(role).encode(), t0);
+        assert_inbox_empty(&conn, &format!("{role:?}: data queued after our close"));
         let events = take_events(&mut conn);
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, Event::Message { .. } | Event::Fragment { .. })),
-            "{role:?}: data delivered after our close: {events:?}"
-        );
+        assert!(events.is_empty(), "{role:?}: {events:?}");
         assert_eq!(conn.state(), State::Closing);
 
         // The peer's close completes the handshake; ours is not sent again.
@@ -1762,27 +2181,40 @@ fn rfc6455_5_5_2_ping_received_after_our_close_is_still_answered() {
 fn rfc6455_5_4_ping_between_fragments_splitting_a_character() {
     let t0 = Instant::now();
     for role in ROLES {
-        for config in [quiet(), streaming()] {
-            let what = format!("{role:?} streaming {}", config.streaming);
-            let mut conn = Connection::new(role, config.clone(), t0);
-            conn.receive_data(&Frame::text(b"1 \xe2").fin(false).to(role).encode(), t0);
-            conn.receive_data(&Frame::ping(b"\xac\xff").to(role).encode(), t0);
-            conn.receive_data(&Frame::cont(b"\x82").fin(false).to(role).encode(), t0);
-            conn.receive_data(&Frame::pong(b"\x80").to(role).encode(), t0);
-            conn.receive_data(&Frame::cont(b"\xac euro").to(role).encode(), t0);
+        // Chunks taken after every frame, or the whole message at the end.
+        for per_frame in [false, true] {
+            let what = format!("{role:?} chunks per frame {per_frame}");
+            let mut conn = open(role, t0);
+            let mut taken = Vec::new();
+            for bytes in [
+                Frame::text(b"1 \xe2").fin(false).to(role).encode(),
+                Frame::ping(b"\xac\xff").to(role).encode(),
+                Frame::cont(b"\x82").fin(false).to(role).encode(),
+                Frame::pong(b"\x80").to(role).encode(),
+                Frame::cont(b"\xac euro").to(role).encode(),
+            ] {
+                conn.receive_data(&bytes, t0);
+                if per_frame {
+                    taken.extend(chunks(&mut conn));
+                }
+            }
             let frames = take_frames(&mut conn);
             assert_eq!(frames.len(), 1, "{what}: only the pong: {frames:?}");
             assert_eq!(frames[0].opcode, PONG);
+            assert_eq!(frames[0].payload, b"\xac\xff", "{what}");
             let events = take_events(&mut conn);
-            if config.streaming {
-                check_streamed_text(&events, "1 € euro", &what);
+            assert_eq!(events.len(), 2, "{what}: the ping and the pong: {events:?}");
+            if per_frame {
+                check_text_chunks(&taken, "1 € euro", &what);
+                assert_eq!(taken.len(), 2, "{what}: {taken:?}");
             } else {
                 assert_eq!(
-                    messages(&events),
+                    messages(&mut conn),
                     [(MessageKind::Text, "1 € euro".as_bytes().to_vec())],
                     "{what}"
                 );
             }
+            assert_inbox_empty(&conn, &what);
         }
     }
 }
@@ -1826,30 +2258,32 @@ fn assert_payload_too_big(error: &Error, what: &str) {
 fn limits_max_message_size_exceeded_by_one_frame_header_closes_with_1009() {
     let t0 = Instant::now();
     for role in ROLES {
-        for streaming_mode in [false, true] {
-            let config = ProtocolConfig {
-                max_message_size: Some(1000),
-                streaming: streaming_mode,
-                ..quiet()
-            };
-            for (len, form) in [
-                (1001u64, LenForm::Medium),
-                (1 << 20, LenForm::Long),
-                (1 << 40, LenForm::Long),
-            ] {
-                let what = format!("{role:?} streaming {streaming_mode} len {len}");
-                let mut conn = Connection::new(role, config.clone(), t0);
-                // The header alone: no payload byte is fed.
-                let header = Frame::text("").len_form(form).to(role).header(len);
-                let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
-                assert_payload_too_big(&error, &what);
-            }
-            // Exactly at the limit is fine.
+        let config = ProtocolConfig {
+            max_message_size: Some(1000),
+            ..quiet()
+        };
+        for (len, form) in [
+            (1001u64, LenForm::Medium),
+            (1 << 20, LenForm::Long),
+            (1 << 40, LenForm::Long),
+        ] {
+            let what = format!("{role:?} len {len}");
             let mut conn = Connection::new(role, config.clone(), t0);
-            conn.receive_data(&Frame::binary(vec![0u8; 1000]).to(role).encode(), t0);
-            assert_eq!(conn.state(), State::Open);
-            assert!(take_frames(&mut conn).is_empty());
+            // The header alone: no payload byte is fed.
+            let header = Frame::text("").len_form(form).to(role).header(len);
+            let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+            assert_payload_too_big(&error, &what);
+            assert_inbox_empty(&conn, &what);
         }
+        // Exactly at the limit is fine.
+        let mut conn = Connection::new(role, config.clone(), t0);
+        conn.receive_data(&Frame::binary(vec![0u8; 1000]).to(role).encode(), t0);
+        assert_eq!(conn.state(), State::Open);
+        assert!(take_frames(&mut conn).is_empty());
+        assert_eq!(
+            messages(&mut conn),
+            [(MessageKind::Binary, vec![0u8; 1000])]
+        );
     }
 }
 
@@ -1857,36 +2291,48 @@ fn limits_max_message_size_exceeded_by_one_frame_header_closes_with_1009() {
 fn limits_max_message_size_exceeded_across_fragments_closes_with_1009() {
     let t0 = Instant::now();
     for role in ROLES {
-        for streaming_mode in [false, true] {
-            let config = ProtocolConfig {
-                max_message_size: Some(100),
-                streaming: streaming_mode,
-                ..quiet()
-            };
-            let what = format!("{role:?} streaming {streaming_mode}");
-            let mut conn = Connection::new(role, config.clone(), t0);
-            for i in 0..3 {
-                let opcode = if i == 0 { TEXT } else { CONT };
-                let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
-                conn.receive_data(&frame.encode(), t0);
-                conn.receive_data(&Frame::ping("").to(role).encode(), t0);
-            }
-            // 90 bytes so far; 11 more exceed the limit, on the header alone.
-            let header = Frame::cont("").to(role).header(11);
-            let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
-            assert_payload_too_big(&error, &what);
-            // 10 more make exactly 100, which is fine; and the next message starts from 0.
-            let mut conn = Connection::new(role, config, t0);
-            for i in 0..3 {
-                let opcode = if i == 0 { TEXT } else { CONT };
-                let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
-                conn.receive_data(&frame.encode(), t0);
-            }
-            conn.receive_data(&Frame::cont("b".repeat(10)).to(role).encode(), t0);
-            conn.receive_data(&Frame::text("c".repeat(100)).to(role).encode(), t0);
-            assert_eq!(conn.state(), State::Open, "{what}");
-            assert!(take_frames(&mut conn).is_empty(), "{what}");
+        let config = ProtocolConfig {
+            max_message_size: Some(100),
+            ..quiet()
+        };
+        let what = format!("{role:?}");
+        let mut conn = Connection::new(role, config.clone(), t0);
+        for i in 0..3 {
+            let opcode = if i == 0 { TEXT } else { CONT };
+            let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
+            conn.receive_data(&frame.encode(), t0);
+            conn.receive_data(&Frame::ping("").to(role).encode(), t0);
         }
+        // 90 bytes so far; 11 more exceed the limit, on the header alone.
+        let header = Frame::cont("").to(role).header(11);
+        let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+        assert_payload_too_big(&error, &what);
+        // The inbox holds what arrived before the failure: 90 bytes of an unfinished message.
+        assert_eq!(
+            chunks(&mut conn),
+            [(MessageKind::Text, "a".repeat(90).into_bytes(), false)],
+            "{what}"
+        );
+        // 10 more make exactly 100, which is fine; and the next message starts from 0.
+        let mut conn = Connection::new(role, config, t0);
+        for i in 0..3 {
+            let opcode = if i == 0 { TEXT } else { CONT };
+            let frame = Frame::new(opcode, "a".repeat(30)).fin(false).to(role);
+            conn.receive_data(&frame.encode(), t0);
+        }
+        conn.receive_data(&Frame::cont("b".repeat(10)).to(role).encode(), t0);
+        conn.receive_data(&Frame::text("c".repeat(100)).to(role).encode(), t0);
+        assert_eq!(conn.state(), State::Open, "{what}");
+        assert!(take_frames(&mut conn).is_empty(), "{what}");
+        let first = "a".repeat(90) + &"b".repeat(10);
+        assert_eq!(
+            messages(&mut conn),
+            [
+                (MessageKind::Text, first.into_bytes()),
+                (MessageKind::Text, "c".repeat(100).into_bytes())
+            ],
+            "{what}"
+        );
     }
 }
 
@@ -1910,7 +2356,13 @@ fn limits_max_frame_size_closes_with_1009() {
             conn.receive_data(&Frame::cont(vec![2u8; 64]).fin(false).to(role).encode(), t0);
             conn.receive_data(&Frame::cont("").to(role).encode(), t0);
         }
-        assert_eq!(messages(&take_events(&mut conn)).len(), 10);
+        let mut expected = vec![1u8; 64];
+        expected.extend([2u8; 64]);
+        assert_eq!(
+            messages(&mut conn),
+            vec![(MessageKind::Binary, expected); 10],
+            "{what}"
+        );
         // One 65-byte frame does not, be it first or a continuation.
         let header = Frame::binary("").to(role).header(65);
         let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
@@ -1920,6 +2372,258 @@ fn limits_max_frame_size_closes_with_1009() {
         let header = Frame::cont("").to(role).header(65);
         let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
         assert_payload_too_big(&error, &what);
+    }
+}
+
+/// The frames of one message of `count` frames (`count` >= 1), payloads from `payload`.
+fn message_frames(
+    role: Role,
+    opcode: u8,
+    count: usize,
+    payload: impl Fn(usize) -> Vec<u8>,
+) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let op = if i == 0 { opcode } else { CONT };
+            Frame::new(op, payload(i))
+                .fin(i == count - 1)
+                .to(role)
+                .encode()
+        })
+        .collect()
+}
+
+#[test]
+fn limits_max_fragments_exceeded_closes_with_1009() {
+    const LIMIT: usize = 50;
+    let t0 = Instant::now();
+    let config = ProtocolConfig {
+        max_fragments: Some(LIMIT),
+        ..quiet()
+    };
+    let byte = |i: usize| vec![b'a' + (i % 26) as u8];
+    let whole: Vec<u8> = (0..LIMIT).flat_map(byte).collect();
+    for role in ROLES {
+        let what = format!("{role:?} limit {LIMIT}");
+        // Exactly LIMIT frames arrive whole, twice in a row (the count starts again for each
+        // message), with pings between the frames (control frames are not fragments).
+        let mut conn = Connection::new(role, config.clone(), t0);
+        for _ in 0..2 {
+            for frame in message_frames(role, TEXT, LIMIT, byte) {
+                conn.receive_data(&frame, t0);
+                conn.receive_data(&Frame::ping("").to(role).encode(), t0);
+            }
+        }
+        assert_eq!(conn.state(), State::Open, "{what}");
+        assert_eq!(
+            messages(&mut conn),
+            vec![(MessageKind::Text, whole.clone()); 2],
+            "{what}"
+        );
+        assert!(
+            take_frames(&mut conn).iter().all(|f| f.opcode == PONG),
+            "{what}"
+        );
+
+        // LIMIT + 1 frames fail with 1009 on the header of the extra frame, be they data or
+        // empty, the extra one final or not.
+        for (empty, extra_fin) in [(false, true), (false, false), (true, true)] {
+            let what = format!("{what} empty frames {empty}, extra frame fin {extra_fin}");
+            let payload = |i: usize| if empty { Vec::new() } else { byte(i) };
+            let mut conn = Connection::new(role, config.clone(), t0);
+            let frames = message_frames(role, BINARY, LIMIT + 1, payload);
+            for frame in &frames[..LIMIT] {
+                conn.receive_data(frame, t0);
+            }
+            assert_eq!(conn.state(), State::Open, "{what}");
+            assert!(!conn.has_output(), "{what}");
+            let header = Frame::cont("").fin(extra_fin).to(role).header(1);
+            let error = feed_expect_failure(&mut conn, &header, t0, 1009, &what);
+            assert_payload_too_big(&error, &what);
+            // The inbox holds only what arrived before: the first LIMIT frames, unfinished.
+            let expected: Vec<(MessageKind, Vec<u8>, bool)> = if empty {
+                Vec::new()
+            } else {
+                vec![(MessageKind::Binary, whole.clone(), false)]
+            };
+            assert_eq!(chunks(&mut conn), expected, "{what}");
+            // Nothing is queued after the failure.
+            conn.receive_data(&Frame::cont("more").to(role).encode(), t0);
+            conn.receive_data(&Frame::text("next").to(role).encode(), t0);
+            assert_inbox_empty(&conn, &what);
+        }
+
+        // A limit of 1 allows unfragmented messages only.
+        let one = ProtocolConfig {
+            max_fragments: Some(1),
+            ..quiet()
+        };
+        let mut conn = Connection::new(role, one.clone(), t0);
+        conn.receive_data(&Frame::binary("single").to(role).encode(), t0);
+        assert_eq!(
+            messages(&mut conn),
+            [(MessageKind::Binary, b"single".to_vec())]
+        );
+        conn.receive_data(&Frame::binary("one").fin(false).to(role).encode(), t0);
+        let bytes = Frame::cont("two").to(role).encode();
+        feed_expect_failure(&mut conn, &bytes, t0, 1009, &format!("{role:?} limit 1"));
+
+        // No limit: many frames are fine.
+        let unlimited = ProtocolConfig {
+            max_fragments: None,
+            ..quiet()
+        };
+        let mut conn = Connection::new(role, unlimited, t0);
+        let bytes: Vec<u8> = message_frames(role, BINARY, 3 * LIMIT, byte).concat();
+        conn.receive_data(&bytes, t0);
+        assert_eq!(conn.state(), State::Open, "{role:?} no limit");
+        assert_eq!(messages(&mut conn).len(), 1, "{role:?} no limit");
+    }
+}
+
+#[test]
+fn limits_max_fragments_default_allows_100000_frames_and_refuses_more() {
+    assert_eq!(DEFAULT_MAX_FRAGMENTS, 100_000);
+    assert_eq!(
+        ProtocolConfig::default().max_fragments,
+        Some(DEFAULT_MAX_FRAGMENTS)
+    );
+    let t0 = Instant::now();
+    let byte = |i: usize| vec![i as u8];
+    for role in ROLES {
+        let frames = message_frames(role, BINARY, DEFAULT_MAX_FRAGMENTS + 1, byte);
+        // Exactly the default number of frames: the message of the first ones, ended.
+        let mut conn = open(role, t0);
+        let mut bytes = frames[..DEFAULT_MAX_FRAGMENTS - 1].concat();
+        bytes.extend(Frame::cont([0xee]).to(role).encode());
+        conn.receive_data(&bytes, t0);
+        assert_eq!(conn.state(), State::Open, "{role:?}");
+        let (kind, data) = conn.pop_message().expect("the message");
+        assert_eq!(
+            (kind, data.len(), data[1], data[DEFAULT_MAX_FRAGMENTS - 1]),
+            (MessageKind::Binary, DEFAULT_MAX_FRAGMENTS, 1, 0xee),
+            "{role:?}"
+        );
+        // One more frame fails with 1009.
+        let mut conn = open(role, t0);
+        let error =
+            feed_expect_failure(&mut conn, &frames.concat(), t0, 1009, &format!("{role:?}"));
+        assert_payload_too_big(&error, &format!("{role:?}"));
+    }
+}
+
+/// Empty non-final fragments queue nothing, so a message of very many of them costs no
+/// memory in the inbox until its final frame.
+#[test]
+fn limits_empty_continuation_frames_queue_nothing_until_the_final_frame() {
+    const EMPTY: usize = 100_000;
+    let t0 = Instant::now();
+    let config = ProtocolConfig {
+        max_fragments: Some(2 * EMPTY),
+        ..quiet()
+    };
+    for role in ROLES {
+        for last in [&b"end"[..], b""] {
+            let what = format!("{role:?} final fragment {last:?}");
+            let mut conn = Connection::new(role, config.clone(), t0);
+            conn.receive_data(&Frame::text("").fin(false).to(role).encode(), t0);
+            let empty = Frame::cont("").fin(false).to(role).encode();
+            for i in 0..EMPTY {
+                conn.receive_data(&empty, t0);
+                let inbox = conn.inbox_ref();
+                assert_eq!(
+                    (
+                        inbox.len(),
+                        inbox.charged_bytes(),
+                        inbox.is_empty(),
+                        inbox.has_message()
+                    ),
+                    (0, 0, true, false),
+                    "{what}: (len, charged, empty, has message) after empty frame {i}"
+                );
+            }
+            assert_eq!(conn.state(), State::Open, "{what}");
+            assert!(!conn.has_output(), "{what}");
+            conn.receive_data(&Frame::cont(last).to(role).encode(), t0);
+            assert_eq!(conn.inbox_ref().len(), 1, "{what}");
+            assert_eq!(
+                conn.inbox_ref().charged_bytes(),
+                last.len() + CHUNK_OVERHEAD,
+                "{what}"
+            );
+            assert!(conn.inbox_ref().has_message(), "{what}");
+            assert_eq!(
+                messages(&mut conn),
+                [(MessageKind::Text, last.to_vec())],
+                "{what}"
+            );
+            assert_inbox_empty(&conn, &what);
+        }
+    }
+}
+
+/// The fragments of one message join one chunk in the inbox, so that many tiny frames cost
+/// one queued item; taken whole or as a chunk, the message comes out entire.
+#[test]
+fn limits_one_byte_fragments_are_coalesced_into_one_chunk() {
+    const FRAMES: usize = 10_000;
+    let t0 = Instant::now();
+    // 10 bytes of 1- to 4-byte characters, so that most frames end inside a character.
+    let text = "aé€𝄞".repeat(FRAMES / 10);
+    let binary: Vec<u8> = (0..FRAMES).map(|i| (i % 251) as u8).collect();
+    for role in ROLES {
+        for (kind, opcode, bytes) in [
+            (MessageKind::Binary, BINARY, binary.as_slice()),
+            (MessageKind::Text, TEXT, text.as_bytes()),
+        ] {
+            assert_eq!(bytes.len(), FRAMES);
+            // What can be queued before the final frame: text up to its last whole character.
+            let before_last = match kind {
+                MessageKind::Binary => FRAMES - 1,
+                MessageKind::Text => match std::str::from_utf8(&bytes[..FRAMES - 1]) {
+                    Ok(_) => FRAMES - 1,
+                    Err(e) => e.valid_up_to(),
+                },
+            };
+            for by_chunk in [false, true] {
+                let what = format!("{role:?} {kind:?} taken as a chunk {by_chunk}");
+                let mut conn = open(role, t0);
+                let frames = message_frames(role, opcode, FRAMES, |i| vec![bytes[i]]);
+                for (i, frame) in frames.iter().enumerate() {
+                    conn.receive_data(frame, t0);
+                    assert!(
+                        conn.inbox_ref().len() <= 1,
+                        "{what}: {} chunks after frame {i}",
+                        conn.inbox_ref().len()
+                    );
+                    assert_eq!(
+                        conn.inbox_ref().has_message(),
+                        i == FRAMES - 1,
+                        "{what}: after frame {i}"
+                    );
+                    if i == FRAMES - 2 {
+                        assert_eq!(
+                            conn.inbox_ref().charged_bytes(),
+                            before_last + CHUNK_OVERHEAD,
+                            "{what}: before the final frame"
+                        );
+                    }
+                }
+                assert_eq!(conn.state(), State::Open, "{what}");
+                assert_eq!(conn.inbox_ref().len(), 1, "{what}: one chunk");
+                assert_eq!(
+                    conn.inbox_ref().charged_bytes(),
+                    FRAMES + CHUNK_OVERHEAD,
+                    "{what}"
+                );
+                if by_chunk {
+                    assert_eq!(chunks(&mut conn), [(kind, bytes.to_vec(), true)], "{what}");
+                } else {
+                    assert_eq!(messages(&mut conn), [(kind, bytes.to_vec())], "{what}");
+                }
+                assert_inbox_empty(&conn, &what);
+            }
+        }
     }
 }
 
@@ -1961,7 +2665,8 @@ fn keepalive_answered_ping_cancels_the_timeout() {
         assert!(
             matches!(
                 events.as_slice(),
-                [Event::Pong { latency: Some(l), .. }] if *l == Duration::from_millis(400)
+                [Event::Pong { acknowledged: Some(PingAck { latency, .. }), .. }]
+                    if *latency == Duration::from_millis(400)
             ),
             "{role:?}: {events:?}"
         );
@@ -2088,15 +2793,79 @@ fn random_config(rng: &mut Rng) -> ProtocolConfig {
     ProtocolConfig {
         max_message_size: [None, Some(1 << 20), Some(64)][rng.below(3) as usize],
         max_frame_size: [None, None, Some(100)][rng.below(3) as usize],
-        streaming: rng.chance(2),
+        max_fragments: [
+            None,
+            Some(DEFAULT_MAX_FRAGMENTS),
+            Some(DEFAULT_MAX_FRAGMENTS),
+            Some(3),
+        ][rng.below(4) as usize],
         ..quiet()
     }
 }
 
-/// Feeds `input` in random pieces and checks the invariants: no panic; every output frame
-/// well formed; at most one Closed event, last; text delivered as valid UTF-8; and either
-/// Open or a close frame sent. Returns whether any data was delivered, or a description of
-/// the failure.
+/// What a receiver took from the inbox, put back together into messages.
+#[derive(Default)]
+struct Taken {
+    /// The message being put together from chunks.
+    current: Option<(MessageKind, Vec<u8>)>,
+    /// Whole messages.
+    messages: Vec<(MessageKind, Vec<u8>)>,
+    /// Items taken (chunks and messages).
+    count: usize,
+}
+
+impl Taken {
+    /// Adds a chunk (a whole message is a chunk with fin); an error describes what is wrong.
+    fn add(&mut self, kind: MessageKind, data: Vec<u8>, fin: bool) -> Result<(), String> {
+        self.count += 1;
+        if kind == MessageKind::Text && std::str::from_utf8(&data).is_err() {
+            return Err(format!("invalid UTF-8 in a text chunk: {data:02x?}"));
+        }
+        if !fin && data.is_empty() {
+            return Err("empty non-final chunk queued".into());
+        }
+        let (current_kind, mut whole) = self.current.take().unwrap_or((kind, Vec::new()));
+        if current_kind != kind {
+            return Err(format!(
+                "chunk of {kind:?} continues a {current_kind:?} message"
+            ));
+        }
+        whole.extend_from_slice(&data);
+        if fin {
+            if kind == MessageKind::Text && std::str::from_utf8(&whole).is_err() {
+                return Err(format!("invalid UTF-8 in a text message: {whole:02x?}"));
+            }
+            self.messages.push((kind, whole));
+        } else {
+            self.current = Some((kind, whole));
+        }
+        Ok(())
+    }
+
+    /// Takes from the inbox: nothing (0), whole messages (1) or chunks (2).
+    fn take(&mut self, conn: &mut Connection, how: u8) -> Result<(), String> {
+        match how {
+            1 => {
+                while let Some((kind, data)) = conn.pop_message() {
+                    self.add(kind, data, true)?;
+                }
+            }
+            2 => {
+                while let Some(Chunk { kind, data, fin }) = conn.pop_chunk() {
+                    self.add(kind, data, fin)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Feeds `input` in random pieces, taking received data in random ways in between, and
+/// checks the invariants: no panic; every output frame well formed; at most one Closed event,
+/// last; no data events; text taken as valid UTF-8, chunk by chunk and whole; nothing queued
+/// once the connection stopped being open; and either Open or a close frame sent. Returns
+/// whether any data was taken, or a description of the failure.
 fn run_case(
     role: Role,
     config: ProtocolConfig,
@@ -2108,13 +2877,13 @@ fn run_case(
     let mut rest = input;
     while !rest.is_empty() {
         let n = (1 + rng.below(rest.len() as u64 + 8) as usize).min(rest.len());
-        pieces.push(n);
+        pieces.push((n, rng.below(3) as u8));
         rest = &rest[n..];
     }
     let describe = |why: &str| {
         format!(
             "{why}\n  role {role:?} config {config:?}\n  input ({} bytes) {input:02x?}\n  \
-             pieces {pieces:?}",
+             pieces (length, how data is taken) {pieces:?}",
             input.len()
         )
     };
@@ -2122,20 +2891,35 @@ fn run_case(
         let mut conn = Connection::new(role, config.clone(), t0);
         let mut output = Vec::new();
         let mut events = Vec::new();
+        let mut taken = Taken::default();
         let mut offset = 0;
-        for &n in &pieces {
+        for &(n, how) in &pieces {
+            let before = (conn.state(), conn.inbox_ref().arrivals());
             conn.receive_data(&input[offset..offset + n], t0);
             offset += n;
+            if before.0 != State::Open && conn.inbox_ref().arrivals() != before.1 {
+                return Err(format!(
+                    "data queued in state {:?}, after piece at {}",
+                    before.0,
+                    offset - n
+                ));
+            }
             output.extend(conn.take_output());
             events.extend(take_events(&mut conn));
+            taken.take(&mut conn, how)?;
         }
         let state = conn.state();
         conn.receive_eof();
         events.extend(take_events(&mut conn));
-        (state, output, events, conn.state())
+        taken.take(&mut conn, 2)?;
+        if !conn.inbox_ref().is_empty() {
+            return Err("the inbox is not empty after taking every chunk".into());
+        }
+        Ok((state, output, events, conn.state(), taken.count))
     }));
-    let (state, output, events, final_state) = match result {
-        Ok(r) => r,
+    let (state, output, events, final_state, taken) = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(why)) => return Err(describe(&why)),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -2174,25 +2958,7 @@ fn run_case(
     if closed != 1 || !matches!(events.last(), Some(Event::Closed { .. })) {
         return Err(describe(&format!("Closed events: {events:?}")));
     }
-    for event in &events {
-        match event {
-            Event::Message {
-                kind: MessageKind::Text,
-                data,
-            }
-            | Event::Fragment {
-                kind: MessageKind::Text,
-                data,
-                ..
-            } if std::str::from_utf8(data).is_err() => {
-                return Err(describe(&format!("invalid UTF-8 delivered: {event:?}")));
-            }
-            _ => {}
-        }
-    }
-    Ok(events
-        .iter()
-        .any(|e| matches!(e, Event::Message { .. } | Event::Fragment { .. })))
+    Ok(taken > 0)
 }
 
 fn report(failures: &[String]) {

@@ -1,16 +1,15 @@
 /* attack_server: the C face's server for the attack tests.
  *
- *   usage: attack_server busy-first|echo [MAX_FRAGMENTS]
+ *   usage: attack_server [MAX_FRAGMENTS]
  *
  * Listens on 127.0.0.1 (a free port), prints "listening on PORT", then serves one thread per
- * connection until killed. With busy-first, the first connection is never read (its thread
- * waits for the connection to end, as an application busy elsewhere would); every other
- * connection is echoed. MAX_FRAGMENTS sets the frames-per-message limit (0: none). */
+ * connection until killed. A connection that chose the subprotocol "busy" is never read (its
+ * thread waits for the connection to end, as an application busy elsewhere would); every
+ * other connection is echoed. MAX_FRAGMENTS sets the frames-per-message limit (0: none). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <ferrows.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,17 +58,14 @@ int main(int argc, char **argv) {
     ferrows_config *config = NULL;
     ferrows_server *server = NULL;
     ferrows_result result;
-    bool busy_first;
-    if (argc < 2 || (strcmp(argv[1], "busy-first") != 0 && strcmp(argv[1], "echo") != 0)) {
-        fprintf(stderr, "usage: attack_server busy-first|echo [MAX_FRAGMENTS]\n");
-        return 2;
-    }
-    busy_first = strcmp(argv[1], "busy-first") == 0;
     if ((result = ferrows_config_new(&config)) != FERROWS_OK) {
         fail("ferrows_config_new", result);
     }
-    if (argc > 2 && (result = ferrows_config_set_max_fragments(
-                         config, (size_t)strtoul(argv[2], NULL, 10))) != FERROWS_OK) {
+    if ((result = ferrows_config_add_subprotocol(config, "busy")) != FERROWS_OK) {
+        fail("ferrows_config_add_subprotocol", result);
+    }
+    if (argc > 1 && (result = ferrows_config_set_max_fragments(
+                         config, (size_t)strtoul(argv[1], NULL, 10))) != FERROWS_OK) {
         fail("ferrows_config_set_max_fragments", result);
     }
     if ((result = ferrows_server_listen(config, "127.0.0.1", 0, NULL, &server)) != FERROWS_OK) {
@@ -80,14 +76,16 @@ int main(int argc, char **argv) {
     for (;;) {
         ferrows_conn *conn = NULL;
         pthread_t thread;
+        char subprotocol[16] = "";
         if ((result = ferrows_server_accept(server, -1, &conn)) != FERROWS_OK) {
             fail("ferrows_server_accept", result);
         }
-        if (pthread_create(&thread, NULL, busy_first ? busy : echo, conn) != 0) {
+        ferrows_conn_subprotocol(conn, subprotocol, sizeof subprotocol, NULL);
+        if (pthread_create(&thread, NULL, strcmp(subprotocol, "busy") == 0 ? busy : echo, conn)
+            != 0) {
             fprintf(stderr, "attack_server: pthread_create failed\n");
             return 1;
         }
         pthread_detach(thread);
-        busy_first = false;
     }
 }

@@ -45,6 +45,7 @@ ATTACK_SECONDS = 20.0  # the longest an attack may send for
 RSS_BOUND_KIB = 8 * 1024
 # The probe's echo latency during an attack, at the 99th percentile.
 PROBE_P99_SECONDS = 0.25
+PROBE_ROUND_TRIPS = 100
 
 
 def rss_kib(pid: int) -> int:
@@ -61,8 +62,10 @@ def c_attack_server(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("attack") / "attack_server"
     env = pkg_config_env(prefix)
     flags = run(["pkg-config", "--cflags", "--libs", "ferrows"], env=env).stdout.split()
+    libdir = run(["pkg-config", "--variable=libdir", "ferrows"], env=env).stdout.strip()
     source = Path(__file__).with_name("attack_server.c")
-    run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", source, "-o", out, *flags, "-lpthread"])
+    strict = ["-std=c11", "-Wall", "-Wextra", "-Werror", f"-Wl,-rpath,{libdir}"]
+    run(["cc", *strict, source, "-o", out, *flags, "-lpthread"])
     return out
 
 
@@ -74,7 +77,7 @@ def start_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serve
     def start(face: str, **options: object) -> ServerProcess:
         if face == "c":
             program = request.getfixturevalue("c_attack_server")
-            argv = [program, "busy-first"]
+            argv = [program]
             if "max_fragments" in options:
                 argv.append(str(options.pop("max_fragments") or 0))
             assert not options, f"the C attack server takes no {options}"
@@ -104,7 +107,9 @@ class Probe:
     def _run(self) -> None:
         deadline = time.monotonic() + 3 * ATTACK_SECONDS
         try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if self._stop.is_set() and len(self.latencies) >= PROBE_ROUND_TRIPS:
+                    return
                 started = time.monotonic()
                 self.client.send("probe")
                 assert self.client.recv(timeout=5) == "probe"
@@ -113,24 +118,27 @@ class Probe:
             self.error = error
 
     def stop(self) -> None:
+        """Stops once the probe made enough round trips (some after the attack), checks them."""
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(20)
         self.client.close()
         assert self.error is None, f"the probe failed: {self.error!r}"
-        assert len(self.latencies) >= 20, f"the probe made {len(self.latencies)} round trips"
+        assert len(self.latencies) >= PROBE_ROUND_TRIPS, f"{len(self.latencies)} round trips"
         p99 = statistics.quantiles(self.latencies, n=100)[98]
         assert p99 < PROBE_P99_SECONDS, f"probe p99 {p99 * 1000:.0f} ms"
 
 
-def attacker(port: int, path: str = "/") -> RawStream:
-    """A peer with a tiny receive buffer that completes the handshake by hand."""
+def attacker(port: int, busy: bool) -> RawStream:
+    """A peer with a tiny receive buffer that completes the handshake by hand; with `busy`,
+    the server's handler never reads it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(5)
     sock.connect((HOST, port))
     stream = RawStream(sock)
     key = new_key()
-    stream.send(handshake_request(port, path=path, key=key))
+    extra = ["Sec-WebSocket-Protocol: busy"] if busy else []
+    stream.send(handshake_request(port, key=key, extra=extra))
     head = stream.read_head()
     assert head.status == 101 and head.get("Sec-WebSocket-Accept") == accept_value(key), head
     return stream
@@ -171,6 +179,9 @@ class Memory:
 
     def check(self, when: str) -> None:
         now = self.sample()
+        print(
+            f"{when}: RSS +{self.peak - self.baseline} KiB at peak, +{now - self.baseline} KiB now"
+        )
         assert self.peak - self.baseline < RSS_BOUND_KIB, (
             f"{when}: RSS grew by {(self.peak - self.baseline) // 1024} MiB at its peak "
             f"(baseline {self.baseline // 1024} MiB)"
@@ -185,13 +196,13 @@ def close_code_of(stream: RawStream) -> int | None:
 
 
 def attack_with_probe(
-    server: ServerProcess, path: str, attack: Callable[[RawStream, Memory], None]
+    server: ServerProcess, attack: Callable[[RawStream, Memory], None], *, busy: bool = False
 ) -> None:
     """Warms the server up, starts the probe, runs `attack`, then checks memory after the
     attacker is gone (once the probe has made a round trip since)."""
     probe = Probe(server.port)
     memory = Memory(server.process.pid)
-    stream = attacker(server.port, path)
+    stream = attacker(server.port, busy)
     try:
         attack(stream, memory)
         memory.check("during the attack")
@@ -212,7 +223,7 @@ def test_ping_flood_from_a_peer_that_never_reads_owes_one_pong(face, start_serve
         # The server reads every ping (one pong is owed at a time) or stops reading.
         assert outcome in ("sent", "paused"), (sent, outcome)
 
-    attack_with_probe(server, "/", attack)
+    attack_with_probe(server, attack)
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -227,7 +238,7 @@ def test_empty_continuation_flood_to_a_busy_handler_fails_with_1009(face, start_
         assert outcome in ("closed", "paused"), (sent, outcome)
         assert close_code_of(stream) == 1009
 
-    attack_with_probe(server, "/busy", attack)
+    attack_with_probe(server, attack, busy=True)
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -241,7 +252,7 @@ def test_one_byte_fragments_past_max_fragments_fail_with_1009(face, start_server
         assert outcome in ("closed", "paused"), (sent, outcome)
         assert close_code_of(stream) == 1009
 
-    attack_with_probe(server, "/", attack)
+    attack_with_probe(server, attack)
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -259,7 +270,7 @@ def test_a_million_one_byte_fragments_without_a_frame_limit_cost_one_buffer(face
         assert (fin, opcode, len(payload)) == (True, OP_TEXT, sent + 2)
         memory.sample()
 
-    attack_with_probe(server, "/", attack)
+    attack_with_probe(server, attack)
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -272,4 +283,4 @@ def test_tiny_message_flood_to_a_busy_handler_pauses_reading(face, start_server)
         # Each queued message is charged a fixed overhead: the inbox fills, reading stops.
         assert outcome == "paused", (sent, outcome)
 
-    attack_with_probe(server, "/busy", attack)
+    attack_with_probe(server, attack, busy=True)

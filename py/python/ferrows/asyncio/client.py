@@ -123,6 +123,7 @@ class connect:
         ping_timeout: float | None = 20,
         max_size: int | None = 2**20,
         max_frame_size: int | None = None,
+        max_fragments: int | None = 100_000,
         read_limit: Limit = None,
         write_limit: Limit = None,
         listener: Callable[[], Listener] | None = None,
@@ -146,6 +147,7 @@ class connect:
         self._connection_options = connection_options(
             max_size=max_size,
             max_frame_size=max_frame_size,
+            max_fragments=max_fragments,
             close_timeout=close_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,

@@ -27,6 +27,7 @@ def connection_options(
     *,
     max_size: int | None,
     max_frame_size: int | None,
+    max_fragments: int | None,
     close_timeout: float | None,
     ping_interval: float | None,
     ping_timeout: float | None,
@@ -39,6 +40,7 @@ def connection_options(
         "core_options": core_options(
             max_size=max_size,
             max_frame_size=max_frame_size,
+            max_fragments=max_fragments,
             close_timeout=close_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -54,12 +56,17 @@ def core_options(
     *,
     max_size: int | None,
     max_frame_size: int | None,
+    max_fragments: int | None,
     close_timeout: float | None,
     ping_interval: float | None,
     ping_timeout: float | None,
 ) -> dict[str, Any]:
     """What the native protocol core takes."""
-    for name, size in (("max_size", max_size), ("max_frame_size", max_frame_size)):
+    for name, size in (
+        ("max_size", max_size),
+        ("max_frame_size", max_frame_size),
+        ("max_fragments", max_fragments),
+    ):
         if size is not None and size <= 0:
             raise ValueError(f"{name} must be positive or None")
     for name, value in (
@@ -72,6 +79,7 @@ def core_options(
     return {
         "max_size": max_size,
         "max_frame_size": max_frame_size,
+        "max_fragments": max_fragments,
         "close_timeout": close_timeout,
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,

@@ -279,6 +279,7 @@ class serve:
         ping_timeout: float | None = 20,
         max_size: int | None = 2**20,
         max_frame_size: int | None = None,
+        max_fragments: int | None = 100_000,
         read_limit: Limit = None,
         write_limit: Limit = None,
         listener: Callable[[], Listener] | None = None,
@@ -298,6 +299,7 @@ class serve:
             connection_options=connection_options(
                 max_size=max_size,
                 max_frame_size=max_frame_size,
+                max_fragments=max_fragments,
                 close_timeout=close_timeout,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,

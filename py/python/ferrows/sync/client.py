@@ -40,6 +40,7 @@ def connect(
     ping_timeout: float | None = 20,
     max_size: int | None = 2**20,
     max_frame_size: int | None = None,
+    max_fragments: int | None = 100_000,
     read_limit: Limits = None,
     write_limit: Limits = None,
 ) -> ClientConnection:
@@ -54,7 +55,8 @@ def connect(
     against another name than the URI's host. ``insecure_skip_verify=True`` disables
     verification: never use it outside tests.
 
-    Limits: ``max_size`` bounds a message and ``max_frame_size`` a frame (None: no limit);
+    Limits: ``max_size`` bounds a message, ``max_frame_size`` a frame and ``max_fragments``
+    the frames of one message (None: no limit);
     ``read_limit`` and ``write_limit`` bound the bytes buffered in each direction, as a high
     watermark or a ``(high, low)`` pair. Keepalive pings every ``ping_interval`` seconds
     and closes with 1011 if no pong comes within ``ping_timeout`` (None disables either).
@@ -77,6 +79,7 @@ def connect(
         ping_timeout=ping_timeout,
         max_size=max_size,
         max_frame_size=max_frame_size,
+        max_fragments=max_fragments,
         read_limit=read_limit,
         write_limit=write_limit,
     )

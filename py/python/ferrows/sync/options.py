@@ -39,11 +39,16 @@ def protocol_options(
     ping_timeout: float | None,
     max_size: int | None,
     max_frame_size: int | None,
+    max_fragments: int | None,
     read_limit: Limits,
     write_limit: Limits,
 ) -> dict[str, Any]:
     """The engine options every connection has."""
-    for name, size in (("max_size", max_size), ("max_frame_size", max_frame_size)):
+    for name, size in (
+        ("max_size", max_size),
+        ("max_frame_size", max_frame_size),
+        ("max_fragments", max_fragments),
+    ):
         if size is not None and size <= 0:
             raise ValueError(f"{name} must be positive or None")
     return {
@@ -53,6 +58,7 @@ def protocol_options(
         "ping_timeout": _seconds(ping_timeout, "ping_timeout"),
         "max_size": max_size,
         "max_frame_size": max_frame_size,
+        "max_fragments": max_fragments,
         "read_limit": watermarks(read_limit, "read_limit"),
         "write_limit": watermarks(write_limit, "write_limit"),
     }

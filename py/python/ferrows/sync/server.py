@@ -201,6 +201,7 @@ def serve(
     ping_timeout: float | None = 20,
     max_size: int | None = 2**20,
     max_frame_size: int | None = None,
+    max_fragments: int | None = 100_000,
     read_limit: Limits = None,
     write_limit: Limits = None,
 ) -> Server:
@@ -225,6 +226,7 @@ def serve(
         ping_timeout=ping_timeout,
         max_size=max_size,
         max_frame_size=max_frame_size,
+        max_fragments=max_fragments,
         read_limit=read_limit,
         write_limit=write_limit,
     )
