@@ -137,11 +137,14 @@ impl PyProtocolCore {
     }
 
     /// Takes the next whole message (str or bytes), or None if none has fully arrived: what
-    /// has arrived of it stays for the next call.
-    fn next_message<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.inner
-            .pop_message()
-            .map(|(kind, data)| data_to_py(py, kind, &data))
+    /// has arrived of it stays for the next call. Raises ConcurrencyError while a message is
+    /// partly taken with `next_chunk`.
+    fn next_message<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let message = self
+            .inner
+            .next_message()
+            .map_err(|e| to_py_err(py, e, None))?;
+        Ok(message.map(|(kind, data)| data_to_py(py, kind, &data)))
     }
 
     /// Takes the next chunk of received data as `(data, fin)`, or None.

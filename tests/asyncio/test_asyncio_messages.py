@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import threading
 
 import pytest
 import websockets.asyncio.client
@@ -17,7 +18,7 @@ from ferrows.exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
 )
-from wsutil import RawServer, RawStream, assert_fragments_joined
+from wsutil import RawServer, RawStream, assert_fragments_joined, split_message_peer
 
 MIB = 1 << 20
 
@@ -437,3 +438,16 @@ async def test_concurrent_recv_raises_concurrency_error():
             assert await bounded(first) == "for the first"
             await peer.send("next")
             assert await bounded(ws.recv()) == "next"
+
+
+@aiotest
+async def test_recv_timing_out_mid_message_keeps_the_part(raw_server):
+    release = threading.Event()
+    server = raw_server(after=split_message_peer(release))
+    async with connect(server.url, ping_interval=None, close_timeout=1) as ws:
+        for _ in range(3):  # each timeout (a cancellation of recv) keeps what arrived
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+        release.set()
+        assert await bounded(ws.recv()) == "héllo, world!"
+        assert await bounded(ws.recv()) == "next"

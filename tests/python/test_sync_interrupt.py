@@ -72,8 +72,8 @@ elif scenario == "recv_streaming":
     threading.Thread(target=server.serve_forever, daemon=True).start()
     client = ferrows.sync.connect(f"ws://127.0.0.1:{server.port}", open_timeout=5)
     action, native = (lambda: list(client.recv_streaming())), "recv_chunk"
-elif scenario == "ping":
-    # A hand-made peer that completes the handshake, then never answers pings.
+elif scenario in ("ping", "recv_partial"):
+    # A hand-made peer that completes the handshake, then runs `then(sock)`.
     import base64
     import hashlib
 
@@ -82,7 +82,7 @@ elif scenario == "ping":
     listener.listen(8)
     port = listener.getsockname()[1]
 
-    def mute_peer():
+    def raw_peer(then):
         sock, _ = listener.accept()
         request = b""
         while b"\r\n\r\n" not in request:
@@ -98,16 +98,36 @@ elif scenario == "ping":
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
+        then(sock)
         while sock.recv(4096):
             pass
 
-    threading.Thread(target=mute_peer, daemon=True).start()
+    release = threading.Event()
+
+    def split_message(sock):
+        # The first fragment of a text message; the rest once the child was interrupted.
+        first = "héllo, ".encode()
+        sock.sendall(bytes([0x01, len(first)]) + first)
+        if release.wait(10):
+            sock.sendall(b"\x80\x06world!")
+
+    then = split_message if scenario == "recv_partial" else (lambda sock: None)
+    threading.Thread(target=raw_peer, args=(then,), daemon=True).start()
     client = ferrows.sync.connect(f"ws://127.0.0.1:{port}", open_timeout=5, ping_interval=None)
-    action, native = client.ping().wait, "wait"
+    if scenario == "ping":
+        action, native = client.ping().wait, "wait"
+    else:
+        action, native = client.recv, "recv"
+
+        def after_interrupt():
+            release.set()
+            print("then " + client.recv(timeout=5), flush=True)
 else:
     raise SystemExit(f"unknown scenario {scenario}")
 
 # Print "ready" once the main thread has entered the native blocking call.
+if "after_interrupt" not in globals():
+    after_interrupt = None
 entered = threading.Event()
 
 
@@ -133,6 +153,8 @@ except KeyboardInterrupt:
     watcher.join(2)
     latency = caught - arrived[0] if arrived else float("nan")
     print(f"interrupted {latency:.6f} {caught:.6f}", flush=True)
+    if after_interrupt is not None:
+        after_interrupt()
     sys.exit(0)
 sys.setprofile(None)
 print("returned without interruption", flush=True)
@@ -189,6 +211,24 @@ def spawn() -> Iterator[list[Child]]:
             child.process.stdout.close()
         if child.process.stderr is not None:
             child.process.stderr.close()
+
+
+def interrupt(child: Child) -> None:
+    """Sends SIGINT once the child blocks in its native call."""
+    ready = child.next_line(timeout=30)
+    assert ready == "ready", f"{ready!r}; stderr: {child.stderr()}"
+    child.process.send_signal(signal.SIGINT)
+
+
+def test_sigint_during_recv_keeps_the_partly_received_message(spawn: list[Child]) -> None:
+    child = Child("recv_partial")
+    spawn.append(child)
+    interrupt(child)
+    line = child.next_line(timeout=5)
+    assert line is not None and line.startswith("interrupted "), f"{line!r}: {child.stderr()}"
+    # Nothing lost, nothing split: the next recv() returns the whole message.
+    assert child.next_line(timeout=10) == "then héllo, world!", child.stderr()
+    assert child.process.wait(timeout=10) == 0, child.stderr()
 
 
 @pytest.mark.parametrize("scenario", ["recv", "recv_streaming", "connect", "serve_forever", "ping"])

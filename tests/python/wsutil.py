@@ -396,3 +396,18 @@ def assert_fragments_joined(chunks: list[Any], fragments: list[Any]) -> None:
             joined += pending.pop(0)
         assert joined == chunk, f"{chunks!r} is not a join of {fragments!r}"
     assert not pending, f"{chunks!r} lacks {pending!r} of {fragments!r}"
+
+
+def split_message_peer(release: threading.Event) -> Callable[[RawStream, RawServer], None]:
+    """A RawServer `after` that sends the first fragment of "héllo, world!", stalls until
+    `release` is set, then sends the rest and the message "next"."""
+
+    def after(stream: RawStream, server: RawServer) -> None:
+        stream.send(encode_frame(OP_TEXT, "héllo, ".encode(), fin=False, mask=False))
+        assert release.wait(10), "the test never released the rest of the message"
+        stream.send(encode_frame(OP_CONT, b"world", fin=False, mask=False))
+        stream.send(encode_frame(OP_CONT, b"!", fin=True, mask=False))
+        stream.send(encode_frame(OP_TEXT, b"next", mask=False))
+        read_and_ignore(stream, server, limit=10)
+
+    return after

@@ -343,7 +343,7 @@ impl Connection {
     /// Receives the next chunk of data, waiting up to `timeout` (`None`: forever,
     /// zero: don't wait). A whole message arrives as one chunk unless it was fragmented.
     pub fn recv_chunk(&self, timeout: Option<Duration>) -> Result<Chunk> {
-        self.receive(timeout, protocol::Connection::pop_chunk)
+        self.receive(timeout, |protocol| Ok(protocol.pop_chunk()))
     }
 
     /// Receives a whole message, waiting up to `timeout` (`None`: forever, zero: don't
@@ -358,14 +358,14 @@ impl Connection {
 
     /// [`Connection::recv`] for a caller that holds the [`ReceiveGuard`] already.
     pub fn recv_message(&self, timeout: Option<Duration>) -> Result<(MessageKind, Vec<u8>)> {
-        self.receive(timeout, protocol::Connection::pop_message)
+        self.receive(timeout, protocol::Connection::next_message)
     }
 
     /// Waits up to `timeout` until `take` finds something in the protocol's inbox.
     fn receive<T>(
         &self,
         timeout: Option<Duration>,
-        mut take: impl FnMut(&mut protocol::Connection) -> Option<T>,
+        mut take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
     ) -> Result<T> {
         if timeout != Some(Duration::ZERO) {
             super::runtime::check_may_block()?;
@@ -373,7 +373,7 @@ impl Connection {
         let deadline = deadline_after(timeout);
         let mut inner = self.lock();
         loop {
-            if let Some(taken) = take(&mut inner.protocol) {
+            if let Some(taken) = take(&mut inner.protocol)? {
                 self.resume_reading_if_drained(&mut inner);
                 return Ok(taken);
             }
@@ -506,6 +506,10 @@ impl Connection {
         encode: impl FnOnce(&mut protocol::Connection) -> Result<()>,
     ) -> Result<()> {
         let inner = self.lock();
+        if inner.protocol.state() != protocol::State::Open {
+            // Closing: no need to wait for room first to be refused.
+            return Err(Error::ConnectionClosed(inner.protocol.close_info().clone()));
+        }
         let mut inner = self.wait_writable(inner, timeout)?;
         encode(&mut inner.protocol)?;
         write_inline(&mut inner);

@@ -48,7 +48,8 @@ pub enum State {
 /// driver to hand to the application.
 #[derive(Debug)]
 pub enum Event {
-    /// A ping arrived (its pong is already queued).
+    /// A ping arrived (the pong is owed: written with the next output taken, answering the
+    /// latest ping if several arrive before that).
     Ping(Vec<u8>),
     /// A pong arrived; `acknowledged` is set when it answers one of our pings.
     Pong {
@@ -213,6 +214,17 @@ impl Connection {
         self.inbox.pop_message()
     }
 
+    /// [`Connection::pop_message`] for a receiver: refuses while a message is partly taken
+    /// as chunks, whose rest would otherwise pass for a message of its own.
+    pub fn next_message(&mut self) -> Result<Option<(MessageKind, Vec<u8>)>, Error> {
+        if self.inbox.mid_stream() {
+            return Err(Error::Concurrency(
+                "a message is being received in chunks: take its rest as chunks".into(),
+            ));
+        }
+        Ok(self.inbox.pop_message())
+    }
+
     /// Takes the next chunk of received data, in arrival order.
     pub fn pop_chunk(&mut self) -> Option<Chunk> {
         self.inbox.pop_chunk()
@@ -244,7 +256,8 @@ impl Connection {
         std::mem::take(&mut self.output)
     }
 
-    /// Drops the first `count` bytes of the output: the driver wrote them.
+    /// Drops the first `count` bytes of what [`Connection::output`] returned: the driver
+    /// wrote them.
     pub fn consume_output(&mut self, count: usize) {
         self.output.drain(..count);
     }
@@ -573,6 +586,8 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
+        // A pong owed on a connection that ends without our close frame has no one to go to.
+        self.pending_pong = None;
         self.close_deadline = None;
         self.next_keepalive = None;
         self.keepalive_deadline = None;

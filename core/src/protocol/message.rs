@@ -41,6 +41,8 @@ pub struct Inbox {
     assembling: Option<Chunk>,
     /// Counts every chunk that arrived, so a driver can tell that something did.
     arrivals: u64,
+    /// A message was partly taken as chunks: its rest must be taken as chunks too.
+    mid_stream: bool,
 }
 
 impl Inbox {
@@ -64,8 +66,12 @@ impl Inbox {
     }
 
     /// Takes the next whole message, if all of it has arrived. Otherwise what has arrived of
-    /// it is kept aside for the next call, outside the byte budget.
+    /// it is kept aside for the next call, outside the byte budget. None while a message is
+    /// partly taken as chunks ([`Inbox::mid_stream`]): its rest is no message of its own.
     pub fn pop_message(&mut self) -> Option<(MessageKind, Vec<u8>)> {
+        if self.mid_stream {
+            return None;
+        }
         while let Some(chunk) = self.take_front() {
             let whole = match self.assembling.take() {
                 None => chunk,
@@ -85,7 +91,14 @@ impl Inbox {
 
     /// Takes the next chunk as it arrived (what a whole-message receiver kept aside first).
     pub fn pop_chunk(&mut self) -> Option<Chunk> {
-        self.assembling.take().or_else(|| self.take_front())
+        let chunk = self.assembling.take().or_else(|| self.take_front())?;
+        self.mid_stream = !chunk.fin;
+        Some(chunk)
+    }
+
+    /// True while a message is partly taken as chunks.
+    pub fn mid_stream(&self) -> bool {
+        self.mid_stream
     }
 
     fn take_front(&mut self) -> Option<Chunk> {
@@ -210,6 +223,18 @@ mod tests {
         let second = inbox.pop_chunk().unwrap();
         assert_eq!((second.data.as_slice(), second.fin), (&b"cd"[..], true));
         assert!(inbox.is_empty() && !inbox.has_message());
+    }
+
+    #[test]
+    fn a_message_partly_taken_as_chunks_is_not_a_message() {
+        let mut inbox = Inbox::default();
+        inbox.push(TEXT, b"ab".to_vec(), false);
+        assert_eq!(inbox.pop_chunk().map(|c| c.fin), Some(false));
+        inbox.push(TEXT, b"cd".to_vec(), true);
+        assert!(inbox.mid_stream());
+        assert_eq!(inbox.pop_message(), None);
+        assert_eq!(inbox.pop_chunk().map(|c| c.fin), Some(true));
+        assert!(!inbox.mid_stream());
     }
 
     #[test]

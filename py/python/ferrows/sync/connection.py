@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 from .. import _ferrows
 from .._messages import Data, decoded, fragment, payload, typed
@@ -106,18 +108,25 @@ class Connection:
             raise WsTimeoutError("timed out while waiting for a message")
         return decoded(message, decode)
 
-    def recv_streaming(self, decode: bool | None = None) -> Iterator[Data]:
+    def recv_streaming(
+        self, decode: bool | None = None, timeout: float | None = None
+    ) -> Iterator[Data]:
         """Yields the next message in chunks, as they arrive.
 
-        Text arrives as ``str`` chunks that never split a character. The iterator ends with
-        the message; a message with no data yields one empty chunk.
+        Text arrives as ``str`` chunks that never split a character; fragments that arrived
+        together come as one chunk. The iterator ends with the message; a message with no
+        data yields one empty chunk. Waits up to ``timeout`` seconds for each chunk and
+        raises :class:`~ferrows.exceptions.TimeoutError` then: the rest of the message stays
+        for the next ``recv_streaming()`` (``recv()`` refuses it with
+        :class:`~ferrows.exceptions.ConcurrencyError` until it is taken).
         """
         if not self._recv_lock.acquire(blocking=False):
             raise ConcurrencyError("cannot call recv_streaming while another thread is receiving")
         try:
             while True:
-                chunk = self._core.recv_chunk(None)
-                assert chunk is not None  # no timeout given
+                chunk = self._core.recv_chunk(timeout)
+                if chunk is None:
+                    raise WsTimeoutError("timed out while waiting for the next chunk")
                 _, data, fin = chunk
                 yield decoded(data, decode)
                 if fin:
@@ -138,23 +147,37 @@ class Connection:
         self,
         message: Data | bytearray | memoryview | Iterable[Data | bytearray | memoryview],
         text: bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Sends a message.
 
         ``str`` is sent as text, bytes-like objects as binary; ``text=True`` sends bytes
         as a text frame (they must be UTF-8), ``text=False`` sends str as binary. An
         iterable of those is sent as one fragmented message, each item a frame. Waits
-        while the outgoing buffer is above its high-water mark.
+        while the outgoing buffer is above its high-water mark, up to ``timeout`` seconds
+        (forever with None), then raises :class:`~ferrows.exceptions.TimeoutError`: nothing
+        of a whole message was sent then, while a fragmented message cut short fails the
+        connection (1011).
         """
-        if isinstance(message, _SENDABLE):
-            with self._send_lock:
-                self._core.send(typed(payload(message), text))
-            return
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:
-            self._send_fragments(message, text)
+            if isinstance(message, _SENDABLE):
+                self._send(deadline, self._core.send, typed(payload(message), text))
+            else:
+                self._send_fragments(message, text, deadline)
+
+    @staticmethod
+    def _send(deadline: float | None, send: Callable[..., bool], *args: Any) -> None:
+        """Calls a native send with the time left before ``deadline``."""
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not send(*args, left):
+            raise WsTimeoutError("timed out while the outgoing buffer was full")
 
     def _send_fragments(
-        self, fragments: Iterable[Data | bytearray | memoryview], text: bool | None
+        self,
+        fragments: Iterable[Data | bytearray | memoryview],
+        text: bool | None,
+        deadline: float | None,
     ) -> None:
         iterator = iter(fragments)
         try:
@@ -167,10 +190,10 @@ class Connection:
         try:
             data = first
             for following in iterator:
-                self._core.send_fragment(data, False)
+                self._send(deadline, self._core.send_fragment, data, False)
                 started = True
                 data = fragment(following, text, kind)
-            self._core.send_fragment(data, True)
+            self._send(deadline, self._core.send_fragment, data, True)
         except BaseException:
             # A message cut in the middle cannot be finished: fail the connection (1011).
             if started:
@@ -196,12 +219,22 @@ class Connection:
 
     # Closing
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+    def close(
+        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", timeout: float | None = None
+    ) -> None:
         """Performs the closing handshake and waits for it to end.
 
-        Messages sent before are delivered first. Returns at once if already closed.
+        Messages sent before are delivered first. Returns at once if already closed. The
+        close timeout bounds the wait; ``timeout`` (seconds) bounds it further and raises
+        :class:`~ferrows.exceptions.TimeoutError` when it passes first (the connection goes
+        on closing in the background).
         """
-        self._core.close(int(code), reason)
+        if timeout is None:
+            self._core.close(int(code), reason)
+            return
+        self._core.start_close(int(code), reason)
+        if not self._core.wait_closed(timeout):
+            raise WsTimeoutError("timed out during the closing handshake")
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Waits up to ``timeout`` seconds for the connection to close; True if it has."""
