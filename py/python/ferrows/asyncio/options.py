@@ -10,7 +10,7 @@ Limit = Optional[Union[int, tuple[int, int]]]
 ``(high, low)``."""
 
 DEFAULT_READ_LIMIT = (4 << 20, 1 << 20)
-DEFAULT_WRITE_LIMIT = (32 << 10, 8 << 10)
+DEFAULT_WRITE_LIMIT = (1 << 20, 256 << 10)
 
 
 def watermarks(limit: Limit, default: tuple[int, int], name: str) -> tuple[int, int]:
