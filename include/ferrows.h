@@ -17,7 +17,7 @@
 /*
  Bumped whenever the ABI changes incompatibly; `ferrows_abi_version()` returns it.
  */
-#define FERROWS_ABI_VERSION 1
+#define FERROWS_ABI_VERSION 2
 
 /*
  The outcome of a call. 0 is success, positive values are statuses that are not errors,
@@ -247,7 +247,9 @@ ferrows_result ferrows_set_runtime_threads(uint32_t count);
 
 /*
  Copies this thread's last error message into `(buf, len)` (NUL-terminated), with its
- length in `out_len`. The message describes the last failed call on this thread.
+ length in `out_len`. The message describes the last call on this thread that did not
+ return `FERROWS_OK`, statuses included. This call never changes it, even when the buffer
+ is too small.
 
  # Safety
  `buf` must be NULL or valid for `len` bytes; `out_len` NULL or valid.
@@ -353,14 +355,30 @@ ferrows_result ferrows_config_set_recv_watermarks(ferrows_config *config, size_t
 ferrows_result ferrows_config_add_subprotocol(ferrows_config *config, const char *name);
 
 /*
- Adds a header to a client's handshake request (and to a server's responses).
+ Adds a header to the opening handshake request of clients made with this config
+ (`Authorization`, `Cookie`...); servers do not send it. The name must be an HTTP token,
+ the value free of control characters other than tab: `FERROWS_ERR_INVALID_ARG`
+ otherwise. The headers the handshake sets itself (`Upgrade`, `Connection`,
+ `Sec-WebSocket-*`) make `ferrows_connect*` fail with `FERROWS_ERR_INVALID_ARG`.
 
  # Safety
  `config` must be a valid config; `name` and `value` NUL-terminated strings.
  */
-ferrows_result ferrows_config_add_header(ferrows_config *config,
-                                         const char *name,
-                                         const char *value);
+ferrows_result ferrows_config_add_request_header(ferrows_config *config,
+                                                 const char *name,
+                                                 const char *value);
+
+/*
+ Adds a header to the responses that servers made with this config send to opening
+ handshakes; clients do not send it. The same rules as
+ `ferrows_config_add_request_header`.
+
+ # Safety
+ `config` must be a valid config; `name` and `value` NUL-terminated strings.
+ */
+ferrows_result ferrows_config_add_response_header(ferrows_config *config,
+                                                  const char *name,
+                                                  const char *value);
 
 /*
  Sets the Origin header a client sends.
@@ -601,7 +619,9 @@ size_t ferrows_conn_buffered_amount(const ferrows_conn *conn);
 
 /*
  Frees a connection; an open one is closed with 1001 (going away) in the background, and
- an attempt under way is abandoned. Its queued events stop. NULL is a no-op.
+ an attempt under way is abandoned (a connection it opens meanwhile is closed). Its events
+ not yet taken from its queue are dropped, and no more follow, so its userdata may be
+ freed right after. NULL is a no-op.
 
  # Safety
  `conn` must be NULL or valid, not used afterwards, and not in use by another thread.
@@ -644,6 +664,7 @@ uint16_t ferrows_event_close_code(const ferrows_event *event);
 
 /*
  Why a CLOSED or ERROR event happened: `FERROWS_OK` for a clean close, else the error.
+ `FERROWS_ERR_NULL_PARAM` (with a last error) for NULL.
 
  # Safety
  `event` must be NULL or a valid event.
@@ -780,7 +801,8 @@ ferrows_result ferrows_server_shutdown(ferrows_server *server, int32_t timeout_m
 
 /*
  Frees a server: it stops listening, answers handshakes not yet accepted with 503, and
- reports nothing more to its queue; accepted connections stay until freed. NULL is a no-op.
+ reports nothing more to its queue: its ACCEPT events not yet taken are dropped (their
+ connections closed). Accepted connections stay until freed. NULL is a no-op.
 
  # Safety
  `server` must be NULL or valid, not used afterwards.

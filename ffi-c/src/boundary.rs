@@ -87,13 +87,13 @@ pub fn code_of(error: &Error) -> ferrows_result {
     }
 }
 
-/// Records a status that is no error (`FERROWS_AGAIN`, `FERROWS_TIMEOUT`) with what was
-/// awaited, so the last error never describes an older call, and returns it.
+/// Records a status that is no error (`FERROWS_AGAIN`, `FERROWS_TIMEOUT`, `FERROWS_CLOSED`)
+/// with what was awaited, so the last error never describes an older call, and returns it.
 pub fn status(code: ferrows_result, what: &str) -> ferrows_result {
-    let outcome = if code == FERROWS_TIMEOUT {
-        "timed out"
-    } else {
-        "nothing ready"
+    let outcome = match code {
+        FERROWS_TIMEOUT => "timed out",
+        FERROWS_CLOSED => "closed",
+        _ => "nothing ready",
     };
     set_last_error(format!("{outcome}: {what}"));
     code
@@ -107,7 +107,7 @@ pub fn invalid(message: impl Into<String>) -> ferrows_result {
 
 /// Copies `text` into the caller's buffer `(buf, len)` with a terminating NUL, storing the
 /// length without the NUL in `out_len` (if not NULL). A NULL or short buffer gets
-/// `FERROWS_ERR_BUFFER_TOO_SMALL` with the needed length in `out_len`.
+/// `FERROWS_ERR_BUFFER_TOO_SMALL` (with a last error) and the needed length in `out_len`.
 ///
 /// # Safety
 /// `buf` must be NULL or valid for `len` bytes; `out_len` NULL or valid.
@@ -117,14 +117,40 @@ pub unsafe fn copy_out(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
+    // SAFETY: the caller's promise, passed on.
+    let result = unsafe { copy_quietly(text, buf, len, out_len) };
+    if result == FERROWS_ERR_BUFFER_TOO_SMALL {
+        set_last_error(format!(
+            "buffer too small: {len} bytes given, {} needed (the text and its NUL)",
+            text.len() + 1
+        ));
+    }
+    result
+}
+
+/// `copy_out` without touching the last error, for the call that reads the last error.
+///
+/// # Safety
+/// As `copy_out`.
+unsafe fn copy_quietly(
+    text: &[u8],
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> ferrows_result {
     if !out_len.is_null() {
-        *out_len = text.len();
+        // SAFETY: not NULL, and the caller promises a NULL or valid pointer.
+        unsafe { *out_len = text.len() };
     }
     if buf.is_null() || len < text.len() + 1 {
         return FERROWS_ERR_BUFFER_TOO_SMALL;
     }
-    std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
-    *buf.add(text.len()) = 0;
+    // SAFETY: `buf` is valid for `len` bytes (the caller's promise) and `len` holds the text
+    // and its NUL; `text` is a live slice that cannot overlap a buffer the caller owns.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        *buf.add(text.len()) = 0;
+    }
     FERROWS_OK
 }
 
@@ -161,7 +187,8 @@ pub(crate) use {ffi, non_null};
 /// # Safety
 /// `text` must be a valid NUL-terminated string.
 pub unsafe fn utf8_arg<'a>(text: *const c_char, name: &str) -> Result<&'a str, ferrows_result> {
-    std::ffi::CStr::from_ptr(text)
+    // SAFETY: the caller promises a valid NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(text) }
         .to_str()
         .map_err(|_| invalid(format!("argument `{name}` is not UTF-8")))
 }
@@ -178,7 +205,8 @@ pub unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], fer
         set_last_error("data is NULL with a non-zero length");
         return Err(FERROWS_ERR_NULL_PARAM);
     }
-    Ok(std::slice::from_raw_parts(data, len))
+    // SAFETY: not NULL, and the caller promises `len` readable bytes that outlive 'a.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
 /// A timeout in milliseconds: -1 waits forever, 0 does not wait, more bounds the wait.
@@ -191,7 +219,9 @@ pub fn timeout_arg(timeout_ms: i32) -> Result<Option<std::time::Duration>, ferro
 }
 
 /// Copies this thread's last error message into `(buf, len)` (NUL-terminated), with its
-/// length in `out_len`. The message describes the last failed call on this thread.
+/// length in `out_len`. The message describes the last call on this thread that did not
+/// return `FERROWS_OK`, statuses included. This call never changes it, even when the buffer
+/// is too small.
 ///
 /// # Safety
 /// `buf` must be NULL or valid for `len` bytes; `out_len` NULL or valid.
@@ -202,7 +232,10 @@ pub unsafe extern "C" fn ferrows_last_error_message(
     out_len: *mut usize,
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
-        LAST_ERROR.with(|last| copy_out(last.borrow().as_bytes(), buf, len, out_len))
+        LAST_ERROR.with(|last| {
+            // SAFETY: the caller's promise about `buf` and `out_len`, passed on.
+            unsafe { copy_quietly(last.borrow().as_bytes(), buf, len, out_len) }
+        })
     })
 }
 

@@ -5,10 +5,11 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
+use ferrows_core::protocol::handshake::{validate_header, Headers};
 use ferrows_core::protocol::ProtocolConfig;
 
 use crate::boundary::{
-    bytes_arg, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
+    bytes_arg, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
 };
 
 /// Settings for clients and servers. Create with `ferrows_config_new`, free with
@@ -20,48 +21,64 @@ pub struct ferrows_config {
 }
 
 /// Applies `change` to the config behind `config`.
+///
+/// # Safety
+/// `config` must be NULL or a live config that no other thread uses meanwhile.
 unsafe fn with_config(
     config: *mut ferrows_config,
     change: impl FnOnce(&mut ferrows_config) -> ferrows_result,
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config);
-        change(&mut *config)
+        // SAFETY: not NULL, and the caller promises a live config used by this thread alone.
+        change(unsafe { &mut *config })
     })
 }
 
 /// Applies `apply` with the UTF-8 string argument `text` (named `name` in errors).
+///
+/// # Safety
+/// As `with_config`; `text` must be NULL or NUL-terminated.
 unsafe fn with_text(
     config: *mut ferrows_config,
     text: *const c_char,
     name: &str,
     apply: impl FnOnce(&mut ferrows_config, &str),
 ) -> ferrows_result {
-    with_config(config, |c| {
-        if text.is_null() {
-            crate::boundary::set_last_error(format!("argument `{name}` is NULL"));
-            return FERROWS_ERR_NULL_PARAM;
-        }
-        match utf8_arg(text, name) {
-            Ok(text) => {
-                apply(c, text);
-                FERROWS_OK
+    // SAFETY: the caller's promises, passed on (`text` is read only when not NULL).
+    unsafe {
+        with_config(config, |c| {
+            if text.is_null() {
+                crate::boundary::set_last_error(format!("argument `{name}` is NULL"));
+                return FERROWS_ERR_NULL_PARAM;
             }
-            Err(code) => code,
-        }
-    })
+            match utf8_arg(text, name) {
+                Ok(text) => {
+                    apply(c, text);
+                    FERROWS_OK
+                }
+                Err(code) => code,
+            }
+        })
+    }
 }
 
 /// Applies `change` to the protocol settings of both clients and servers.
+///
+/// # Safety
+/// As `with_config`.
 unsafe fn with_protocols(
     config: *mut ferrows_config,
     change: impl Fn(&mut ProtocolConfig),
 ) -> ferrows_result {
-    with_config(config, |c| {
-        change(&mut c.client.protocol);
-        change(&mut c.server.protocol);
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promise, passed on.
+    unsafe {
+        with_config(config, |c| {
+            change(&mut c.client.protocol);
+            change(&mut c.server.protocol);
+            FERROWS_OK
+        })
+    }
 }
 
 fn millis(ms: u32) -> Option<Duration> {
@@ -85,7 +102,8 @@ pub unsafe extern "C" fn ferrows_config_new(out: *mut *mut ferrows_config) -> fe
             client: ClientConfig::default(),
             server: ServerConfig::default(),
         };
-        *out = Box::into_raw(Box::new(config));
+        // SAFETY: not NULL, and the caller promises a writable pointer.
+        unsafe { *out = Box::into_raw(Box::new(config)) };
         FERROWS_OK
     })
 }
@@ -98,7 +116,8 @@ pub unsafe extern "C" fn ferrows_config_new(out: *mut *mut ferrows_config) -> fe
 pub unsafe extern "C" fn ferrows_config_free(config: *mut ferrows_config) {
     ffi!((), {
         if !config.is_null() {
-            drop(Box::from_raw(config));
+            // SAFETY: a config from `Box::into_raw`, which the caller gives up.
+            drop(unsafe { Box::from_raw(config) });
         }
     })
 }
@@ -112,7 +131,8 @@ pub unsafe extern "C" fn ferrows_config_set_max_message_size(
     config: *mut ferrows_config,
     bytes: usize,
 ) -> ferrows_result {
-    with_protocols(config, |p| p.max_message_size = limit(bytes))
+    // SAFETY: the caller's promises, passed on.
+    unsafe { with_protocols(config, |p| p.max_message_size = limit(bytes)) }
 }
 
 /// Sets the largest frame accepted, in bytes (0: only the message limit applies).
@@ -124,7 +144,8 @@ pub unsafe extern "C" fn ferrows_config_set_max_frame_size(
     config: *mut ferrows_config,
     bytes: usize,
 ) -> ferrows_result {
-    with_protocols(config, |p| p.max_frame_size = limit(bytes))
+    // SAFETY: the caller's promises, passed on.
+    unsafe { with_protocols(config, |p| p.max_frame_size = limit(bytes)) }
 }
 
 /// Sets the most frames one message may span (0: no limit; default 100,000). A message of
@@ -152,13 +173,16 @@ pub unsafe extern "C" fn ferrows_config_set_timeouts_ms(
     open_ms: u32,
     close_ms: u32,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        c.client.open_timeout = millis(open_ms);
-        c.server.handshake_timeout = millis(open_ms);
-        c.client.protocol.close_timeout = millis(close_ms);
-        c.server.protocol.close_timeout = millis(close_ms);
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            c.client.open_timeout = millis(open_ms);
+            c.server.handshake_timeout = millis(open_ms);
+            c.client.protocol.close_timeout = millis(close_ms);
+            c.server.protocol.close_timeout = millis(close_ms);
+            FERROWS_OK
+        })
+    }
 }
 
 /// Sets keepalive: a ping every `interval_ms`, and a close with 1011 when no pong arrives
@@ -172,10 +196,13 @@ pub unsafe extern "C" fn ferrows_config_set_keepalive_ms(
     interval_ms: u32,
     timeout_ms: u32,
 ) -> ferrows_result {
-    with_protocols(config, |p| {
-        p.ping_interval = millis(interval_ms);
-        p.ping_timeout = millis(timeout_ms);
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_protocols(config, |p| {
+            p.ping_interval = millis(interval_ms);
+            p.ping_timeout = millis(timeout_ms);
+        })
+    }
 }
 
 fn watermarks(low: usize, high: usize) -> Result<Watermarks, ferrows_result> {
@@ -191,24 +218,31 @@ enum Budget {
     Receive,
 }
 
+/// Sets the watermarks of `budget` for clients and servers.
+///
+/// # Safety
+/// As `with_config`.
 unsafe fn set_budget(
     config: *mut ferrows_config,
     budget: Budget,
     low: usize,
     high: usize,
 ) -> ferrows_result {
-    with_config(config, |c| match watermarks(low, high) {
-        Ok(marks) => {
-            let (client, server) = match budget {
-                Budget::Send => (&mut c.client.outbox, &mut c.server.outbox),
-                Budget::Receive => (&mut c.client.inbox, &mut c.server.inbox),
-            };
-            *client = marks;
-            *server = marks;
-            FERROWS_OK
-        }
-        Err(code) => code,
-    })
+    // SAFETY: the caller's promise, passed on.
+    unsafe {
+        with_config(config, |c| match watermarks(low, high) {
+            Ok(marks) => {
+                let (client, server) = match budget {
+                    Budget::Send => (&mut c.client.outbox, &mut c.server.outbox),
+                    Budget::Receive => (&mut c.client.inbox, &mut c.server.inbox),
+                };
+                *client = marks;
+                *server = marks;
+                FERROWS_OK
+            }
+            Err(code) => code,
+        })
+    }
 }
 
 /// Sets the send budget: above `high` unwritten bytes, sends wait (or return
@@ -222,7 +256,8 @@ pub unsafe extern "C" fn ferrows_config_set_send_watermarks(
     low: usize,
     high: usize,
 ) -> ferrows_result {
-    set_budget(config, Budget::Send, low, high)
+    // SAFETY: the caller's promises, passed on.
+    unsafe { set_budget(config, Budget::Send, low, high) }
 }
 
 /// Sets the receive budget: above `high` unread bytes, ferrows stops reading the socket
@@ -236,7 +271,8 @@ pub unsafe extern "C" fn ferrows_config_set_recv_watermarks(
     low: usize,
     high: usize,
 ) -> ferrows_result {
-    set_budget(config, Budget::Receive, low, high)
+    // SAFETY: the caller's promises, passed on.
+    unsafe { set_budget(config, Budget::Receive, low, high) }
 }
 
 /// Adds a subprotocol: clients offer them in order, servers pick the first one a client
@@ -249,35 +285,80 @@ pub unsafe extern "C" fn ferrows_config_add_subprotocol(
     config: *mut ferrows_config,
     name: *const c_char,
 ) -> ferrows_result {
-    with_text(config, name, "name", |c, name| {
-        c.client.handshake.subprotocols.push(name.to_owned());
-        c.server.handshake.subprotocols.push(name.to_owned());
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_text(config, name, "name", |c, name| {
+            c.client.handshake.subprotocols.push(name.to_owned());
+            c.server.handshake.subprotocols.push(name.to_owned());
+        })
+    }
 }
 
-/// Adds a header to a client's handshake request (and to a server's responses).
+/// Adds header `name: value` to the headers `headers` picks, after checking it by the
+/// handshake's own rule (`validate_header`).
+///
+/// # Safety
+/// As `with_config`; `name` and `value` must be NULL or NUL-terminated.
+unsafe fn add_header(
+    config: *mut ferrows_config,
+    name: *const c_char,
+    value: *const c_char,
+    headers: fn(&mut ferrows_config) -> &mut Headers,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on (`name` and `value` are read only when not
+    // NULL).
+    unsafe {
+        with_config(config, |c| {
+            non_null!(name, value);
+            let (name, value) = match (utf8_arg(name, "name"), utf8_arg(value, "value")) {
+                (Ok(name), Ok(value)) => (name, value),
+                (Err(code), _) | (_, Err(code)) => return code,
+            };
+            if let Err(error) = validate_header(name, value) {
+                return fail(&error);
+            }
+            headers(c).insert(name, value);
+            FERROWS_OK
+        })
+    }
+}
+
+/// Adds a header to the opening handshake request of clients made with this config
+/// (`Authorization`, `Cookie`...); servers do not send it. The name must be an HTTP token,
+/// the value free of control characters other than tab: `FERROWS_ERR_INVALID_ARG`
+/// otherwise. The headers the handshake sets itself (`Upgrade`, `Connection`,
+/// `Sec-WebSocket-*`) make `ferrows_connect*` fail with `FERROWS_ERR_INVALID_ARG`.
 ///
 /// # Safety
 /// `config` must be a valid config; `name` and `value` NUL-terminated strings.
 #[no_mangle]
-pub unsafe extern "C" fn ferrows_config_add_header(
+pub unsafe extern "C" fn ferrows_config_add_request_header(
     config: *mut ferrows_config,
     name: *const c_char,
     value: *const c_char,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        non_null!(name, value);
-        let (name, value) = match (utf8_arg(name, "name"), utf8_arg(value, "value")) {
-            (Ok(name), Ok(value)) => (name, value),
-            (Err(code), _) | (_, Err(code)) => return code,
-        };
-        if name.is_empty() || value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
-            return invalid("invalid header name or value");
-        }
-        c.client.handshake.additional_headers.insert(name, value);
-        c.server.response_headers.insert(name, value);
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        add_header(config, name, value, |c| {
+            &mut c.client.handshake.additional_headers
+        })
+    }
+}
+
+/// Adds a header to the responses that servers made with this config send to opening
+/// handshakes; clients do not send it. The same rules as
+/// `ferrows_config_add_request_header`.
+///
+/// # Safety
+/// `config` must be a valid config; `name` and `value` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_add_response_header(
+    config: *mut ferrows_config,
+    name: *const c_char,
+    value: *const c_char,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe { add_header(config, name, value, |c| &mut c.server.response_headers) }
 }
 
 /// Sets the Origin header a client sends.
@@ -289,9 +370,12 @@ pub unsafe extern "C" fn ferrows_config_set_origin(
     config: *mut ferrows_config,
     origin: *const c_char,
 ) -> ferrows_result {
-    with_text(config, origin, "origin", |c, origin| {
-        c.client.handshake.origin = Some(origin.to_owned());
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_text(config, origin, "origin", |c, origin| {
+            c.client.handshake.origin = Some(origin.to_owned());
+        })
+    }
 }
 
 /// Adds an Origin a server accepts; once any is added, others get 403. NULL allows
@@ -304,22 +388,25 @@ pub unsafe extern "C" fn ferrows_config_add_allowed_origin(
     config: *mut ferrows_config,
     origin: *const c_char,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        let origin = if origin.is_null() {
-            None
-        } else {
-            match utf8_arg(origin, "origin") {
-                Ok(origin) => Some(origin.to_owned()),
-                Err(code) => return code,
-            }
-        };
-        c.server
-            .handshake
-            .origins
-            .get_or_insert_with(Vec::new)
-            .push(origin);
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            let origin = if origin.is_null() {
+                None
+            } else {
+                match utf8_arg(origin, "origin") {
+                    Ok(origin) => Some(origin.to_owned()),
+                    Err(code) => return code,
+                }
+            };
+            c.server
+                .handshake
+                .origins
+                .get_or_insert_with(Vec::new)
+                .push(origin);
+            FERROWS_OK
+        })
+    }
 }
 
 /// Caps a server's open connections; clients beyond the cap get HTTP 503.
@@ -331,13 +418,16 @@ pub unsafe extern "C" fn ferrows_config_set_max_connections(
     config: *mut ferrows_config,
     count: usize,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        if count == 0 {
-            return invalid("max_connections must be at least 1");
-        }
-        c.server.max_connections = count;
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            if count == 0 {
+                return invalid("max_connections must be at least 1");
+            }
+            c.server.max_connections = count;
+            FERROWS_OK
+        })
+    }
 }
 
 /// Whether a client trusts the operating system's root certificates (the default: yes).
@@ -349,10 +439,13 @@ pub unsafe extern "C" fn ferrows_config_tls_use_system_roots(
     config: *mut ferrows_config,
     enabled: bool,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        c.client.tls.no_system_roots = !enabled;
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            c.client.tls.no_system_roots = !enabled;
+            FERROWS_OK
+        })
+    }
 }
 
 /// Adds trusted CA certificates (PEM) for a client.
@@ -365,17 +458,20 @@ pub unsafe extern "C" fn ferrows_config_tls_add_ca_pem(
     pem: *const u8,
     len: usize,
 ) -> ferrows_result {
-    with_config(config, |c| match bytes_arg(pem, len) {
-        Ok(pem) => {
-            c.client
-                .tls
-                .ca_pem
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(pem);
-            FERROWS_OK
-        }
-        Err(code) => code,
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| match bytes_arg(pem, len) {
+            Ok(pem) => {
+                c.client
+                    .tls
+                    .ca_pem
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(pem);
+                FERROWS_OK
+            }
+            Err(code) => code,
+        })
+    }
 }
 
 /// Sets the certificate chain and private key (PEM) a client presents when asked.
@@ -390,16 +486,19 @@ pub unsafe extern "C" fn ferrows_config_tls_set_client_cert_pem(
     key: *const u8,
     key_len: usize,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
-            (Ok(cert), Ok(key)) => {
-                c.client.tls.client_cert_pem = Some(cert.to_vec());
-                c.client.tls.client_key_pem = Some(key.to_vec());
-                FERROWS_OK
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
+                (Ok(cert), Ok(key)) => {
+                    c.client.tls.client_cert_pem = Some(cert.to_vec());
+                    c.client.tls.client_key_pem = Some(key.to_vec());
+                    FERROWS_OK
+                }
+                (Err(code), _) | (_, Err(code)) => code,
             }
-            (Err(code), _) | (_, Err(code)) => code,
-        }
-    })
+        })
+    }
 }
 
 /// Sets a server's certificate chain and private key (PEM): the server then speaks TLS.
@@ -414,18 +513,21 @@ pub unsafe extern "C" fn ferrows_config_tls_set_server_cert_pem(
     key: *const u8,
     key_len: usize,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
-            (Ok(cert), Ok(key)) => {
-                c.server.tls = Some(TlsServerOptions {
-                    cert_chain_pem: cert.to_vec(),
-                    key_pem: key.to_vec(),
-                });
-                FERROWS_OK
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            match (bytes_arg(cert, cert_len), bytes_arg(key, key_len)) {
+                (Ok(cert), Ok(key)) => {
+                    c.server.tls = Some(TlsServerOptions {
+                        cert_chain_pem: cert.to_vec(),
+                        key_pem: key.to_vec(),
+                    });
+                    FERROWS_OK
+                }
+                (Err(code), _) | (_, Err(code)) => code,
             }
-            (Err(code), _) | (_, Err(code)) => code,
-        }
-    })
+        })
+    }
 }
 
 /// Makes a client verify the server's certificate against `name` instead of the URL's host.
@@ -437,9 +539,12 @@ pub unsafe extern "C" fn ferrows_config_tls_set_server_name(
     config: *mut ferrows_config,
     name: *const c_char,
 ) -> ferrows_result {
-    with_text(config, name, "name", |c, name| {
-        c.client.tls.server_name = Some(name.to_owned());
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_text(config, name, "name", |c, name| {
+            c.client.tls.server_name = Some(name.to_owned());
+        })
+    }
 }
 
 /// Turns off a client's certificate verification. Never the default; for tests and trusted
@@ -452,8 +557,11 @@ pub unsafe extern "C" fn ferrows_config_tls_skip_verification(
     config: *mut ferrows_config,
     skip: bool,
 ) -> ferrows_result {
-    with_config(config, |c| {
-        c.client.tls.insecure_skip_verify = skip;
-        FERROWS_OK
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            c.client.tls.insecure_skip_verify = skip;
+            FERROWS_OK
+        })
+    }
 }

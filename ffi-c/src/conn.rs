@@ -35,14 +35,16 @@ pub(crate) struct ConnState {
     /// Held while a thread receives: one receiver at a time.
     receiving: Mutex<()>,
     closed_reported: AtomicBool,
-    freed: AtomicBool,
+    /// Set once the handle is freed, with `connection` locked: a connect completing then
+    /// either finds it set or stores its connection where the free finds it.
+    pub(crate) freed: AtomicBool,
     userdata: AtomicUsize,
     queue: Mutex<Weak<QueueShared>>,
     pub(crate) queued: AtomicBool,
 }
 
 impl ConnState {
-    fn new(connection: Option<engine::Connection>, userdata: *mut c_void) -> Arc<Self> {
+    pub(crate) fn new(connection: Option<engine::Connection>, userdata: *mut c_void) -> Arc<Self> {
         Arc::new(Self {
             connection: Mutex::new(connection),
             attempt: Mutex::new(None),
@@ -97,12 +99,21 @@ impl ConnState {
         })));
     }
 
-    /// The next event without waiting, for a queue; None when there is nothing (or the
-    /// connection was freed).
-    pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
+    /// Stores the connection an attempt opened; false, with the connection closed, when the
+    /// handle was freed first.
+    fn adopt(&self, connection: engine::Connection) -> bool {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         if self.freed.load(Ordering::Acquire) {
-            return None;
+            drop(slot);
+            abandon(&connection);
+            return false;
         }
+        *slot = Some(connection);
+        true
+    }
+
+    /// The next event without waiting, for a queue; None when there is nothing.
+    pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
         self.next_event(Some(std::time::Duration::ZERO))
             .ok()
             .flatten()
@@ -165,22 +176,54 @@ pub struct ferrows_conn {
 
 impl Drop for ferrows_conn {
     fn drop(&mut self) {
-        self.state.freed.store(true, Ordering::Release);
-        self.state
+        let state = &self.state;
+        let connection = {
+            let slot = state.connection.lock().unwrap_or_else(|e| e.into_inner());
+            state.freed.store(true, Ordering::Release);
+            slot.clone()
+        };
+        state
             .attempt
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Ok(connection) = self.state.connection() {
+        let queue = state
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade();
+        if let Some(queue) = queue {
+            queue.forget(&Source::Conn(state.clone()));
+        }
+        if let Some(connection) = connection {
             connection.set_notifier(None);
-            // Freeing an open connection closes it; the runtime finishes the handshake.
-            let _ = connection.start_close(1001, "");
+            abandon(&connection);
         }
     }
 }
 
+/// Closes a connection its handle no longer holds with 1001 (going away); the runtime
+/// finishes the closing handshake.
+fn abandon(connection: &engine::Connection) {
+    let _ = connection.start_close(1001, "");
+}
+
+/// The state behind a connection handle.
+///
+/// # Safety
+/// `conn` must be a valid, non-NULL `ferrows_conn` that outlives `'a`.
 unsafe fn conn_ref<'a>(conn: *const ferrows_conn) -> &'a Arc<ConnState> {
-    &(*conn).state
+    // SAFETY: the caller promises a live handle.
+    unsafe { &(*conn).state }
+}
+
+/// The engine connection of an open handle; `FERROWS_ERR_STATE` while it is still opening.
+///
+/// # Safety
+/// As `conn_ref`.
+unsafe fn connection_of(conn: *const ferrows_conn) -> Result<engine::Connection, ferrows_result> {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { conn_ref(conn) }.connection()
 }
 
 /// Opens a client connection to `url` (ws:// or wss://) without waiting: `out` receives the
@@ -201,21 +244,25 @@ pub unsafe extern "C" fn ferrows_connect(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config, url, queue, out);
-        let url = match utf8_arg(url, "url") {
+        // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+        let url = match unsafe { utf8_arg(url, "url") } {
             Ok(url) => url,
             Err(code) => return code,
         };
         let state = ConnState::new(None, userdata);
-        let queue = (*queue).shared.clone();
+        // SAFETY: not NULL, and the caller promises a live queue.
+        let queue = unsafe { &*queue }.shared.clone();
         *state.queue.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&queue);
-        let weak_state = Arc::downgrade(&state);
+        // The outcome holds the state until it is reported, so a connection that opens after
+        // the handle was freed is still found, and closed.
+        let outcome_state = state.clone();
         let done = move |result: Result<engine::Connection, Error>| {
-            let Some(state) = weak_state.upgrade() else {
-                return;
-            };
+            let state = outcome_state;
             let event = match result {
                 Ok(connection) => {
-                    *state.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
+                    if !state.adopt(connection) {
+                        return;
+                    }
                     state.attach(&queue);
                     ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_OPEN, state.userdata())
                 }
@@ -229,14 +276,15 @@ pub unsafe extern "C" fn ferrows_connect(
                     event
                 }
             };
-            if !state.freed.load(Ordering::Acquire) {
-                queue.push_event(event);
-            }
+            queue.push_event(Source::Conn(state), event);
         };
-        match engine::connect_then(url, (*config).client.clone(), done) {
+        // SAFETY: not NULL, and the caller promises a live config.
+        let client = unsafe { &*config }.client.clone();
+        match engine::connect_then(url, client, done) {
             Ok(attempt) => {
                 *state.attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(attempt);
-                *out = Box::into_raw(Box::new(ferrows_conn { state }));
+                // SAFETY: not NULL, and the caller promises a writable pointer.
+                unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
                 FERROWS_OK
             }
             Err(error) => fail(&error),
@@ -259,7 +307,8 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config, url, out);
-        let (url, timeout) = match (utf8_arg(url, "url"), timeout_arg(timeout_ms)) {
+        // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+        let (url, timeout) = match (unsafe { utf8_arg(url, "url") }, timeout_arg(timeout_ms)) {
             (Ok(url), Ok(timeout)) => (url, timeout),
             (Err(code), _) | (_, Err(code)) => return code,
         };
@@ -269,14 +318,17 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
         if let Err(error) = engine::runtime::check_may_block() {
             return fail(&error);
         }
-        let pending = match engine::connect(url, (*config).client.clone()) {
+        // SAFETY: not NULL, and the caller promises a live config.
+        let client = unsafe { &*config }.client.clone();
+        let pending = match engine::connect(url, client) {
             Ok(pending) => pending,
             Err(error) => return fail(&error),
         };
         match pending.wait(timeout) {
             Ok(Some(connection)) => {
                 let state = ConnState::new(Some(connection), userdata);
-                *out = Box::into_raw(Box::new(ferrows_conn { state }));
+                // SAFETY: not NULL, and the caller promises a writable pointer.
+                unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
                 FERROWS_OK
             }
             Ok(None) => status(FERROWS_TIMEOUT, "opening the connection"),
@@ -296,7 +348,9 @@ pub unsafe extern "C" fn ferrows_conn_attach(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn, queue);
-        conn_ref(conn).attach(&(*queue).shared);
+        // SAFETY: both not NULL, and the caller promises a live handle and queue.
+        let (state, queue) = unsafe { (conn_ref(conn), &*queue) };
+        state.attach(&queue.shared);
         FERROWS_OK
     })
 }
@@ -312,9 +366,9 @@ pub unsafe extern "C" fn ferrows_conn_set_userdata(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn);
-        conn_ref(conn)
-            .userdata
-            .store(userdata as usize, Ordering::Relaxed);
+        // SAFETY: not NULL, and the caller promises a live handle.
+        let state = unsafe { conn_ref(conn) };
+        state.userdata.store(userdata as usize, Ordering::Relaxed);
         FERROWS_OK
     })
 }
@@ -341,14 +395,16 @@ pub unsafe extern "C" fn ferrows_conn_send(
             2 => MessageKind::Binary,
             other => return invalid(format!("unknown message type {other}")),
         };
-        let (data, timeout) = match (bytes_arg(data, len), timeout_arg(timeout_ms)) {
+        // SAFETY: the caller promises `len` readable bytes at `data` (checked if NULL).
+        let (data, timeout) = match (unsafe { bytes_arg(data, len) }, timeout_arg(timeout_ms)) {
             (Ok(data), Ok(timeout)) => (data, timeout),
             (Err(code), _) | (_, Err(code)) => return code,
         };
         if kind == MessageKind::Text && std::str::from_utf8(data).is_err() {
             return invalid("text message is not UTF-8");
         }
-        let connection = match conn_ref(conn).connection() {
+        // SAFETY: not NULL, and the caller promises a live handle.
+        let connection = match unsafe { connection_of(conn) } {
             Ok(connection) => connection,
             Err(code) => return code,
         };
@@ -376,7 +432,8 @@ pub unsafe extern "C" fn ferrows_conn_recv(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn, out);
-        *out = std::ptr::null_mut();
+        // SAFETY: not NULL, and the caller promises a writable pointer.
+        unsafe { *out = std::ptr::null_mut() };
         let timeout = match timeout_arg(timeout_ms) {
             Ok(timeout) => timeout,
             Err(code) => return code,
@@ -386,13 +443,19 @@ pub unsafe extern "C" fn ferrows_conn_recv(
                 return fail(&error);
             }
         }
-        match conn_ref(conn).next_event(timeout) {
+        // SAFETY: not NULL, and the caller promises a live handle.
+        match unsafe { conn_ref(conn) }.next_event(timeout) {
             Ok(Some(event)) => {
-                *out = Box::into_raw(event);
+                // SAFETY: not NULL, and the caller promises a writable pointer.
+                unsafe { *out = Box::into_raw(event) };
                 FERROWS_OK
             }
             Ok(None) if timeout_ms == 0 => status(FERROWS_AGAIN, "no message received"),
             Ok(None) => status(FERROWS_TIMEOUT, "no message received"),
+            Err(FERROWS_CLOSED) => status(
+                FERROWS_CLOSED,
+                "the connection ended and its CLOSED event was delivered",
+            ),
             Err(code) => code,
         }
     })
@@ -413,11 +476,13 @@ pub unsafe extern "C" fn ferrows_conn_ping(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn);
-        let (data, timeout) = match (bytes_arg(data, len), timeout_arg(timeout_ms)) {
+        // SAFETY: the caller promises `len` readable bytes at `data` (checked if NULL).
+        let (data, timeout) = match (unsafe { bytes_arg(data, len) }, timeout_arg(timeout_ms)) {
             (Ok(data), Ok(timeout)) => (data, timeout),
             (Err(code), _) | (_, Err(code)) => return code,
         };
-        let connection = match conn_ref(conn).connection() {
+        // SAFETY: not NULL, and the caller promises a live handle.
+        let connection = match unsafe { connection_of(conn) } {
             Ok(connection) => connection,
             Err(code) => return code,
         };
@@ -431,7 +496,8 @@ pub unsafe extern "C" fn ferrows_conn_ping(
         match waiter.wait(timeout) {
             Ok(latency) => {
                 if !latency_us.is_null() {
-                    *latency_us = latency.as_micros() as u64;
+                    // SAFETY: not NULL, and the caller promises a NULL or writable pointer.
+                    unsafe { *latency_us = latency.as_micros() as u64 };
                 }
                 FERROWS_OK
             }
@@ -457,12 +523,14 @@ pub unsafe extern "C" fn ferrows_conn_close(
         let reason = if reason.is_null() {
             ""
         } else {
-            match utf8_arg(reason, "reason") {
+            // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+            match unsafe { utf8_arg(reason, "reason") } {
                 Ok(reason) => reason,
                 Err(code) => return code,
             }
         };
-        let connection = match conn_ref(conn).connection() {
+        // SAFETY: not NULL, and the caller promises a live handle.
+        let connection = match unsafe { connection_of(conn) } {
             Ok(connection) => connection,
             Err(code) => return code,
         };
@@ -488,15 +556,15 @@ pub unsafe extern "C" fn ferrows_conn_wait_closed(
             Ok(timeout) => timeout,
             Err(code) => return code,
         };
-        let connection = match conn_ref(conn).connection() {
+        // SAFETY: not NULL, and the caller promises a live handle.
+        let connection = match unsafe { connection_of(conn) } {
             Ok(connection) => connection,
             Err(code) => return code,
         };
         if timeout_ms == 0 {
-            return if connection.ended().is_some() {
-                FERROWS_OK
-            } else {
-                FERROWS_AGAIN
+            return match connection.ended() {
+                Some(_) => FERROWS_OK,
+                None => status(FERROWS_AGAIN, "the connection has not ended"),
             };
         }
         match connection.wait_ended(timeout) {
@@ -516,8 +584,8 @@ pub unsafe extern "C" fn ferrows_conn_close_code(conn: *const ferrows_conn) -> u
         if conn.is_null() {
             return 0;
         }
-        conn_ref(conn)
-            .connection()
+        // SAFETY: not NULL, and the caller promises a live handle.
+        unsafe { connection_of(conn) }
             .ok()
             .and_then(|c| c.ended())
             .map_or(0, |ended| ended.info.code())
@@ -525,6 +593,10 @@ pub unsafe extern "C" fn ferrows_conn_close_code(conn: *const ferrows_conn) -> u
 }
 
 /// Copies a text query of an open connection into the caller's buffer.
+///
+/// # Safety
+/// `conn` must be NULL or valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or
+/// valid.
 unsafe fn copy_conn_text(
     conn: *const ferrows_conn,
     buf: *mut c_char,
@@ -534,8 +606,10 @@ unsafe fn copy_conn_text(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn);
-        match conn_ref(conn).connection() {
-            Ok(connection) => copy_out(text(&connection).as_bytes(), buf, len, out_len),
+        // SAFETY: not NULL, and the caller promises a live handle.
+        match unsafe { connection_of(conn) } {
+            // SAFETY: the caller's promise about `buf` and `out_len`, passed on.
+            Ok(connection) => unsafe { copy_out(text(&connection).as_bytes(), buf, len, out_len) },
             Err(code) => code,
         }
     })
@@ -553,11 +627,14 @@ pub unsafe extern "C" fn ferrows_conn_close_reason(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    copy_conn_text(conn, buf, len, out_len, |c| {
-        c.ended()
-            .map(|ended| ended.info.reason().to_owned())
-            .unwrap_or_default()
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        copy_conn_text(conn, buf, len, out_len, |c| {
+            c.ended()
+                .map(|ended| ended.info.reason().to_owned())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// Copies the negotiated subprotocol (empty if none) into `(buf, len)`, NUL-terminated.
@@ -571,9 +648,12 @@ pub unsafe extern "C" fn ferrows_conn_subprotocol(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    copy_conn_text(conn, buf, len, out_len, |c| {
-        c.info().subprotocol.clone().unwrap_or_default()
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        copy_conn_text(conn, buf, len, out_len, |c| {
+            c.info().subprotocol.clone().unwrap_or_default()
+        })
+    }
 }
 
 /// Copies the peer's address ("ip:port", IPv6 in brackets) into `(buf, len)`.
@@ -587,12 +667,15 @@ pub unsafe extern "C" fn ferrows_conn_peer_address(
     len: usize,
     out_len: *mut usize,
 ) -> ferrows_result {
-    copy_conn_text(conn, buf, len, out_len, |c| {
-        c.info()
-            .remote_addr
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    })
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        copy_conn_text(conn, buf, len, out_len, |c| {
+            c.info()
+                .remote_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// Bytes sent and not yet written to the socket (0 while opening or for NULL).
@@ -605,12 +688,15 @@ pub unsafe extern "C" fn ferrows_conn_buffered_amount(conn: *const ferrows_conn)
         if conn.is_null() {
             return 0;
         }
-        conn_ref(conn).connection().map_or(0, |c| c.unsent_bytes())
+        // SAFETY: not NULL, and the caller promises a live handle.
+        unsafe { connection_of(conn) }.map_or(0, |c| c.unsent_bytes())
     })
 }
 
 /// Frees a connection; an open one is closed with 1001 (going away) in the background, and
-/// an attempt under way is abandoned. Its queued events stop. NULL is a no-op.
+/// an attempt under way is abandoned (a connection it opens meanwhile is closed). Its events
+/// not yet taken from its queue are dropped, and no more follow, so its userdata may be
+/// freed right after. NULL is a no-op.
 ///
 /// # Safety
 /// `conn` must be NULL or valid, not used afterwards, and not in use by another thread.
@@ -618,7 +704,8 @@ pub unsafe extern "C" fn ferrows_conn_buffered_amount(conn: *const ferrows_conn)
 pub unsafe extern "C" fn ferrows_conn_free(conn: *mut ferrows_conn) {
     ffi!((), {
         if !conn.is_null() {
-            drop(Box::from_raw(conn));
+            // SAFETY: a handle from `Box::into_raw`, which the caller gives up.
+            drop(unsafe { Box::from_raw(conn) });
         }
     })
 }

@@ -62,10 +62,8 @@ impl ferrows_event {
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_event_type(event: *const ferrows_event) -> u32 {
     ffi!(0, {
-        if event.is_null() {
-            return 0;
-        }
-        (*event).kind as u32
+        // SAFETY: the caller promises a NULL or live event.
+        unsafe { event.as_ref() }.map_or(0, |e| e.kind as u32)
     })
 }
 
@@ -76,10 +74,8 @@ pub unsafe extern "C" fn ferrows_event_type(event: *const ferrows_event) -> u32 
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_event_userdata(event: *const ferrows_event) -> *mut c_void {
     ffi!(std::ptr::null_mut(), {
-        if event.is_null() {
-            return std::ptr::null_mut();
-        }
-        (*event).userdata
+        // SAFETY: the caller promises a NULL or live event.
+        unsafe { event.as_ref() }.map_or(std::ptr::null_mut(), |e| e.userdata)
     })
 }
 
@@ -94,7 +90,8 @@ pub unsafe extern "C" fn ferrows_event_data(
     len: *mut usize,
 ) -> *const u8 {
     ffi!(std::ptr::null(), {
-        let data: &[u8] = match event.as_ref() {
+        // SAFETY: the caller promises a NULL or live event.
+        let data: &[u8] = match unsafe { event.as_ref() } {
             Some(event)
                 if matches!(
                     event.kind,
@@ -107,7 +104,8 @@ pub unsafe extern "C" fn ferrows_event_data(
             _ => &[],
         };
         if !len.is_null() {
-            *len = data.len();
+            // SAFETY: not NULL, and the caller promises a NULL or writable pointer.
+            unsafe { *len = data.len() };
         }
         data.as_ptr()
     })
@@ -120,20 +118,25 @@ pub unsafe extern "C" fn ferrows_event_data(
 /// `event` must be NULL or a valid event.
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_event_close_code(event: *const ferrows_event) -> u16 {
-    ffi!(0, { event.as_ref().map_or(0, |e| e.close_code) })
+    ffi!(0, {
+        // SAFETY: the caller promises a NULL or live event.
+        unsafe { event.as_ref() }.map_or(0, |e| e.close_code)
+    })
 }
 
 /// Why a CLOSED or ERROR event happened: `FERROWS_OK` for a clean close, else the error.
+/// `FERROWS_ERR_NULL_PARAM` (with a last error) for NULL.
 ///
 /// # Safety
 /// `event` must be NULL or a valid event.
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_event_result(event: *const ferrows_event) -> i32 {
-    ffi!(FERROWS_ERR_PANIC as i32, {
-        event
-            .as_ref()
-            .map_or(FERROWS_ERR_NULL_PARAM as i32, |e| e.result as i32)
-    })
+    let result = ffi!(FERROWS_ERR_PANIC, {
+        non_null!(event);
+        // SAFETY: not NULL, and the caller promises a live event.
+        unsafe { &*event }.result
+    });
+    result as i32
 }
 
 /// Copies a CLOSED event's close reason, or an ERROR event's description, into `(buf, len)`
@@ -150,14 +153,16 @@ pub unsafe extern "C" fn ferrows_event_message(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(event);
-        let event = &*event;
+        // SAFETY: not NULL, and the caller promises a live event.
+        let event = unsafe { &*event };
         let text: &[u8] = match event.kind {
             ferrows_event_kind::FERROWS_EVENT_CLOSED | ferrows_event_kind::FERROWS_EVENT_ERROR => {
                 &event.data
             }
             _ => &[],
         };
-        copy_out(text, buf, len, out_len)
+        // SAFETY: the caller's promise about `buf` and `out_len`, passed on.
+        unsafe { copy_out(text, buf, len, out_len) }
     })
 }
 
@@ -169,8 +174,8 @@ pub unsafe extern "C" fn ferrows_event_message(
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_event_take_conn(event: *mut ferrows_event) -> *mut ferrows_conn {
     ffi!(std::ptr::null_mut(), {
-        event
-            .as_mut()
+        // SAFETY: the caller promises a NULL or live event, used by this thread alone.
+        unsafe { event.as_mut() }
             .and_then(|e| e.conn.take())
             .map_or(std::ptr::null_mut(), Box::into_raw)
     })
@@ -184,7 +189,8 @@ pub unsafe extern "C" fn ferrows_event_take_conn(event: *mut ferrows_event) -> *
 pub unsafe extern "C" fn ferrows_event_free(event: *mut ferrows_event) {
     ffi!((), {
         if !event.is_null() {
-            drop(Box::from_raw(event));
+            // SAFETY: an event from `Box::into_raw`, which the caller gives up.
+            drop(unsafe { Box::from_raw(event) });
         }
     })
 }

@@ -33,7 +33,26 @@ impl Source {
         }
     }
 
+    /// Whether its handle was freed: then nothing of it may reach the application.
+    fn freed(&self) -> bool {
+        match self {
+            Source::Conn(conn) => conn.freed.load(Ordering::Acquire),
+            Source::Server(server) => server.freed.load(Ordering::Acquire),
+        }
+    }
+
+    fn is(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::Conn(a), Source::Conn(b)) => Arc::ptr_eq(a, b),
+            (Source::Server(a), Source::Server(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     fn poll(&self) -> Option<Box<ferrows_event>> {
+        if self.freed() {
+            return None;
+        }
         match self {
             Source::Conn(conn) => conn.poll_event(),
             Source::Server(server) => server.poll_event(),
@@ -61,12 +80,15 @@ struct Callback(ferrows_event_callback);
 // SAFETY: the application promises its callback may run on any runtime thread, and calls
 // are serialized by the queue's `draining` flag (documented on ferrows_event_callback).
 unsafe impl Send for Callback {}
+// SAFETY: as for Send: shared, it is only called, one call at a time.
 unsafe impl Sync for Callback {}
 
 impl Drop for Callback {
     fn drop(&mut self) {
         if let Some(drop_context) = self.0.drop {
-            // SAFETY: called once, as the contract says.
+            // SAFETY: the contract of `ferrows_event_callback`, which its setter promised:
+            // `drop` runs once, here, when the last holder (the queue or a call under way)
+            // lets go.
             unsafe { drop_context(self.0.context) };
         }
     }
@@ -74,7 +96,9 @@ impl Drop for Callback {
 
 struct QueueState {
     ready: VecDeque<Source>,
-    events: VecDeque<Box<ferrows_event>>,
+    /// Ready-made events (a connection attempt's outcome, or one a removed callback left),
+    /// each with its source: checked under this lock, a freed source's events never leave.
+    events: VecDeque<(Source, Box<ferrows_event>)>,
     woken: bool,
     signaled: bool,
 }
@@ -92,6 +116,29 @@ pub(crate) struct QueueShared {
 }
 
 impl QueueShared {
+    /// An empty queue with its own eventfd.
+    fn new() -> std::io::Result<Arc<Self>> {
+        // SAFETY: a plain system call with constant flags.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arc::new(QueueShared {
+            state: Mutex::new(QueueState {
+                ready: VecDeque::new(),
+                events: VecDeque::new(),
+                woken: false,
+                signaled: false,
+            }),
+            changed: Condvar::new(),
+            // SAFETY: a new descriptor that nothing else owns.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            callback: Mutex::new(None),
+            has_callback: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -127,34 +174,75 @@ impl QueueShared {
         self.schedule_callback();
     }
 
-    /// Adds a ready-made event (a connection attempt's outcome).
-    pub(crate) fn push_event(self: &Arc<Self>, event: Box<ferrows_event>) {
-        let mut state = self.lock();
-        state.events.push_back(event);
-        self.signal(&mut state);
-        drop(state);
-        self.schedule_callback();
+    /// Adds a ready-made event of `source` (a connection attempt's outcome).
+    pub(crate) fn push_event(self: &Arc<Self>, source: Source, event: Box<ferrows_event>) {
+        if self.store(source, event, false) {
+            self.schedule_callback();
+        }
     }
 
-    /// The next event without waiting: queued events first, then polling ready sources.
-    fn try_next(&self) -> Option<Box<ferrows_event>> {
+    /// Keeps `event` of `source` for the next taker, first in line or last; false when the
+    /// source was freed. A refused event is dropped once the lock is released: an ACCEPT
+    /// event's connection takes that lock when it is freed.
+    fn store(&self, source: Source, event: Box<ferrows_event>, first: bool) -> bool {
+        let mut state = self.lock();
+        if source.freed() {
+            drop(state);
+            return false;
+        }
+        if first {
+            state.events.push_front((source, event));
+        } else {
+            state.events.push_back((source, event));
+        }
+        self.signal(&mut state);
+        true
+    }
+
+    /// Drops every event `source` left in the queue (its handle is being freed, with its
+    /// `freed` flag set): none may carry its userdata, or its accepted connections, later.
+    pub(crate) fn forget(&self, source: &Source) {
+        let mut state = self.lock();
+        let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.events)
+            .into_iter()
+            .partition(|(owner, _)| owner.is(source));
+        state.events = kept;
+        state.ready.retain(|ready| !ready.is(source));
+        drop(state);
+        drop(gone);
+    }
+
+    /// The next event without waiting, with its source: queued events first, then polling
+    /// ready sources. Events of a source freed meanwhile are dropped.
+    fn try_next(&self) -> Option<(Source, Box<ferrows_event>)> {
         loop {
-            let source = {
-                let mut state = self.lock();
-                if let Some(event) = state.events.pop_front() {
-                    return Some(event);
+            let mut state = self.lock();
+            if let Some((source, event)) = state.events.pop_front() {
+                let freed = source.freed();
+                drop(state);
+                if freed {
+                    continue;
                 }
-                state.ready.pop_front()?
-            };
+                return Some((source, event));
+            }
+            let source = state.ready.pop_front()?;
+            drop(state);
             // Cleared before polling: a notification during the poll queues it again.
             source.queued_flag().store(false, Ordering::Release);
-            if let Some(event) = source.poll() {
-                // It may have more; a poll that finds nothing drops it from the list.
-                if !source.queued_flag().swap(true, Ordering::AcqRel) {
-                    self.lock().ready.push_back(source);
-                }
-                return Some(event);
+            let Some(event) = source.poll() else {
+                continue; // a poll that finds nothing drops it from the list
+            };
+            let mut state = self.lock();
+            let freed = source.freed();
+            // It may have more.
+            if !freed && !source.queued_flag().swap(true, Ordering::AcqRel) {
+                state.ready.push_back(source.clone());
             }
+            drop(state);
+            if freed {
+                continue;
+            }
+            return Some((source, event));
         }
     }
 
@@ -165,7 +253,7 @@ impl QueueShared {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            if let Some(event) = self.try_next() {
+            if let Some((_, event)) = self.try_next() {
                 return Ok(event);
             }
             let mut state = self.lock();
@@ -221,15 +309,16 @@ impl QueueShared {
 
     fn drain_into_callback(self: &Arc<Self>) {
         loop {
-            while let Some(event) = self.try_next() {
+            while let Some((source, event)) = self.try_next() {
                 let Some(callback) = self.current_callback() else {
                     // The callback was removed: keep the event for ferrows_queue_next.
-                    self.lock().events.push_front(event);
+                    self.store(source, event, true);
                     self.draining.store(false, Ordering::Release);
                     return;
                 };
                 if let Some(call) = callback.0.call {
-                    // SAFETY: the application's callback, given ownership of the event.
+                    // SAFETY: `ferrows_queue_set_callback`'s caller promised a callback that
+                    // may run on a runtime thread; it gets an event it owns from now on.
                     unsafe { call(callback.0.context, Box::into_raw(event)) };
                 }
             }
@@ -269,24 +358,12 @@ pub struct ferrows_queue {
 pub unsafe extern "C" fn ferrows_queue_new(out: *mut *mut ferrows_queue) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(out);
-        let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
-        if fd < 0 {
-            return fail(&ferrows_core::Error::Io(std::io::Error::last_os_error()));
-        }
-        let shared = Arc::new(QueueShared {
-            state: Mutex::new(QueueState {
-                ready: VecDeque::new(),
-                events: VecDeque::new(),
-                woken: false,
-                signaled: false,
-            }),
-            changed: Condvar::new(),
-            eventfd: OwnedFd::from_raw_fd(fd),
-            callback: Mutex::new(None),
-            has_callback: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-        });
-        *out = Box::into_raw(Box::new(ferrows_queue { shared }));
+        let shared = match QueueShared::new() {
+            Ok(shared) => shared,
+            Err(error) => return fail(&ferrows_core::Error::Io(error)),
+        };
+        // SAFETY: not NULL, and the caller promises a writable pointer.
+        unsafe { *out = Box::into_raw(Box::new(ferrows_queue { shared })) };
         FERROWS_OK
     })
 }
@@ -304,7 +381,8 @@ pub unsafe extern "C" fn ferrows_queue_fd(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(queue, fd);
-        let queue = &*queue;
+        // SAFETY: both not NULL, and the caller promises a live queue and a writable `fd`.
+        let (queue, fd) = unsafe { (&*queue, &mut *fd) };
         *fd = queue.shared.eventfd.as_raw_fd();
         FERROWS_OK
     })
@@ -325,8 +403,10 @@ pub unsafe extern "C" fn ferrows_queue_next(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(queue, out);
+        // SAFETY: both not NULL, and the caller promises a live queue and a writable `out`.
+        let (queue, out) = unsafe { (&*queue, &mut *out) };
         *out = std::ptr::null_mut();
-        match (*queue).shared.next(timeout_ms) {
+        match queue.shared.next(timeout_ms) {
             Ok(event) => {
                 *out = Box::into_raw(event);
                 FERROWS_OK
@@ -345,7 +425,8 @@ pub unsafe extern "C" fn ferrows_queue_next(
 pub unsafe extern "C" fn ferrows_queue_wakeup(queue: *const ferrows_queue) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(queue);
-        let shared = &(*queue).shared;
+        // SAFETY: not NULL, and the caller promises a live queue.
+        let shared = unsafe { &(*queue).shared };
         let mut state = shared.lock();
         state.woken = true;
         shared.signal(&mut state);
@@ -365,7 +446,8 @@ pub unsafe extern "C" fn ferrows_queue_set_callback(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(queue);
-        let shared = &(*queue).shared;
+        // SAFETY: not NULL, and the caller promises a live queue.
+        let shared = unsafe { &(*queue).shared };
         shared.replace_callback(callback.call.is_some().then_some(Callback(callback)));
         shared.schedule_callback();
         FERROWS_OK
@@ -381,8 +463,89 @@ pub unsafe extern "C" fn ferrows_queue_set_callback(
 pub unsafe extern "C" fn ferrows_queue_free(queue: *mut ferrows_queue) {
     ffi!((), {
         if !queue.is_null() {
-            let queue = Box::from_raw(queue);
+            // SAFETY: a queue from `Box::into_raw`, which the caller gives up.
+            let queue = unsafe { Box::from_raw(queue) };
             queue.shared.replace_callback(None);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ferrows_config_free, ferrows_config_new};
+    use crate::event::ferrows_event_kind::FERROWS_EVENT_OPEN;
+    use crate::server::{ferrows_server_free, ferrows_server_listen};
+
+    /// An unopened connection's state, as `ferrows_connect` makes it, and its source.
+    fn conn_source() -> (Arc<ConnState>, Source) {
+        let state = ConnState::new(None, std::ptr::null_mut());
+        (state.clone(), Source::Conn(state))
+    }
+
+    fn open_event() -> Box<ferrows_event> {
+        ferrows_event::new(FERROWS_EVENT_OPEN, std::ptr::null_mut())
+    }
+
+    fn stored(queue: &QueueShared) -> usize {
+        queue.lock().events.len()
+    }
+
+    /// A freed source's events never leave: none is stored once it is freed, and one stored
+    /// before is dropped when its turn comes (in a queue `forget` never saw: the connection
+    /// moved to another queue).
+    #[test]
+    fn a_freed_sources_events_never_leave() {
+        let queue = QueueShared::new().unwrap();
+        let (state, source) = conn_source();
+        queue.push_event(source.clone(), open_event());
+        state.freed.store(true, Ordering::Release);
+        queue.push_event(source, open_event());
+        assert_eq!(stored(&queue), 1);
+        assert!(queue.try_next().is_none());
+        assert_eq!(stored(&queue), 0);
+    }
+
+    #[test]
+    fn forget_drops_only_what_its_source_left() {
+        let queue = QueueShared::new().unwrap();
+        let (freed, freed_source) = conn_source();
+        let (kept, kept_source) = conn_source();
+        queue.push_event(freed_source.clone(), open_event());
+        queue.push_event(kept_source, open_event());
+        queue.push_event(freed_source.clone(), open_event());
+        freed.freed.store(true, Ordering::Release);
+        queue.forget(&freed_source);
+        assert_eq!(stored(&queue), 1);
+        let (source, _) = queue.try_next().expect("the other source's event");
+        assert!(matches!(source, Source::Conn(state) if Arc::ptr_eq(&state, &kept)));
+        assert!(queue.try_next().is_none());
+    }
+
+    /// `ferrows_server_free`: an ACCEPT event the server left (one a removed callback put
+    /// back) goes with it, and its connection is closed rather than handed out.
+    #[test]
+    fn freeing_a_server_drops_its_stored_events() {
+        let queue = QueueShared::new().unwrap();
+        let mut handle = ferrows_queue {
+            shared: queue.clone(),
+        };
+        let (mut config, mut server) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: valid out-pointers, a NUL-terminated host and a live config and queue;
+        // the server is freed once, below, and the config after it.
+        unsafe {
+            assert_eq!(ferrows_config_new(&mut config), FERROWS_OK);
+            let host = c"127.0.0.1".as_ptr();
+            let listened = ferrows_server_listen(config, host, 0, &mut handle, &mut server);
+            assert_eq!(listened, FERROWS_OK);
+            let source = Source::Server((*server).state.clone());
+            let accept = crate::event::ferrows_event_kind::FERROWS_EVENT_ACCEPT;
+            queue.push_event(source, ferrows_event::new(accept, std::ptr::null_mut()));
+            assert_eq!(stored(&queue), 1);
+            ferrows_server_free(server);
+            ferrows_config_free(config);
+        }
+        assert_eq!(stored(&queue), 0);
+        assert!(queue.try_next().is_none());
+    }
 }

@@ -22,7 +22,7 @@ pub(crate) struct ServerState {
     server: Server,
     queue: Weak<QueueShared>,
     pub(crate) queued: AtomicBool,
-    freed: AtomicBool,
+    pub(crate) freed: AtomicBool,
 }
 
 impl ServerState {
@@ -41,9 +41,6 @@ impl ServerState {
 
     /// The next accepted connection without waiting, as an ACCEPT event.
     pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
-        if self.freed.load(Ordering::Acquire) {
-            return None;
-        }
         loop {
             let pending = self.server.accept(Some(Duration::ZERO)).ok().flatten()?;
             if let Some(connection) = Self::upgrade(pending) {
@@ -65,7 +62,7 @@ fn log_refusal(error: &Error) {
 
 /// A listening server.
 pub struct ferrows_server {
-    state: Arc<ServerState>,
+    pub(crate) state: Arc<ServerState>,
 }
 
 /// Listens on `host:port` (port 0 picks a free one: `ferrows_server_port`). With a `queue`,
@@ -84,15 +81,19 @@ pub unsafe extern "C" fn ferrows_server_listen(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config, host, out);
-        let host = match utf8_arg(host, "host") {
+        // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+        let host = match unsafe { utf8_arg(host, "host") } {
             Ok(host) => host,
             Err(code) => return code,
         };
-        let server = match Server::bind(host, port, (*config).server.clone()) {
+        // SAFETY: not NULL, and the caller promises a live config.
+        let server_config = unsafe { &*config }.server.clone();
+        let server = match Server::bind(host, port, server_config) {
             Ok(server) => server,
             Err(error) => return fail(&error),
         };
-        let queue = queue.as_ref().map(|q| q.shared.clone());
+        // SAFETY: the caller promises a NULL or live queue.
+        let queue = unsafe { queue.as_ref() }.map(|q| q.shared.clone());
         let state = Arc::new(ServerState {
             server,
             queue: queue.as_ref().map_or_else(Weak::new, Arc::downgrade),
@@ -108,7 +109,8 @@ pub unsafe extern "C" fn ferrows_server_listen(
                 }
             })));
         }
-        *out = Box::into_raw(Box::new(ferrows_server { state }));
+        // SAFETY: not NULL, and the caller promises a writable pointer.
+        unsafe { *out = Box::into_raw(Box::new(ferrows_server { state })) };
         FERROWS_OK
     })
 }
@@ -120,9 +122,8 @@ pub unsafe extern "C" fn ferrows_server_listen(
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_server_port(server: *const ferrows_server) -> u16 {
     ffi!(0, {
-        server
-            .as_ref()
-            .map_or(0, |s| s.state.server.local_addr().port())
+        // SAFETY: the caller promises a NULL or live server.
+        unsafe { server.as_ref() }.map_or(0, |s| s.state.server.local_addr().port())
     })
 }
 
@@ -140,6 +141,8 @@ pub unsafe extern "C" fn ferrows_server_accept(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(server, out);
+        // SAFETY: both not NULL, and the caller promises a live server and a writable `out`.
+        let (server, out) = unsafe { (&*server, &mut *out) };
         *out = std::ptr::null_mut();
         let timeout = match timeout_arg(timeout_ms) {
             Ok(timeout) => timeout,
@@ -148,7 +151,7 @@ pub unsafe extern "C" fn ferrows_server_accept(
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match (*server).state.as_ref().server.accept(left) {
+            match server.state.server.accept(left) {
                 Ok(Some(pending)) => {
                     if let Some(connection) = ServerState::upgrade(pending) {
                         *out = Box::into_raw(ConnState::accepted(connection, None));
@@ -179,16 +182,21 @@ pub unsafe extern "C" fn ferrows_server_shutdown(
             Ok(timeout) => timeout,
             Err(code) => return code,
         };
-        match (*server).state.as_ref().server.shutdown(timeout) {
+        // SAFETY: not NULL, and the caller promises a live server.
+        match unsafe { &*server }.state.server.shutdown(timeout) {
             Ok(0) => FERROWS_OK,
-            Ok(_) => FERROWS_TIMEOUT,
+            Ok(open) => status(
+                FERROWS_TIMEOUT,
+                &format!("{open} connections still open after the shutdown"),
+            ),
             Err(error) => fail(&error),
         }
     })
 }
 
 /// Frees a server: it stops listening, answers handshakes not yet accepted with 503, and
-/// reports nothing more to its queue; accepted connections stay until freed. NULL is a no-op.
+/// reports nothing more to its queue: its ACCEPT events not yet taken are dropped (their
+/// connections closed). Accepted connections stay until freed. NULL is a no-op.
 ///
 /// # Safety
 /// `server` must be NULL or valid, not used afterwards.
@@ -196,10 +204,15 @@ pub unsafe extern "C" fn ferrows_server_shutdown(
 pub unsafe extern "C" fn ferrows_server_free(server: *mut ferrows_server) {
     ffi!((), {
         if !server.is_null() {
-            let server = Box::from_raw(server);
-            server.state.freed.store(true, Ordering::Release);
-            server.state.server.set_notifier(None);
-            server.state.server.stop_accepting();
+            // SAFETY: a server from `Box::into_raw`, which the caller gives up.
+            let server = unsafe { Box::from_raw(server) };
+            let state = &server.state;
+            state.freed.store(true, Ordering::Release);
+            state.server.set_notifier(None);
+            state.server.stop_accepting();
+            if let Some(queue) = state.queue.upgrade() {
+                queue.forget(&Source::Server(state.clone()));
+            }
         }
     })
 }

@@ -72,9 +72,13 @@ int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+void h_deadline(struct timespec *deadline, int timeout_ms) {
+    clock_gettime(CLOCK_REALTIME, deadline);
+    deadline->tv_sec += timeout_ms / 1000;
+    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec += 1;
+        deadline->tv_nsec -= 1000000000L;
     }
 }
 
@@ -132,13 +136,7 @@ bool h_thread_join(h_thread *t, int timeout_ms) {
     if (!t)
         return true;
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec += 1;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    h_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&t->mutex);
     while (!t->finished) {
         if (pthread_cond_timedwait(&t->cond, &t->mutex, &deadline) == ETIMEDOUT)
@@ -158,6 +156,25 @@ bool h_thread_join(h_thread *t, int timeout_ms) {
     pthread_cond_destroy(&t->cond);
     free(t);
     return true;
+}
+
+void h_signal_raise(h_signal *signal) {
+    pthread_mutex_lock(&signal->mutex);
+    signal->count++;
+    pthread_cond_broadcast(&signal->cond);
+    pthread_mutex_unlock(&signal->mutex);
+}
+
+bool h_signal_wait(h_signal *signal, int count, int timeout_ms) {
+    struct timespec deadline;
+    h_deadline(&deadline, timeout_ms);
+    pthread_mutex_lock(&signal->mutex);
+    int waited = 0;
+    while (signal->count < count && waited != ETIMEDOUT)
+        waited = pthread_cond_timedwait(&signal->cond, &signal->mutex, &deadline);
+    bool reached = signal->count >= count;
+    pthread_mutex_unlock(&signal->mutex);
+    return reached;
 }
 
 /* ---- events -------------------------------------------------------------------------- */
@@ -259,6 +276,7 @@ struct echo_server {
     uint16_t port;
     h_thread *accept_thread;
     pthread_mutex_t mutex;
+    pthread_cond_t ended; /* broadcast when a connection ends */
     bool stop;
     int count;
     struct echo_conn conns[ECHO_MAX_CONNS];
@@ -327,6 +345,7 @@ static void echo_conn_body(void *arg) {
             ec->result = ferrows_event_result(event);
             event_message(event, ec->reason, sizeof ec->reason);
             ec->ended = true;
+            pthread_cond_broadcast(&s->ended);
             pthread_mutex_unlock(&s->mutex);
             ferrows_event_free(event);
             /* After the CLOSED event, the connection reports FERROWS_CLOSED. */
@@ -389,6 +408,7 @@ echo_server *echo_start(const ferrows_config *config) {
         return NULL;
     }
     pthread_mutex_init(&s->mutex, NULL);
+    pthread_cond_init(&s->ended, NULL);
     if (!config) {
         if (ferrows_config_new(&own) != FERROWS_OK) {
             h_fail(__FILE__, __LINE__, "ferrows_config_new failed");
@@ -420,6 +440,7 @@ echo_server *echo_start(const ferrows_config *config) {
     return s;
 fail:
     pthread_mutex_destroy(&s->mutex);
+    pthread_cond_destroy(&s->ended);
     free(s);
     return NULL;
 }
@@ -432,33 +453,36 @@ void echo_url(const echo_server *s, bool secure, char *buf, size_t len) {
     snprintf(buf, len, "%s://127.0.0.1:%u/", secure ? "wss" : "ws", (unsigned)s->port);
 }
 
+/* Under s->mutex. */
+static bool echo_conn_ended(const echo_server *s, int n) {
+    return n >= 1 && n <= s->count && s->conns[n - 1].ended;
+}
+
 bool echo_wait_closed(echo_server *s, int n, int timeout_ms, uint16_t *code, char *reason,
                       size_t reason_len, int32_t *result, char *last, size_t last_len) {
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        pthread_mutex_lock(&s->mutex);
-        bool ended = n >= 1 && n <= s->count && s->conns[n - 1].ended;
-        if (ended) {
-            struct echo_conn *ec = &s->conns[n - 1];
-            if (code)
-                *code = ec->code;
-            if (result)
-                *result = ec->result;
-            if (reason && reason_len)
-                snprintf(reason, reason_len, "%s", ec->reason);
-            if (last && last_len)
-                snprintf(last, last_len, "%s", ec->last);
-        }
-        pthread_mutex_unlock(&s->mutex);
-        if (ended)
-            return true;
-        if (now_ms() > deadline) {
-            h_fail(__FILE__, __LINE__,
-                   "the echo server's connection %d did not end within %d ms", n, timeout_ms);
-            return false;
-        }
-        sleep_ms(5);
+    struct timespec deadline;
+    h_deadline(&deadline, timeout_ms);
+    pthread_mutex_lock(&s->mutex);
+    int waited = 0;
+    while (!echo_conn_ended(s, n) && waited != ETIMEDOUT)
+        waited = pthread_cond_timedwait(&s->ended, &s->mutex, &deadline);
+    bool ended = echo_conn_ended(s, n);
+    if (ended) {
+        struct echo_conn *ec = &s->conns[n - 1];
+        if (code)
+            *code = ec->code;
+        if (result)
+            *result = ec->result;
+        if (reason && reason_len)
+            snprintf(reason, reason_len, "%s", ec->reason);
+        if (last && last_len)
+            snprintf(last, last_len, "%s", ec->last);
     }
+    pthread_mutex_unlock(&s->mutex);
+    if (!ended)
+        h_fail(__FILE__, __LINE__, "the echo server's connection %d did not end within %d ms",
+               n, timeout_ms);
+    return ended;
 }
 
 bool echo_stop(echo_server *s) {
@@ -477,6 +501,7 @@ bool echo_stop(echo_server *s) {
     if (!ok)
         h_fail(__FILE__, __LINE__, "%s", s->error);
     pthread_mutex_destroy(&s->mutex);
+    pthread_cond_destroy(&s->ended);
     free(s);
     return ok;
 }
@@ -690,9 +715,9 @@ bool raw_ws_send_request(int fd, uint16_t port, char key_out[25]) {
     return raw_send_all(fd, request, strlen(request));
 }
 
-bool raw_ws_read_response(int fd, const char *key) {
-    char head[8192], accept[64], expected[29];
-    if (!raw_read_head(fd, head, sizeof head))
+bool raw_ws_read_response(int fd, const char *key, char *head, size_t len) {
+    char accept[64], expected[29];
+    if (!raw_read_head(fd, head, len))
         return false;
     if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
         h_fail(__FILE__, __LINE__, "expected a 101 response, got: %.80s", head);
@@ -801,35 +826,75 @@ bool raw_ws_read_close(int fd, uint16_t *code, char *reason, size_t reason_len) 
     return false;
 }
 
-/* ---- a server that stops reading after the handshake ---------------------------------- */
-
-static void stalled_body(void *arg) {
-    stalled_server *s = arg;
-    struct pollfd p = {s->listen_fd, POLLIN, 0};
+int raw_ws_accept(int listen_fd, char *request, size_t len) {
+    struct pollfd p = {listen_fd, POLLIN, 0};
     if (poll(&p, 1, long_wait_ms()) != 1) {
-        snprintf(s->error, sizeof s->error, "stalled server: no client connected");
-        return;
+        h_fail(__FILE__, __LINE__, "no client connected within %d ms", long_wait_ms());
+        return -1;
     }
-    int fd = accept(s->listen_fd, NULL, NULL);
+    int fd = accept(listen_fd, NULL, NULL);
     if (fd < 0) {
-        snprintf(s->error, sizeof s->error, "stalled server: accept: %s", strerror(errno));
-        return;
+        h_fail(__FILE__, __LINE__, "accept: %s", strerror(errno));
+        return -1;
     }
-    s->conn_fd = fd;
     set_socket_timeouts(fd);
-    char head[8192], key[64], accept_key[29], response[256];
-    if (!raw_read_head(fd, head, sizeof head) ||
-        !http_header(head, "Sec-WebSocket-Key", key, sizeof key)) {
-        snprintf(s->error, sizeof s->error, "stalled server: bad request");
-        return;
+    char key[64], accept_key[29], response[256];
+    if (!raw_read_head(fd, request, len) ||
+        !http_header(request, "Sec-WebSocket-Key", key, sizeof key)) {
+        h_fail(__FILE__, __LINE__, "not an upgrade request: %.200s", request);
+        close(fd);
+        return -1;
     }
     ws_accept_key(key, accept_key);
     snprintf(response, sizeof response,
              "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
              "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
              accept_key);
-    if (!raw_send_all(fd, response, strlen(response)))
-        snprintf(s->error, sizeof s->error, "stalled server: cannot send the response");
+    if (!raw_send_all(fd, response, strlen(response))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- a ferrows server with a raw client ----------------------------------------------- */
+
+void raw_peer_free(raw_peer *peer) {
+    ferrows_event_free(peer->event);
+    if (peer->fd >= 0)
+        close(peer->fd);
+    ferrows_conn_free(peer->accepted);
+    ferrows_server_free(peer->server);
+    ferrows_config_free(peer->config);
+}
+
+bool raw_client_pair(raw_peer *peer) {
+    char key[25];
+    int32_t rc = ferrows_server_listen(peer->config, "127.0.0.1", 0, NULL, &peer->server);
+    if (rc != FERROWS_OK) {
+        h_fail(__FILE__, __LINE__, "ferrows_server_listen returned %d", (int)rc);
+        return false;
+    }
+    uint16_t port = ferrows_server_port(peer->server);
+    peer->fd = raw_connect(port);
+    if (peer->fd < 0 || !raw_ws_send_request(peer->fd, port, key))
+        return false;
+    rc = ferrows_server_accept(peer->server, long_wait_ms(), &peer->accepted);
+    if (rc != FERROWS_OK) {
+        h_fail(__FILE__, __LINE__, "ferrows_server_accept returned %d (%s)", (int)rc,
+               ferrows_result_str(rc));
+        return false;
+    }
+    return raw_ws_read_response(peer->fd, key, peer->response, sizeof peer->response);
+}
+
+/* ---- a server that stops reading after the handshake ---------------------------------- */
+
+static void stalled_body(void *arg) {
+    stalled_server *s = arg;
+    s->conn_fd = raw_ws_accept(s->listen_fd, s->request, sizeof s->request);
+    if (s->conn_fd < 0)
+        snprintf(s->error, sizeof s->error, "stalled server: no handshake");
     /* From here on, nothing reads the socket. */
 }
 
@@ -893,7 +958,7 @@ int closed_port_reserve(uint16_t *port) {
     return fd; /* bound, never listening: connections to it are refused */
 }
 
-int silent_listener(uint16_t *port) {
+int raw_listen(uint16_t *port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = loopback(0);
     socklen_t addr_len = sizeof addr;

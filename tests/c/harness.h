@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "ferrows.h"
 
@@ -86,7 +87,8 @@ void h_last_error(char *buf, size_t len);
 /* ---- time ---------------------------------------------------------------------------- */
 
 int64_t now_ms(void);
-void sleep_ms(int ms);
+/* The CLOCK_REALTIME time timeout_ms from now, for pthread_cond_timedwait. */
+void h_deadline(struct timespec *deadline, int timeout_ms);
 /* How much slower than native this run is (FERROWS_TEST_TIME_SCALE; valgrind sets ~10).
  * Scales the upper bounds of timing checks and generous waits, never the lower bounds. */
 int time_scale(void);
@@ -107,6 +109,20 @@ h_thread *h_thread_start(void (*body)(void *arg), void *arg);
 bool h_thread_join(h_thread *thread, int timeout_ms);
 /* Whether a thread was abandoned (see h_thread_join). */
 bool h_poisoned(void);
+
+/* A count that threads raise and others wait for: how a test waits for something to happen
+ * in another thread, never by sleeping. Statically initialized with H_SIGNAL_INIT. */
+typedef struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int count;
+} h_signal;
+
+#define H_SIGNAL_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+void h_signal_raise(h_signal *signal);
+/* Whether the count reached `count` within timeout_ms. */
+bool h_signal_wait(h_signal *signal, int count, int timeout_ms);
 
 /* ---- events -------------------------------------------------------------------------- */
 
@@ -157,8 +173,11 @@ bool http_header(const char *head, const char *name, char *out, size_t len);
 void ws_accept_key(const char *key, char out[29]);
 /* Sends a client upgrade request for "/" with a fresh key (saved in key_out). */
 bool raw_ws_send_request(int fd, uint16_t port, char key_out[25]);
-/* Reads the server's response and checks 101 and Sec-WebSocket-Accept. */
-bool raw_ws_read_response(int fd, const char *key);
+/* Reads the server's response into (head, len) and checks 101 and Sec-WebSocket-Accept. */
+bool raw_ws_read_response(int fd, const char *key, char *head, size_t len);
+/* Accepts a client on listen_fd within long_wait_ms, reads its upgrade request into
+ * (request, len) and answers 101: the connected socket, or -1 (with the failure recorded). */
+int raw_ws_accept(int listen_fd, char *request, size_t len);
 /* Writes one frame; masked with a fixed non-zero key when `mask`. */
 bool raw_ws_send_frame(int fd, bool fin, int opcode, const void *payload, size_t len,
                        bool mask);
@@ -167,13 +186,32 @@ bool raw_ws_read_frame(int fd, int *opcode, uint8_t *payload, size_t cap, size_t
 /* Reads frames until a close frame; its code (1005 if empty) and reason. */
 bool raw_ws_read_close(int fd, uint16_t *code, char *reason, size_t reason_len);
 
+/* A ferrows server with one raw client whose handshake was done by hand, and what a test
+ * took from them; raw_peer_free releases it all. */
+typedef struct {
+    ferrows_config *config;
+    ferrows_server *server;
+    ferrows_conn *accepted;
+    ferrows_event *event;
+    int fd;
+    char response[4096]; /* the head of the server's 101 */
+} raw_peer;
+
+#define RAW_PEER_INIT {NULL, NULL, NULL, NULL, -1, ""}
+
+void raw_peer_free(raw_peer *peer);
+/* Listens with `peer->config`, connects a raw client and completes its handshake by hand;
+ * the accepted connection lands in `peer->accepted` (blocking accept, no queue). */
+bool raw_client_pair(raw_peer *peer);
+
 /* A listener on 127.0.0.1 (port 0) with a small receive buffer that completes one
- * WebSocket handshake by hand and then reads nothing. */
+ * WebSocket handshake by hand (keeping the request head) and then reads nothing. */
 typedef struct {
     int listen_fd;
     int conn_fd;
     uint16_t port;
     h_thread *thread;
+    char request[4096];
     char error[256];
 } stalled_server;
 
@@ -186,9 +224,10 @@ void stalled_stop(stalled_server *server);
 int closed_port_reserve(uint16_t *port);
 void closed_port_release(int fd);
 
-/* A listener on 127.0.0.1 (port 0) that never accepts nor answers: the kernel completes
- * TCP connections to it, and the opening handshake then waits forever. */
-int silent_listener(uint16_t *port);
+/* A listener on 127.0.0.1 (port 0); -1 on failure. Left alone, it never accepts nor
+ * answers: the kernel completes TCP connections to it, and an opening handshake then waits
+ * forever. */
+int raw_listen(uint16_t *port);
 
 /* Reads a whole file; caller frees. NULL on error. */
 uint8_t *read_file(const char *path, size_t *len);

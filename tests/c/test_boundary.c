@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* The last error message must say something after a refused call. */
 #define CHECK_LAST_ERROR()                                                                 \
@@ -50,9 +51,12 @@ void test_null_arguments_are_refused(void) {
     CHECK_NULL_PARAM(ferrows_config_set_recv_watermarks(NULL, 1, 10));
     CHECK_NULL_PARAM(ferrows_config_add_subprotocol(NULL, "chat"));
     CHECK_NULL_PARAM(ferrows_config_add_subprotocol(config, NULL));
-    CHECK_NULL_PARAM(ferrows_config_add_header(NULL, "X-A", "b"));
-    CHECK_NULL_PARAM(ferrows_config_add_header(config, NULL, "b"));
-    CHECK_NULL_PARAM(ferrows_config_add_header(config, "X-A", NULL));
+    CHECK_NULL_PARAM(ferrows_config_add_request_header(NULL, "X-A", "b"));
+    CHECK_NULL_PARAM(ferrows_config_add_request_header(config, NULL, "b"));
+    CHECK_NULL_PARAM(ferrows_config_add_request_header(config, "X-A", NULL));
+    CHECK_NULL_PARAM(ferrows_config_add_response_header(NULL, "X-A", "b"));
+    CHECK_NULL_PARAM(ferrows_config_add_response_header(config, NULL, "b"));
+    CHECK_NULL_PARAM(ferrows_config_add_response_header(config, "X-A", NULL));
     CHECK_NULL_PARAM(ferrows_config_set_origin(NULL, "https://a"));
     CHECK_NULL_PARAM(ferrows_config_set_origin(config, NULL));
     CHECK_NULL_PARAM(ferrows_config_add_allowed_origin(NULL, "https://a"));
@@ -303,15 +307,10 @@ void test_invalid_config_values(void) {
     CHECK_OK(ferrows_config_set_send_watermarks(config, 0, 1));
     CHECK_OK(ferrows_config_set_recv_watermarks(config, 5, 5));
     CHECK_RC(ferrows_config_set_max_connections(config, 0), FERROWS_ERR_INVALID_ARG);
-    CHECK_RC(ferrows_config_add_header(config, "X-Bad", "a\r\nInjected: yes"),
-             FERROWS_ERR_INVALID_ARG);
-    CHECK_RC(ferrows_config_add_header(config, "X-Bad: x", "a"), FERROWS_ERR_INVALID_ARG);
-    CHECK_RC(ferrows_config_add_header(config, "", "a"), FERROWS_ERR_INVALID_ARG);
     CHECK_RC(ferrows_config_add_subprotocol(config, "\xff"), FERROWS_ERR_INVALID_ARG);
     CHECK_RC(ferrows_config_set_origin(config, "\xfe"), FERROWS_ERR_INVALID_ARG);
     CHECK_RC(ferrows_config_tls_set_server_name(config, "\xfe"), FERROWS_ERR_INVALID_ARG);
     /* Valid values are accepted. */
-    CHECK_OK(ferrows_config_add_header(config, "X-Good", "yes"));
     CHECK_OK(ferrows_config_add_subprotocol(config, "chat"));
     CHECK_OK(ferrows_config_set_max_message_size(config, 0));
     CHECK_OK(ferrows_config_set_max_frame_size(config, 0));
@@ -319,6 +318,53 @@ void test_invalid_config_values(void) {
     CHECK_OK(ferrows_config_set_keepalive_ms(config, 0, 0));
     CHECK_OK(ferrows_config_add_allowed_origin(config, NULL));
 done:
+    ferrows_config_free(config);
+}
+
+/* Both header setters hold to the handshake's rule: a name is an HTTP token, a value has no
+ * control character but tab. The last error names what is wrong. */
+void test_invalid_headers(void) {
+    static const struct {
+        const char *name, *value, *complaint;
+    } bad[] = {
+        {"X-Bad", "a\r\nInjected: yes", "invalid value for header X-Bad"},
+        {"X-Bad", "a\nb", "invalid value for header X-Bad"},
+        {"X-Bad", "bell\a", "invalid value for header X-Bad"},
+        {"X-Bad: x", "a", "invalid header name"},
+        {"Bad Name", "a", "invalid header name"},
+        {"", "a", "invalid header name"},
+        {"X-\xc3\xa9", "a", "invalid header name"},
+        {"X-Bad", "\xff", "not UTF-8"},
+    };
+    ferrows_result (*const setters[])(ferrows_config *, const char *, const char *) = {
+        ferrows_config_add_request_header,
+        ferrows_config_add_response_header,
+    };
+    ferrows_config *config = NULL;
+    ferrows_conn *conn = NULL;
+    char message[256];
+    CHECK_OK(ferrows_config_new(&config));
+    for (size_t s = 0; s < 2; s++) {
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            CHECK_RC(setters[s](config, bad[i].name, bad[i].value), FERROWS_ERR_INVALID_ARG);
+            h_last_error(message, sizeof message);
+            CHECKF(strstr(message, bad[i].complaint) != NULL,
+                   "setter %zu, header %zu: \"%s\" does not say \"%s\"", s, i, message,
+                   bad[i].complaint);
+        }
+        /* Tabs and spaces inside a value, UTF-8 beyond ASCII, and empty values are fine. */
+        CHECK_OK(setters[s](config, "X-Good", "a\tb c \xc3\xa9"));
+        CHECK_OK(setters[s](config, "X-Empty", ""));
+    }
+    /* A header the handshake sets itself is refused when a client starts with it. */
+    CHECK_OK(ferrows_config_add_request_header(config, "Sec-WebSocket-Key", "mine"));
+    CHECK_RC(ferrows_connect_blocking(config, "ws://127.0.0.1:1/", long_wait_ms(), NULL, &conn),
+             FERROWS_ERR_INVALID_ARG);
+    h_last_error(message, sizeof message);
+    CHECKF(strstr(message, "Sec-WebSocket-Key") != NULL, "the last error: \"%s\"", message);
+    CHECK(conn == NULL);
+done:
+    ferrows_conn_free(conn);
     ferrows_config_free(config);
 }
 
@@ -421,4 +467,60 @@ void test_last_error_is_per_thread(void) {
 done:
     h_thread_join(thread, long_wait_ms());
     ferrows_config_free(config);
+}
+
+/* Every call that does not return FERROWS_OK leaves a message of its own in the last error,
+ * statuses included: it never describes an older call. Each check first leaves a stale
+ * message, then expects another. */
+#define CHECK_FRESH_ERROR(expr, expected)                                                  \
+    do {                                                                                   \
+        char stale_[256], fresh_[256];                                                     \
+        CHECK_RC(ferrows_config_set_max_connections(NULL, 1), FERROWS_ERR_NULL_PARAM);     \
+        h_last_error(stale_, sizeof stale_);                                               \
+        CHECK_RC(expr, expected);                                                          \
+        h_last_error(fresh_, sizeof fresh_);                                               \
+        CHECKF(fresh_[0] != '\0' && strcmp(fresh_, stale_) != 0,                           \
+               "%s left the last error \"%s\"", #expr, fresh_);                            \
+    } while (0)
+
+void test_every_status_sets_the_last_error(void) {
+    raw_peer peer = RAW_PEER_INIT;
+    ferrows_conn *conn = NULL;
+    ferrows_queue *queue = NULL;
+    ferrows_event *event = NULL;
+    char tiny[2];
+    size_t len = 0;
+    CHECK_OK(ferrows_config_new(&peer.config));
+    CHECK(raw_client_pair(&peer)); /* a raw client that never answers a close */
+    conn = peer.accepted;
+    CHECK_OK(ferrows_queue_new(&queue));
+
+    CHECK_FRESH_ERROR(ferrows_queue_next(queue, 0, &event), FERROWS_AGAIN);
+    CHECK_FRESH_ERROR(ferrows_queue_next(queue, 10, &event), FERROWS_TIMEOUT);
+    CHECK_FRESH_ERROR(ferrows_conn_recv(conn, 0, &event), FERROWS_AGAIN);
+    CHECK_FRESH_ERROR(ferrows_conn_recv(conn, 10, &event), FERROWS_TIMEOUT);
+    CHECK_FRESH_ERROR(ferrows_conn_wait_closed(conn, 0), FERROWS_AGAIN);
+    CHECK_FRESH_ERROR(ferrows_conn_peer_address(conn, tiny, sizeof tiny, &len),
+                      FERROWS_ERR_BUFFER_TOO_SMALL);
+    CHECK_FRESH_ERROR(ferrows_conn_send(conn, 99, (const uint8_t *)"x", 1, 0),
+                      FERROWS_ERR_INVALID_ARG);
+    CHECK_FRESH_ERROR(ferrows_event_result(NULL), FERROWS_ERR_NULL_PARAM);
+    /* The raw client never answers the close: the shutdown runs out of time. */
+    CHECK_FRESH_ERROR(ferrows_server_shutdown(peer.server, 50), FERROWS_TIMEOUT);
+    CHECK_FRESH_ERROR(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"x", 1, 0),
+                      FERROWS_CLOSED);
+    /* It drops the TCP connection instead: CLOSED once, then FERROWS_CLOSED. */
+    close(peer.fd);
+    peer.fd = -1;
+    event = recv_event_of(conn, FERROWS_EVENT_CLOSED, long_wait_ms());
+    CHECK(event);
+    CHECK_FRESH_ERROR(ferrows_event_message(event, NULL, 0, &len),
+                      FERROWS_ERR_BUFFER_TOO_SMALL);
+    ferrows_event_free(event);
+    event = NULL;
+    CHECK_FRESH_ERROR(ferrows_conn_recv(conn, 0, &event), FERROWS_CLOSED);
+done:
+    ferrows_event_free(event);
+    ferrows_queue_free(queue);
+    raw_peer_free(&peer);
 }

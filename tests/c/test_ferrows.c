@@ -55,6 +55,8 @@
     X(callback_can_replace_itself)                                                       \
     X(callback_drop_waits_for_a_call_under_way)                                          \
     X(server_free_refuses_pending_handshakes)                                            \
+    X(conn_free_drops_its_queued_events)                                                 \
+    X(conn_free_racing_the_handshake_closes_the_connection)                              \
     /* boundary (test_boundary.c) */                                                       \
     X(null_arguments_are_refused)                                                        \
     X(free_null_is_a_no_op)                                                              \
@@ -62,9 +64,11 @@
     X(text_must_be_utf8)                                                                 \
     X(invalid_close_codes)                                                               \
     X(invalid_config_values)                                                             \
+    X(invalid_headers)                                                                   \
     X(invalid_urls)                                                                      \
     X(last_error_message_and_short_buffers)                                              \
     X(last_error_is_per_thread)                                                          \
+    X(every_status_sets_the_last_error)                                                  \
     /* misbehaving peers, servers, TLS (test_peers.c) */                                   \
     X(backpressure_with_a_peer_that_never_reads)                                         \
     X(peer_invalid_utf8_closes_1007)                                                     \
@@ -77,6 +81,7 @@
     X(server_shutdown_closes_clients_with_1001)                                          \
     X(server_max_connections_503)                                                        \
     X(server_origin_and_subprotocol)                                                     \
+    X(request_and_response_headers_stay_on_their_side)                                   \
     X(tls_with_custom_ca)                                                                \
     X(tls_without_ca_fails)
 

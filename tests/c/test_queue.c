@@ -2,9 +2,12 @@
  * servers reporting ACCEPT events, cross-thread wakeups, and callbacks. */
 #include "harness.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static bool fd_readable(int fd, int timeout_ms) {
     struct pollfd p = {fd, POLLIN, 0};
@@ -17,6 +20,46 @@ static ferrows_config *new_config(void) {
     if (ferrows_config_new(&config) != FERROWS_OK)
         h_fail(__FILE__, __LINE__, "ferrows_config_new failed");
     return config;
+}
+
+/* What most queue tests stand on: a default config and a queue, an echo server and its URL
+ * (or a URL the test sets), with the connection and the event a test holds;
+ * queue_fixture_free releases it all. */
+typedef struct {
+    echo_server *server;
+    char url[64];
+    ferrows_config *config;
+    ferrows_queue *queue;
+    ferrows_conn *conn;
+    ferrows_event *event;
+} queue_fixture;
+
+#define QUEUE_FIXTURE_INIT {NULL, "", NULL, NULL, NULL, NULL}
+
+/* False (with the failure recorded) when a part could not be made. */
+static bool queue_fixture_start(queue_fixture *f, bool with_echo_server) {
+    if (with_echo_server) {
+        f->server = echo_start(NULL);
+        if (!f->server)
+            return false;
+        echo_url(f->server, false, f->url, sizeof f->url);
+    }
+    f->config = new_config();
+    if (!f->config)
+        return false;
+    if (ferrows_queue_new(&f->queue) != FERROWS_OK) {
+        h_fail(__FILE__, __LINE__, "ferrows_queue_new failed");
+        return false;
+    }
+    return true;
+}
+
+static void queue_fixture_free(queue_fixture *f) {
+    ferrows_event_free(f->event);
+    ferrows_conn_free(f->conn);
+    ferrows_queue_free(f->queue);
+    ferrows_config_free(f->config);
+    echo_stop(f->server);
 }
 
 void test_queue_next_timeout_modes(void) {
@@ -43,50 +86,39 @@ done:
 
 struct late_sender {
     ferrows_conn *conn;
+    h_signal waiting; /* raised by the test thread as it calls ferrows_queue_next(-1) */
     int32_t rc;
 };
 
 static void late_send_body(void *arg) {
     struct late_sender *late = arg;
-    sleep_ms(300);
-    late->rc = ferrows_conn_send(late->conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"late", 4,
-                                 long_wait_ms());
+    if (h_signal_wait(&late->waiting, 1, long_wait_ms()))
+        late->rc = ferrows_conn_send(late->conn, FERROWS_MESSAGE_TEXT,
+                                     (const uint8_t *)"late", 4, long_wait_ms());
 }
 
 void test_queue_next_forever_returns_when_data_arrives(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     h_thread *thread = NULL;
-    struct late_sender late = {NULL, -100};
-    char url[64];
+    struct late_sender late = {NULL, H_SIGNAL_INIT, -100};
     int marker = 0;
-    int64_t start, elapsed;
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_connect_blocking(config, url, long_wait_ms(), &marker, &conn));
-    CHECK_OK(ferrows_conn_attach(conn, queue));
-    late.conn = conn;
-    start = now_ms();
+    CHECK(queue_fixture_start(&f, true));
+    CHECK_OK(ferrows_connect_blocking(f.config, f.url, long_wait_ms(), &marker, &f.conn));
+    CHECK_OK(ferrows_conn_attach(f.conn, f.queue));
+    late.conn = f.conn;
     thread = h_thread_start(late_send_body, &late);
     CHECK(thread);
-    event = next_event_of(queue, FERROWS_EVENT_TEXT, -1);
-    elapsed = now_ms() - start;
-    CHECK(event);
-    CHECK(event_data_is(event, "late", 4));
-    CHECK(ferrows_event_userdata(event) == &marker);
-    CHECK_BETWEEN(elapsed, 250, 5000 * time_scale());
+    /* The message leaves only now, and comes back through the echo server: the wait
+     * begins well before it arrives. */
+    h_signal_raise(&late.waiting);
+    f.event = next_event_of(f.queue, FERROWS_EVENT_TEXT, -1);
+    CHECK(f.event);
+    CHECK(event_data_is(f.event, "late", 4));
+    CHECK(ferrows_event_userdata(f.event) == &marker);
 done:
     if (thread && h_thread_join(thread, long_wait_ms()) && late.rc != FERROWS_OK)
         h_fail(__FILE__, __LINE__, "the late send returned %d", (int)late.rc);
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
 }
 
 /* Takes events with a zero timeout until FERROWS_AGAIN, appending TEXT payloads to `texts`;
@@ -118,77 +150,67 @@ static int drain(ferrows_queue *queue, char *texts, size_t texts_len) {
 }
 
 void test_queue_connect_open_event_and_fd_level(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
-    char url[64], texts[256] = "";
+    queue_fixture f = QUEUE_FIXTURE_INIT;
+    char texts[256] = "";
     int marker = 0, fd = -1, fd_again = -2;
     int64_t deadline;
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_queue_fd(queue, &fd));
+    CHECK(queue_fixture_start(&f, true));
+    CHECK_OK(ferrows_queue_fd(f.queue, &fd));
     CHECK(fd >= 0);
-    CHECK_OK(ferrows_queue_fd(queue, &fd_again));
+    CHECK_OK(ferrows_queue_fd(f.queue, &fd_again));
     CHECK_EQ(fd_again, fd); /* it lives as long as the queue */
     CHECK(!fd_readable(fd, 0));
 
-    CHECK_OK(ferrows_connect(config, url, queue, &marker, &conn));
-    CHECK(conn);
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, &marker, &f.conn));
+    CHECK(f.conn);
     CHECK(fd_readable(fd, long_wait_ms()));
     CHECK(fd_readable(fd, 0)); /* level-triggered: still readable before draining */
-    event = next_event_of(queue, FERROWS_EVENT_OPEN, 0);
-    CHECK(event);
-    CHECK(ferrows_event_userdata(event) == &marker);
-    CHECK_EQ(ferrows_event_result(event), FERROWS_OK);
-    ferrows_event_free(event);
-    event = NULL;
-    CHECK_EQ(drain(queue, NULL, 0), 0);
+    f.event = next_event_of(f.queue, FERROWS_EVENT_OPEN, 0);
+    CHECK(f.event);
+    CHECK(ferrows_event_userdata(f.event) == &marker);
+    CHECK_EQ(ferrows_event_result(f.event), FERROWS_OK);
+    ferrows_event_free(f.event);
+    f.event = NULL;
+    CHECK_EQ(drain(f.queue, NULL, 0), 0);
     CHECK(!fd_readable(fd, 0));
 
     /* Two messages: the fd is readable until both are taken and the queue says AGAIN. */
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"one", 3,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"one", 3,
                                long_wait_ms()));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"two", 3,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"two", 3,
                                long_wait_ms()));
     deadline = now_ms() + long_wait_ms();
     while (strcmp(texts, "one;two;") != 0 && now_ms() < deadline) {
         CHECKF(fd_readable(fd, long_wait_ms()), "fd not readable; got \"%s\" so far", texts);
-        CHECK(drain(queue, texts, sizeof texts) >= 0);
+        CHECK(drain(f.queue, texts, sizeof texts) >= 0);
     }
     CHECKF(strcmp(texts, "one;two;") == 0, "got \"%s\"", texts);
     CHECK(!fd_readable(fd, 0));
 
     /* One event taken of several: still readable. */
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"three", 5,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"three", 5,
                                long_wait_ms()));
     CHECK(fd_readable(fd, long_wait_ms()));
-    event = next_event_of(queue, FERROWS_EVENT_TEXT, 0);
-    CHECK(event);
-    CHECK(event_data_is(event, "three", 5));
-    ferrows_event_free(event);
-    event = NULL;
+    f.event = next_event_of(f.queue, FERROWS_EVENT_TEXT, 0);
+    CHECK(f.event);
+    CHECK(event_data_is(f.event, "three", 5));
+    ferrows_event_free(f.event);
+    f.event = NULL;
     CHECK(fd_readable(fd, 0)); /* no AGAIN yet */
-    CHECK_EQ(drain(queue, NULL, 0), 0);
+    CHECK_EQ(drain(f.queue, NULL, 0), 0);
     CHECK(!fd_readable(fd, 0));
 
     /* Closing: CLOSED through the queue, with the userdata. */
-    CHECK_OK(ferrows_conn_close(conn, 1000, "done"));
-    event = next_event_of(queue, FERROWS_EVENT_CLOSED, long_wait_ms());
-    CHECK(event);
-    CHECK(ferrows_event_userdata(event) == &marker);
-    CHECK_EQ(ferrows_event_close_code(event), 1000);
-    ferrows_event_free(event);
-    event = NULL;
-    CHECK_RC(ferrows_queue_next(queue, 200, &event), FERROWS_TIMEOUT); /* CLOSED only once */
+    CHECK_OK(ferrows_conn_close(f.conn, 1000, "done"));
+    f.event = next_event_of(f.queue, FERROWS_EVENT_CLOSED, long_wait_ms());
+    CHECK(f.event);
+    CHECK(ferrows_event_userdata(f.event) == &marker);
+    CHECK_EQ(ferrows_event_close_code(f.event), 1000);
+    ferrows_event_free(f.event);
+    f.event = NULL;
+    CHECK_RC(ferrows_queue_next(f.queue, 200, &f.event), FERROWS_TIMEOUT); /* CLOSED only once */
 done:
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
 }
 
 /* ferrows_queue_fd: "readable while the queue may have events; ... call ferrows_queue_next
@@ -214,76 +236,58 @@ done:
 }
 
 void test_queue_connect_refused_gives_error_event(void) {
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
-    char url[64], message[256];
+    queue_fixture f = QUEUE_FIXTURE_INIT;
+    char message[256];
     uint16_t port = 0;
     int marker = 0;
     int closed = closed_port_reserve(&port);
-    CHECK(closed >= 0 && config);
-    snprintf(url, sizeof url, "ws://127.0.0.1:%u/", (unsigned)port);
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_connect(config, url, queue, &marker, &conn));
-    CHECK(conn);
-    event = next_event_of(queue, FERROWS_EVENT_ERROR, long_wait_ms());
-    CHECK(event);
-    CHECK_EQ(ferrows_event_result(event), FERROWS_ERR_IO);
-    CHECK(ferrows_event_userdata(event) == &marker);
-    event_message(event, message, sizeof message);
+    CHECK(closed >= 0 && queue_fixture_start(&f, false));
+    snprintf(f.url, sizeof f.url, "ws://127.0.0.1:%u/", (unsigned)port);
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, &marker, &f.conn));
+    CHECK(f.conn);
+    f.event = next_event_of(f.queue, FERROWS_EVENT_ERROR, long_wait_ms());
+    CHECK(f.event);
+    CHECK_EQ(ferrows_event_result(f.event), FERROWS_ERR_IO);
+    CHECK(ferrows_event_userdata(f.event) == &marker);
+    event_message(f.event, message, sizeof message);
     CHECKF(strlen(message) > 0, "an ERROR event without a message");
-    ferrows_event_free(event);
-    event = NULL;
-    CHECK_RC(ferrows_queue_next(queue, 200, &event), FERROWS_TIMEOUT); /* nothing else */
+    ferrows_event_free(f.event);
+    f.event = NULL;
+    CHECK_RC(ferrows_queue_next(f.queue, 200, &f.event), FERROWS_TIMEOUT); /* nothing else */
     /* The failed connection never opened. */
-    CHECK_RC(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"x", 1, 0),
+    CHECK_RC(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"x", 1, 0),
              FERROWS_ERR_STATE);
 done:
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
+    queue_fixture_free(&f);
     closed_port_release(closed);
 }
 
 void test_queue_attach_blocking_conn(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
-    char url[64];
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     int marker = 0;
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_connect_blocking(config, url, long_wait_ms(), &marker, &conn));
-    CHECK_OK(ferrows_conn_attach(conn, queue));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"a", 1,
+    CHECK(queue_fixture_start(&f, true));
+    CHECK_OK(ferrows_connect_blocking(f.config, f.url, long_wait_ms(), &marker, &f.conn));
+    CHECK_OK(ferrows_conn_attach(f.conn, f.queue));
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"a", 1,
                                long_wait_ms()));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_BINARY, (const uint8_t *)"b", 1,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_BINARY, (const uint8_t *)"b", 1,
                                long_wait_ms()));
-    event = next_event_of(queue, FERROWS_EVENT_TEXT, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, "a", 1));
-    CHECK(ferrows_event_userdata(event) == &marker);
-    ferrows_event_free(event);
-    event = next_event_of(queue, FERROWS_EVENT_BINARY, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, "b", 1));
-    ferrows_event_free(event);
-    event = NULL;
-    CHECK_OK(ferrows_conn_close(conn, 4321, "attached"));
-    event = next_event_of(queue, FERROWS_EVENT_CLOSED, long_wait_ms());
-    CHECK(event);
-    CHECK_EQ(ferrows_event_close_code(event), 4321);
+    f.event = next_event_of(f.queue, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(f.event);
+    CHECK(event_data_is(f.event, "a", 1));
+    CHECK(ferrows_event_userdata(f.event) == &marker);
+    ferrows_event_free(f.event);
+    f.event = next_event_of(f.queue, FERROWS_EVENT_BINARY, long_wait_ms());
+    CHECK(f.event);
+    CHECK(event_data_is(f.event, "b", 1));
+    ferrows_event_free(f.event);
+    f.event = NULL;
+    CHECK_OK(ferrows_conn_close(f.conn, 4321, "attached"));
+    f.event = next_event_of(f.queue, FERROWS_EVENT_CLOSED, long_wait_ms());
+    CHECK(f.event);
+    CHECK_EQ(ferrows_event_close_code(f.event), 4321);
 done:
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
 }
 
 void test_queue_server_accept_events(void) {
@@ -382,6 +386,7 @@ done:
 
 struct waiter {
     ferrows_queue *queue;
+    h_signal waiting; /* raised as it calls ferrows_queue_next(-1) */
     int32_t rc;
     ferrows_event *event;
     int64_t returned_at;
@@ -389,6 +394,7 @@ struct waiter {
 
 static void waiter_body(void *arg) {
     struct waiter *w = arg;
+    h_signal_raise(&w->waiting);
     w->rc = ferrows_queue_next(w->queue, -1, &w->event);
     w->returned_at = now_ms();
 }
@@ -396,14 +402,13 @@ static void waiter_body(void *arg) {
 void test_queue_wakeup_from_another_thread(void) {
     ferrows_queue *queue = NULL;
     h_thread *thread = NULL;
-    struct waiter w = {NULL, -100, NULL, 0};
-    int64_t started, woken_at;
+    struct waiter w = {NULL, H_SIGNAL_INIT, -100, NULL, 0};
+    int64_t woken_at;
     CHECK_OK(ferrows_queue_new(&queue));
     w.queue = queue;
-    started = now_ms();
     thread = h_thread_start(waiter_body, &w);
     CHECK(thread);
-    sleep_ms(300); /* blocked in ferrows_queue_next(-1) by now */
+    CHECK(h_signal_wait(&w.waiting, 1, long_wait_ms()));
     woken_at = now_ms();
     CHECK_OK(ferrows_queue_wakeup(queue));
     if (!h_thread_join(thread, long_wait_ms())) {
@@ -413,9 +418,9 @@ void test_queue_wakeup_from_another_thread(void) {
     thread = NULL;
     CHECK_RC(w.rc, FERROWS_AGAIN);
     CHECK(w.event == NULL);
-    /* "within ~100 ms": a little slack for a loaded two-core machine */
+    /* Not before the wakeup, and "within ~100 ms" of it: a little slack for a loaded
+     * two-core machine. */
     CHECK_BETWEEN(w.returned_at - woken_at, 0, 150 * time_scale());
-    CHECK(w.returned_at - started >= 250); /* it did block until then */
 done:
     if (thread && !h_thread_join(thread, long_wait_ms()))
         queue = NULL;
@@ -439,7 +444,7 @@ typedef struct {
     ferrows_conn *conn;
     ferrows_queue *queue;
     const ferrows_config *config;
-    char url[64];
+    const char *url;
     int32_t rc_recv, rc_next, rc_connect, rc_wait_closed, rc_ping;
     /* replacing the callback from inside it, on the first TEXT event */
     bool replace, replaced;
@@ -447,9 +452,9 @@ typedef struct {
     int32_t rc_replace;
     bool in_call;
     int drops_during_call;
-    /* a slow call, on the first TEXT event */
-    int slow_ms;
-    bool entered_slow;
+    /* a call held until the test releases it, on the first TEXT event */
+    bool hold, released;
+    int held;
 } cb_context;
 
 static void cb_init(cb_context *ctx) {
@@ -497,7 +502,7 @@ static void cb_probe(cb_context *ctx) {
 static void cb_call(void *context, ferrows_event *event) {
     cb_context *ctx = context;
     uint32_t kind = ferrows_event_type(event);
-    bool probe = false, replace = false, slow = false;
+    bool probe = false, replace = false, hold = false;
     pthread_mutex_lock(&ctx->mutex);
     ctx->in_call = true;
     if (pthread_equal(pthread_self(), ctx->test_thread))
@@ -514,13 +519,18 @@ static void cb_call(void *context, ferrows_event *event) {
         probe = ctx->probe && !ctx->probed;
         replace = ctx->replace && !ctx->replaced;
         ctx->replaced = ctx->replaced || replace;
-        slow = ctx->slow_ms > 0 && !ctx->entered_slow;
-        ctx->entered_slow = ctx->entered_slow || slow;
+        hold = ctx->hold && ctx->held == 0;
+        ctx->held += hold;
         pthread_cond_broadcast(&ctx->cond);
     }
+    if (hold) {
+        struct timespec deadline;
+        h_deadline(&deadline, long_wait_ms());
+        int waited = 0;
+        while (!ctx->released && waited != ETIMEDOUT)
+            waited = pthread_cond_timedwait(&ctx->cond, &ctx->mutex, &deadline);
+    }
     pthread_mutex_unlock(&ctx->mutex);
-    if (slow)
-        sleep_ms(ctx->slow_ms);
     ferrows_event_free(event); /* the callback owns it */
     if (probe)
         cb_probe(ctx);
@@ -547,21 +557,39 @@ static void cb_drop(void *context) {
     pthread_mutex_unlock(&ctx->mutex);
 }
 
+/* Waits until *field (a counter of ctx) reaches `count`, or timeout_ms pass; its value. */
+static int cb_wait_for(cb_context *ctx, const int *field, int count, int timeout_ms) {
+    struct timespec deadline;
+    h_deadline(&deadline, timeout_ms);
+    pthread_mutex_lock(&ctx->mutex);
+    int waited = 0;
+    while (*field < count && waited != ETIMEDOUT)
+        waited = pthread_cond_timedwait(&ctx->cond, &ctx->mutex, &deadline);
+    int value = *field;
+    pthread_mutex_unlock(&ctx->mutex);
+    return value;
+}
+
 /* Waits until `count` events of `kind` were delivered. */
 static bool cb_wait(cb_context *ctx, uint32_t kind, int count) {
-    int64_t deadline = now_ms() + long_wait_ms();
-    pthread_mutex_lock(&ctx->mutex);
-    while (ctx->counts[kind] < count && now_ms() < deadline) {
-        pthread_mutex_unlock(&ctx->mutex);
-        sleep_ms(5);
-        pthread_mutex_lock(&ctx->mutex);
-    }
-    int got = ctx->counts[kind];
-    pthread_mutex_unlock(&ctx->mutex);
+    int got = cb_wait_for(ctx, &ctx->counts[kind], count, long_wait_ms());
     if (got < count)
         h_fail(__FILE__, __LINE__, "the callback got %d %s events, expected %d", got,
                event_kind_name(kind), count);
     return got >= count;
+}
+
+/* Waits until the drop function ran `count` times in all; false if it did not. */
+static bool cb_wait_drops(cb_context *ctx, int count) {
+    return cb_wait_for(ctx, &ctx->drops, count, long_wait_ms()) >= count;
+}
+
+/* Lets a held call go on. */
+static void cb_release(cb_context *ctx) {
+    pthread_mutex_lock(&ctx->mutex);
+    ctx->released = true;
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->mutex);
 }
 
 static int cb_read(cb_context *ctx, const int *field) {
@@ -572,25 +600,18 @@ static int cb_read(cb_context *ctx, const int *field) {
 }
 
 void test_callback_receives_events_on_another_thread(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     cb_context ctx;
-    char url[64];
     int marker = 0;
     cb_init(&ctx);
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
+    CHECK(queue_fixture_start(&f, true));
     ferrows_event_callback callback = {&ctx, cb_call, cb_drop};
-    CHECK_OK(ferrows_queue_set_callback(queue, callback));
-    CHECK_OK(ferrows_connect(config, url, queue, &marker, &conn));
+    CHECK_OK(ferrows_queue_set_callback(f.queue, callback));
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, &marker, &f.conn));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_OPEN, 1));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"one", 3,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"one", 3,
                                long_wait_ms()));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"two", 3,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"two", 3,
                                long_wait_ms()));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_TEXT, 2));
     pthread_mutex_lock(&ctx.mutex);
@@ -601,47 +622,40 @@ void test_callback_receives_events_on_another_thread(void) {
     CHECK(userdata_ok);
     CHECK_EQ(cb_read(&ctx, &ctx.calls_on_test_thread), 0);
     /* Events go to the callback, not to ferrows_queue_next. */
-    CHECK_RC(ferrows_queue_next(queue, 0, &event), FERROWS_AGAIN);
-    CHECK_OK(ferrows_conn_close(conn, 1000, NULL));
+    CHECK_RC(ferrows_queue_next(f.queue, 0, &f.event), FERROWS_AGAIN);
+    CHECK_OK(ferrows_conn_close(f.conn, 1000, NULL));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_CLOSED, 1));
     CHECK_EQ(cb_read(&ctx, &ctx.drops), 0);
-    ferrows_conn_free(conn);
-    conn = NULL;
-    ferrows_queue_free(queue);
-    queue = NULL;
-    CHECK_EQ(cb_read(&ctx, &ctx.drops), 1); /* by ferrows_queue_free */
+    ferrows_conn_free(f.conn);
+    f.conn = NULL;
+    ferrows_queue_free(f.queue);
+    f.queue = NULL;
+    /* By ferrows_queue_free, once the call that counted CLOSED has returned. */
+    CHECK_EQ(cb_wait_for(&ctx, &ctx.drops, 1, long_wait_ms()), 1);
     CHECK_EQ(cb_read(&ctx, &ctx.counts[FERROWS_EVENT_CLOSED]), 1);
     CHECK_EQ(cb_read(&ctx, &ctx.counts[FERROWS_EVENT_OPEN]), 1);
 done:
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
     cb_destroy(&ctx);
 }
 
 void test_callback_blocking_calls_would_deadlock(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     cb_context ctx;
     cb_init(&ctx);
-    CHECK(server && config);
-    echo_url(server, false, ctx.url, sizeof ctx.url);
-    ctx.config = config;
+    CHECK(queue_fixture_start(&f, true));
+    ctx.url = f.url;
+    ctx.config = f.config;
     ctx.probe = true;
-    CHECK_OK(ferrows_queue_new(&queue));
-    ctx.queue = queue;
+    ctx.queue = f.queue;
     ferrows_event_callback callback = {&ctx, cb_call, cb_drop};
-    CHECK_OK(ferrows_queue_set_callback(queue, callback));
-    CHECK_OK(ferrows_connect(config, ctx.url, queue, NULL, &conn));
+    CHECK_OK(ferrows_queue_set_callback(f.queue, callback));
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, NULL, &f.conn));
     pthread_mutex_lock(&ctx.mutex);
-    ctx.conn = conn;
+    ctx.conn = f.conn;
     pthread_mutex_unlock(&ctx.mutex);
     CHECK(cb_wait(&ctx, FERROWS_EVENT_OPEN, 1));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"probe", 5,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"probe", 5,
                                long_wait_ms()));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_TEXT, 1));
     pthread_mutex_lock(&ctx.mutex);
@@ -656,14 +670,11 @@ void test_callback_blocking_calls_would_deadlock(void) {
     CHECK_RC(rc_wait_closed, FERROWS_ERR_WOULD_DEADLOCK); /* ferrows_conn_wait_closed(-1) */
     CHECK_RC(rc_ping, FERROWS_ERR_WOULD_DEADLOCK);        /* ferrows_conn_ping(-1) */
     /* The connection is unharmed. */
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"after", 5,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"after", 5,
                                long_wait_ms()));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_TEXT, 2));
 done:
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
     cb_destroy(&ctx);
 }
 
@@ -703,73 +714,53 @@ done:
 }
 
 void test_callback_removed_events_go_to_queue_next(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
-    ferrows_event *event = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     cb_context ctx;
-    char url[64];
     cb_init(&ctx);
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
+    CHECK(queue_fixture_start(&f, true));
     ferrows_event_callback callback = {&ctx, cb_call, cb_drop};
     ferrows_event_callback none = {NULL, NULL, NULL};
-    CHECK_OK(ferrows_queue_set_callback(queue, callback));
-    CHECK_OK(ferrows_connect(config, url, queue, NULL, &conn));
+    CHECK_OK(ferrows_queue_set_callback(f.queue, callback));
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, NULL, &f.conn));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_OPEN, 1));
-    CHECK_OK(ferrows_queue_set_callback(queue, none)); /* a NULL call removes it */
-    CHECK_EQ(cb_read(&ctx, &ctx.drops), 1);
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"after", 5,
+    CHECK_OK(ferrows_queue_set_callback(f.queue, none)); /* a NULL call removes it */
+    CHECK_EQ(cb_wait_for(&ctx, &ctx.drops, 1, long_wait_ms()), 1); /* once OPEN's call returned */
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"after", 5,
                                long_wait_ms()));
-    event = next_event_of(queue, FERROWS_EVENT_TEXT, long_wait_ms());
-    CHECK(event);
-    CHECK(event_data_is(event, "after", 5));
+    f.event = next_event_of(f.queue, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(f.event);
+    CHECK(event_data_is(f.event, "after", 5));
     CHECK_EQ(cb_read(&ctx, &ctx.counts[FERROWS_EVENT_TEXT]), 0);
 done:
-    ferrows_event_free(event);
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
     cb_destroy(&ctx);
 }
 
 /* "It may ... replace or remove the callback", and the old one's drop runs "after a call
  * under way returns". */
 void test_callback_can_replace_itself(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     cb_context a, b;
-    char url[64];
-    int64_t deadline;
     cb_init(&a);
     cb_init(&b);
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
-    a.queue = queue;
+    CHECK(queue_fixture_start(&f, true));
+    a.queue = f.queue;
     a.replace = true;
     a.replacement.context = &b;
     a.replacement.call = cb_call;
     a.replacement.drop = cb_drop;
     ferrows_event_callback first = {&a, cb_call, cb_drop};
-    CHECK_OK(ferrows_queue_set_callback(queue, first));
-    CHECK_OK(ferrows_connect(config, url, queue, NULL, &conn));
+    CHECK_OK(ferrows_queue_set_callback(f.queue, first));
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, NULL, &f.conn));
     CHECK(cb_wait(&a, FERROWS_EVENT_OPEN, 1));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"first", 5,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"first", 5,
                                long_wait_ms()));
     CHECK(cb_wait(&a, FERROWS_EVENT_TEXT, 1)); /* replaced itself in this call */
-    deadline = now_ms() + long_wait_ms();
-    while (cb_read(&a, &a.drops) == 0 && now_ms() < deadline)
-        sleep_ms(5);
+    CHECK(cb_wait_drops(&a, 1));
     CHECK_RC(cb_read(&a, &a.rc_replace), FERROWS_OK);
     CHECK_EQ(cb_read(&a, &a.drops), 1);
     CHECK_EQ(cb_read(&a, &a.drops_during_call), 0); /* not while its call ran */
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"second", 6,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"second", 6,
                                long_wait_ms()));
     CHECK(cb_wait(&b, FERROWS_EVENT_TEXT, 1));
     CHECK_EQ(cb_read(&a, &a.counts[FERROWS_EVENT_TEXT]), 1);
@@ -777,17 +768,14 @@ void test_callback_can_replace_itself(void) {
     bool texts_ok = strcmp(b.texts, "second;") == 0;
     pthread_mutex_unlock(&b.mutex);
     CHECKF(texts_ok, "the replacement got \"%s\"", b.texts);
-    ferrows_conn_free(conn);
-    conn = NULL;
-    ferrows_queue_free(queue);
-    queue = NULL;
+    ferrows_conn_free(f.conn);
+    f.conn = NULL;
+    ferrows_queue_free(f.queue);
+    f.queue = NULL;
     CHECK_EQ(cb_read(&a, &a.drops), 1);
-    CHECK_EQ(cb_read(&b, &b.drops), 1);
+    CHECK_EQ(cb_wait_for(&b, &b.drops, 1, long_wait_ms()), 1); /* once its call returned */
 done:
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
-    ferrows_config_free(config);
-    echo_stop(server);
+    queue_fixture_free(&f);
     cb_destroy(&a);
     cb_destroy(&b);
 }
@@ -835,53 +823,129 @@ done:
 /* Freeing the queue while its callback runs: the callback's drop runs once, after that call
  * returns, and no call follows. */
 void test_callback_drop_waits_for_a_call_under_way(void) {
-    echo_server *server = echo_start(NULL);
-    ferrows_config *config = new_config();
-    ferrows_queue *queue = NULL;
-    ferrows_conn *conn = NULL;
+    queue_fixture f = QUEUE_FIXTURE_INIT;
     cb_context ctx;
-    char url[64];
-    int64_t deadline;
-    bool entered = false;
     cb_init(&ctx);
-    ctx.slow_ms = 500;
-    CHECK(server && config);
-    echo_url(server, false, url, sizeof url);
-    CHECK_OK(ferrows_queue_new(&queue));
+    ctx.hold = true;
+    CHECK(queue_fixture_start(&f, true));
     ferrows_event_callback callback = {&ctx, cb_call, cb_drop};
-    CHECK_OK(ferrows_queue_set_callback(queue, callback));
-    CHECK_OK(ferrows_connect(config, url, queue, NULL, &conn));
+    CHECK_OK(ferrows_queue_set_callback(f.queue, callback));
+    CHECK_OK(ferrows_connect(f.config, f.url, f.queue, NULL, &f.conn));
     CHECK(cb_wait(&ctx, FERROWS_EVENT_OPEN, 1));
-    CHECK_OK(ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"slow", 4,
+    CHECK_OK(ferrows_conn_send(f.conn, FERROWS_MESSAGE_TEXT, (const uint8_t *)"held", 4,
                                long_wait_ms()));
-    deadline = now_ms() + long_wait_ms();
-    while (!entered && now_ms() < deadline) {
-        pthread_mutex_lock(&ctx.mutex);
-        entered = ctx.entered_slow;
-        pthread_mutex_unlock(&ctx.mutex);
-        sleep_ms(2);
-    }
-    CHECK(entered); /* the call is sleeping now */
-    ferrows_conn_free(conn);
-    conn = NULL;
-    ferrows_queue_free(queue);
-    queue = NULL;
-    deadline = now_ms() + long_wait_ms();
-    while (cb_read(&ctx, &ctx.drops) == 0 && now_ms() < deadline)
-        sleep_ms(5);
-    CHECK_EQ(cb_read(&ctx, &ctx.drops), 1);
+    /* The call is under way, waiting for cb_release. */
+    CHECK_EQ(cb_wait_for(&ctx, &ctx.held, 1, long_wait_ms()), 1);
+    ferrows_conn_free(f.conn);
+    f.conn = NULL;
+    ferrows_queue_free(f.queue);
+    f.queue = NULL;
+    CHECK_EQ(cb_read(&ctx, &ctx.drops), 0); /* not while the call runs */
+    cb_release(&ctx);
+    CHECK(cb_wait_drops(&ctx, 1));
     CHECK_EQ(cb_read(&ctx, &ctx.drops_during_call), 0);
     CHECK_EQ(cb_read(&ctx, &ctx.counts[FERROWS_EVENT_TEXT]), 1);
-    sleep_ms(100);
-    CHECK_EQ(cb_read(&ctx, &ctx.drops), 1); /* exactly once */
+    /* Exactly once: no second drop within 100 ms. */
+    CHECK_EQ(cb_wait_for(&ctx, &ctx.drops, 2, 100), 1);
 done:
-    ferrows_conn_free(conn);
-    ferrows_queue_free(queue);
+    ferrows_conn_free(f.conn);
+    f.conn = NULL;
+    ferrows_queue_free(f.queue);
+    f.queue = NULL;
+    cb_release(&ctx);
     /* The drop must have run before ctx goes away (it may still be pending on failure). */
-    deadline = now_ms() + long_wait_ms();
-    while (cb_read(&ctx, &ctx.drops) == 0 && now_ms() < deadline)
-        sleep_ms(5);
-    ferrows_config_free(config);
-    echo_stop(server);
+    cb_wait_drops(&ctx, 1);
+    queue_fixture_free(&f);
     cb_destroy(&ctx);
+}
+
+/* ---- freeing a connection with events under way --------------------------------------- */
+
+/* docs/c-api.md: free a connection, then what its userdata points to. An OPEN or ERROR event
+ * already queued must go with the connection, or the application gets a dangling pointer. */
+void test_conn_free_drops_its_queued_events(void) {
+    queue_fixture f = QUEUE_FIXTURE_INIT;
+    char refused[64];
+    const char *urls[2] = {f.url, refused}; /* OPEN, then ERROR */
+    uint16_t port = 0;
+    int fd = -1, closed = closed_port_reserve(&port);
+    int *userdata = NULL;
+    CHECK(queue_fixture_start(&f, true) && closed >= 0);
+    snprintf(refused, sizeof refused, "ws://127.0.0.1:%u/", (unsigned)port);
+    CHECK_OK(ferrows_queue_fd(f.queue, &fd));
+    for (int i = 0; i < 2; i++) {
+        userdata = malloc(sizeof *userdata);
+        CHECK(userdata);
+        CHECK_OK(ferrows_connect(f.config, urls[i], f.queue, userdata, &f.conn));
+        /* Readable: the attempt's outcome waits in the queue. */
+        bool readable = fd_readable(fd, long_wait_ms());
+        ferrows_conn_free(f.conn);
+        f.conn = NULL;
+        free(userdata);
+        userdata = NULL;
+        CHECKF(readable, "no outcome queued for %s", urls[i]);
+        CHECK_RC(ferrows_queue_next(f.queue, 0, &f.event), FERROWS_AGAIN);
+        CHECK(f.event == NULL);
+    }
+done:
+    free(userdata);
+    closed_port_release(closed);
+    queue_fixture_free(&f);
+}
+
+/* Busy-waits `us` microseconds: it moves where a free lands in the race below, and nothing
+ * waits on it. */
+static void spin_us(int us) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000L + (now.tv_nsec - start.tv_nsec) / 1000 < us);
+}
+
+/* Whether the client at the other end of `fd` closes: a close frame, or the end of the TCP
+ * connection, within long_wait_ms. */
+static bool peer_closes(int fd) {
+    struct pollfd p = {fd, POLLIN, 0};
+    uint8_t first = 0;
+    if (poll(&p, 1, long_wait_ms()) != 1)
+        return false;
+    ssize_t n = recv(fd, &first, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET) || (n == 1 && first == 0x88);
+}
+
+/* ferrows_conn_free against the end of the opening handshake, freed at a different moment
+ * after the server's 101 in each round: whichever wins, the connection it had opened is
+ * closed (not left open with no handle), and none of its events reaches the queue. */
+void test_conn_free_racing_the_handshake_closes_the_connection(void) {
+    enum { ROUNDS = 300, MAX_SPIN_US = 150 };
+    queue_fixture f = QUEUE_FIXTURE_INIT;
+    char request[4096];
+    uint16_t port = 0;
+    int marker = 0, peer = -1, listener = raw_listen(&port);
+    int64_t deadline = now_ms() + 3000;
+    CHECK(listener >= 0 && queue_fixture_start(&f, false));
+    snprintf(f.url, sizeof f.url, "ws://127.0.0.1:%u/", (unsigned)port);
+    for (int round = 0; round < ROUNDS && now_ms() < deadline; round++) {
+        CHECK_OK(ferrows_connect(f.config, f.url, f.queue, &marker, &f.conn));
+        peer = raw_ws_accept(listener, request, sizeof request);
+        CHECK(peer >= 0);
+        spin_us(round * 7 % MAX_SPIN_US);
+        ferrows_conn_free(f.conn);
+        f.conn = NULL;
+        CHECKF(peer_closes(peer), "round %d: the connection freed %d us after the 101 stayed open",
+               round, round * 7 % MAX_SPIN_US);
+        close(peer);
+        peer = -1;
+        CHECK_RC(ferrows_queue_next(f.queue, 0, &f.event), FERROWS_AGAIN);
+    }
+    /* Nor later, as the connections finish closing. */
+    CHECK_RC(ferrows_queue_next(f.queue, 100, &f.event), FERROWS_TIMEOUT);
+    CHECK(f.event == NULL);
+done:
+    if (peer >= 0)
+        close(peer);
+    if (listener >= 0)
+        close(listener);
+    queue_fixture_free(&f);
 }

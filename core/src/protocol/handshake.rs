@@ -79,18 +79,24 @@ impl Headers {
     /// Checks that every name is an HTTP token and no value holds CR, LF or another control
     /// character, so user-supplied headers cannot split a message; [`Error::Config`] if not.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in self.iter() {
-            if !is_token(name) {
-                return Err(Error::Config(format!("invalid header name {name:?}")));
-            }
-            if !is_field_value(value) {
-                return Err(Error::Config(format!(
-                    "invalid value for header {name}: {value:?}"
-                )));
-            }
-        }
-        Ok(())
+        self.iter()
+            .try_for_each(|(name, value)| validate_header(name, value))
     }
+}
+
+/// Checks one header: the name an HTTP token, the value free of CR, LF and other control
+/// characters (tab aside), so it cannot split a message; [`Error::Config`] if not. The rule
+/// of [`Headers::validate`], for callers that take headers one at a time.
+pub fn validate_header(name: &str, value: &str) -> Result<()> {
+    if !is_token(name) {
+        return Err(Error::Config(format!("invalid header name {name:?}")));
+    }
+    if !is_field_value(value) {
+        return Err(Error::Config(format!(
+            "invalid value for header {name}: {value:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Takes `(name, value)` pairs as they are, in order.
