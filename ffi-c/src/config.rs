@@ -158,7 +158,8 @@ pub unsafe extern "C" fn ferrows_config_set_max_fragments(
     config: *mut ferrows_config,
     frames: usize,
 ) -> ferrows_result {
-    with_protocols(config, |p| p.max_fragments = limit(frames))
+    // SAFETY: the caller's promises, passed on.
+    unsafe { with_protocols(config, |p| p.max_fragments = limit(frames)) }
 }
 
 /// Sets the timeouts in milliseconds (0 disables one): `open_ms` bounds a client's DNS,
