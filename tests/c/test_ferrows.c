@@ -75,6 +75,8 @@
     X(peer_message_too_big_closes_1009)                                                  \
     X(peer_fragmented_message_too_big_closes_1009)                                       \
     X(peer_frame_too_big_closes_1009)                                                    \
+    X(peer_too_many_fragments_closes_1009)                                               \
+    X(recv_timeout_mid_message_keeps_the_part)                                           \
     X(peer_unmasked_frame_closes_1002)                                                   \
     X(keepalive_closes_with_1011_without_pong)                                           \
     X(server_port_and_plain_http_gets_4xx)                                               \

@@ -182,6 +182,56 @@ done:
     raw_peer_free(&p);
 }
 
+void test_peer_too_many_fragments_closes_1009(void) {
+    raw_peer p = RAW_PEER_INIT;
+    int i;
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK_OK(ferrows_config_set_max_fragments(p.config, 10));
+    CHECK(raw_client_pair(&p));
+    /* Ten frames make a message; an eleventh frame of the next one fails it. */
+    for (i = 0; i < 10; i++) {
+        CHECK(raw_ws_send_frame(p.fd, i == 9, i == 0 ? 1 : 0, "f", 1, true));
+    }
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, "ffffffffff", 10));
+    for (i = 0; i < 11; i++) {
+        CHECK(raw_ws_send_frame(p.fd, false, i == 0 ? 1 : 0, "", 0, true));
+    }
+    CHECK(expect_failure(p.fd, p.accepted, 1009, FERROWS_ERR_MESSAGE_TOO_BIG));
+done:
+    raw_peer_free(&p);
+}
+
+/* A receive that times out while a message is half received keeps that half: the next
+ * receive returns the whole message, once. */
+void test_recv_timeout_mid_message_keeps_the_part(void) {
+    raw_peer p = RAW_PEER_INIT;
+    ferrows_event *event = NULL;
+    int64_t started;
+    int round;
+    CHECK_OK(ferrows_config_new(&p.config));
+    CHECK(raw_client_pair(&p));
+    CHECK(raw_ws_send_frame(p.fd, false, 1, "first ", 6, true));
+    for (round = 0; round < 3; round++) {
+        started = now_ms();
+        CHECK(ferrows_conn_recv(p.accepted, 100, &event) == FERROWS_TIMEOUT);
+        CHECK(event == NULL);
+        CHECK(now_ms() - started >= 100 && now_ms() - started < 100 + long_wait_ms());
+    }
+    CHECK(raw_ws_send_frame(p.fd, true, 0, "last", 4, true));
+    CHECK(raw_ws_send_frame(p.fd, true, 1, "next", 4, true));
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, "first last", 10));
+    ferrows_event_free(p.event);
+    p.event = recv_event_of(p.accepted, FERROWS_EVENT_TEXT, long_wait_ms());
+    CHECK(p.event);
+    CHECK(event_data_is(p.event, "next", 4));
+done:
+    raw_peer_free(&p);
+}
+
 void test_peer_unmasked_frame_closes_1002(void) {
     raw_peer p = RAW_PEER_INIT;
     CHECK_OK(ferrows_config_new(&p.config));
