@@ -227,32 +227,26 @@ def test_ping_flood_from_a_peer_that_never_reads_owes_one_pong(face, start_serve
 
 
 @pytest.mark.parametrize("face", FACES)
-def test_empty_continuation_flood_to_a_busy_handler_fails_with_1009(face, start_server):
+@pytest.mark.parametrize(
+    ("fragment", "count", "busy"),
+    [(b"", 3_000_000, True), (b"a", 1_000_000, False)],
+    ids=["empty-to-a-busy-handler", "one-byte"],
+)
+def test_fragment_flood_past_max_fragments_fails_with_1009(
+    face, fragment, count, busy, start_server
+):
     server = start_server(face)
 
     def attack(stream: RawStream, memory: Memory) -> None:
         stream.send(encode_frame(OP_TEXT, b"x", fin=False))
-        sent, outcome = flood(stream, encode_frame(OP_CONT, b"", fin=False), 3_000_000)
+        sent, outcome = flood(stream, encode_frame(OP_CONT, fragment, fin=False), count)
         memory.sample()
-        # Empty fragments are not queued; past max_fragments the message is refused.
+        # Empty fragments are not queued, others join one chunk; past max_fragments the
+        # message is refused.
         assert outcome in ("closed", "paused"), (sent, outcome)
         assert close_code_of(stream) == 1009
 
-    attack_with_probe(server, attack, busy=True)
-
-
-@pytest.mark.parametrize("face", FACES)
-def test_one_byte_fragments_past_max_fragments_fail_with_1009(face, start_server):
-    server = start_server(face)
-
-    def attack(stream: RawStream, memory: Memory) -> None:
-        stream.send(encode_frame(OP_TEXT, b"a", fin=False))
-        sent, outcome = flood(stream, encode_frame(OP_CONT, b"a", fin=False), 1_000_000)
-        memory.sample()
-        assert outcome in ("closed", "paused"), (sent, outcome)
-        assert close_code_of(stream) == 1009
-
-    attack_with_probe(server, attack)
+    attack_with_probe(server, attack, busy=busy)
 
 
 @pytest.mark.parametrize("face", FACES)
