@@ -218,7 +218,7 @@ def test_ping_flood_from_a_peer_that_never_reads_owes_one_pong(face, start_serve
 
     def attack(stream: RawStream, memory: Memory) -> None:
         ping = encode_frame(OP_PING, b"ping")
-        sent, outcome = flood(stream, ping, 300_000)
+        sent, outcome = flood(stream, ping, 3_000_000)
         memory.sample()
         # The server reads every ping (one pong is owed at a time) or stops reading.
         assert outcome in ("sent", "paused"), (sent, outcome)
@@ -256,15 +256,11 @@ def test_a_million_one_byte_fragments_without_a_frame_limit_cost_one_buffer(face
     def attack(stream: RawStream, memory: Memory) -> None:
         stream.send(encode_frame(OP_TEXT, b"a", fin=False))
         sent, outcome = flood(stream, encode_frame(OP_CONT, b"a", fin=False), 1_000_000)
+        memory.sample()
+        # Nobody reads them, and they joined one chunk of a megabyte: nothing to refuse.
         assert outcome == "sent", (sent, outcome)
-        stream.send(encode_frame(OP_CONT, b"a", fin=True))
-        memory.sample()
-        # The fragments joined one chunk; the echo is the whole message.
-        fin, opcode, payload = stream.read_frame(timeout=30)
-        assert (fin, opcode, len(payload)) == (True, OP_TEXT, sent + 2)
-        memory.sample()
 
-    attack_with_probe(server, attack)
+    attack_with_probe(server, attack, busy=True)
 
 
 @pytest.mark.parametrize("face", FACES)
