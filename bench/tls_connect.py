@@ -3,7 +3,9 @@
 Issues a trustme CA and a certificate for 127.0.0.1 (in a temporary directory), starts a
 ferrows sync TLS server in its own process, then opens and closes CONNECTS connections one
 after the other, twice per run: trusting the CA on top of the system roots (the default)
-and trusting the CA alone (``use_system_roots=False``). Prints the median of RUNS runs.
+and trusting the CA alone (``use_system_roots=False``). Prints the median of RUNS runs,
+then the median time of CONNECTS connects to a port where nothing listens: what the
+client prepares before connecting.
 
     python bench/tls_connect.py [--connects 200] [--runs 5]
 """
@@ -43,6 +45,22 @@ def connects_per_second(url: str, connects: int, **tls: object) -> float:
     return connects / (time.perf_counter() - started)
 
 
+def refused_connect_seconds(connects: int, **tls: object) -> float:
+    """The median time of a wss:// connect to a port where nothing listens: the refusal is
+    immediate, so this is what the client prepares before connecting (TLS setup included)."""
+    from ferrows.sync.client import connect
+
+    url = f"wss://127.0.0.1:{free_port()}/"
+    times = []
+    for _ in range(connects):
+        started = time.perf_counter()
+        try:
+            connect(url, open_timeout=10, **tls)
+        except ConnectionRefusedError:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connects", type=int, default=200)
@@ -73,6 +91,9 @@ def main() -> int:
             for _ in range(args.runs):
                 for name, tls in modes.items():
                     results[name].append(connects_per_second(url, args.connects, **tls))
+            setup = {
+                name: refused_connect_seconds(args.connects, **tls) for name, tls in modes.items()
+            }
         finally:
             server.terminate()
             server.wait(10)
@@ -83,6 +104,9 @@ def main() -> int:
     for name, values in results.items():
         spread = f"{min(values):,.0f}-{max(values):,.0f}"
         print(f"  {name:18} {statistics.median(values):>8,.0f}  ({spread})")
+    print(f"median time of a refused connect (client preparation), of {args.connects}")
+    for name, seconds in setup.items():
+        print(f"  {name:18} {seconds * 1000:>8.3f} ms")
     return 0
 
 
