@@ -133,6 +133,9 @@ pub enum Error {
     /// TLS configuration or handshake failure.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server's certificate failed verification: unknown issuer, wrong name, expired...
+    #[error("TLS: untrusted certificate: {0}")]
+    UntrustedCertificate(String),
     /// An invalid option or argument.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -81,7 +81,7 @@ pub fn code_of(error: &Error) -> ferrows_result {
         Error::Timeout(_) => FERROWS_TIMEOUT,
         Error::Concurrency(_) => FERROWS_ERR_CONCURRENCY,
         Error::WouldDeadlock => FERROWS_ERR_WOULD_DEADLOCK,
-        Error::Tls(_) => FERROWS_ERR_TLS,
+        Error::Tls(_) | Error::UntrustedCertificate(_) => FERROWS_ERR_TLS,
         Error::Config(_) => FERROWS_ERR_INVALID_ARG,
         Error::Io(_) => FERROWS_ERR_IO,
     }

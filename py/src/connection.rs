@@ -305,12 +305,15 @@ pub struct PyPendingConnect {
     inner: PendingConnect,
 }
 
-/// Starts opening a client connection with the options the Python package built.
+/// Starts opening a client connection with the options the Python package built. The GIL
+/// is released while the engine checks the URI and finds (or first builds) the TLS setup.
 #[pyfunction]
 pub fn connect(uri: &str, options: &Bound<'_, PyDict>) -> PyResult<PyPendingConnect> {
     let py = options.py();
     let config = client_config(options)?;
-    let inner = engine::connect(uri, config).map_err(|e| to_py_err(py, e, None))?;
+    let inner = py
+        .detach(|| engine::connect(uri, config))
+        .map_err(|e| to_py_err(py, e, None))?;
     Ok(PyPendingConnect { inner })
 }
 

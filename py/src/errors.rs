@@ -68,7 +68,7 @@ fn build(py: Python<'_>, error: &Error, ended: Option<&Ended>) -> PyResult<PyErr
         ),
         Error::Concurrency(_) => ("concurrency", (message,).into_pyobject(py)?),
         Error::WouldDeadlock => return Ok(PyRuntimeError::new_err(message)),
-        Error::Tls(_) => ("tls", (message,).into_pyobject(py)?),
+        Error::Tls(_) | Error::UntrustedCertificate(_) => ("tls", (message,).into_pyobject(py)?),
         Error::Config(_) => return Ok(PyValueError::new_err(message)),
         Error::Io(io) => {
             // OSError(errno, text) becomes the matching subclass (ConnectionRefusedError...).

@@ -114,6 +114,7 @@ pub fn server_config(options: &Bound<'_, PyDict>) -> PyResult<ServerConfig> {
         tls,
         handshake_timeout: seconds(options, "open_timeout")?,
         max_connections: get(options, "max_connections")?.unwrap_or(defaults.max_connections),
+        backlog: get(options, "backlog")?,
         inbox: watermarks(options, "read_limit", defaults.inbox)?,
         outbox: watermarks(options, "write_limit", defaults.outbox)?,
         response_headers: headers(options, "response_headers")?,

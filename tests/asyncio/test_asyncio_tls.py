@@ -10,6 +10,12 @@ import pytest
 import websockets.asyncio.client
 from aiosupport import HOST, aiotest, bounded, echo, ws_url
 from ferrows.asyncio import connect, serve
+from ferrows.exceptions import TLSError
+
+
+def assert_rejected_certificate(caught: pytest.ExceptionInfo[TLSError]) -> None:
+    """The TLSError comes from the ssl module's verification failure."""
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError), caught.value
 
 
 @aiotest
@@ -31,19 +37,22 @@ async def test_server_hostname_overrides_the_name_checked(tls):
             await ws.send("by name")
             assert await bounded(ws.recv()) == "by name"
         # A name the certificate does not cover fails verification.
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(TLSError) as caught:
             await bounded(
                 connect(uri, ssl=tls.client_context(), server_hostname="elsewhere.example")
             )
+        assert_rejected_certificate(caught)
 
 
 @aiotest
 async def test_client_without_the_ca_fails_verification(tls):
     async with serve(echo, HOST, 0, ssl=tls.server_context()) as server:
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(TLSError) as caught:
             await bounded(connect(ws_url(server.port, scheme="wss")))
-        with pytest.raises(ssl.SSLCertVerificationError):
+        assert_rejected_certificate(caught)
+        with pytest.raises(TLSError) as caught:
             await bounded(connect(ws_url(server.port, scheme="wss"), ssl=True))
+        assert_rejected_certificate(caught)
         # The server is unharmed and serves the next, trusting client.
         async with connect(ws_url(server.port, scheme="wss"), ssl=tls.client_context()) as ws:
             await ws.send("after a failed handshake")

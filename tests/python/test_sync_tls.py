@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import ferrows.exceptions as fx
 import pytest
+import trustme
 import websockets.sync.client
 from ferrows.sync import ServerConnection, connect, serve
 from wsutil import HOST, Outbox, Running, TlsFiles
@@ -159,3 +163,67 @@ def test_tls_server_needs_a_key(tls_files: TlsFiles) -> None:
 def test_missing_certfile_raises_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         serve(lambda connection: None, HOST, 0, certfile=tmp_path / "missing.pem")
+
+
+def test_a_cafile_without_a_certificate_is_a_clear_error(
+    tls_server: Running, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.pem"
+    text.write_text("not a certificate\n")
+    for cafile in (empty, text):
+        with pytest.raises(fx.TLSError, match="CA certificate: no certificate in PEM"):
+            connect(tls_server.url, open_timeout=5, cafile=cafile)
+
+
+def test_cadata_without_a_valid_certificate_is_a_clear_error(tls_server: Running) -> None:
+    broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    for cadata in ("", b"not a certificate", broken):
+        with pytest.raises(fx.TLSError, match="CA certificate"):
+            connect(tls_server.url, open_timeout=5, cadata=cadata)
+
+
+def test_a_certificate_from_another_ca_is_untrusted(tls_server: Running) -> None:
+    other = trustme.CA()
+    with pytest.raises(fx.TLSError, match="untrusted certificate"):
+        connect(
+            tls_server.url,
+            open_timeout=5,
+            cadata=other.cert_pem.bytes(),
+            use_system_roots=False,
+        )
+
+
+SYSTEM_ROOTS_CHILD = """
+import sys
+from ferrows.sync import connect
+url, cafile = sys.argv[1:]
+try:
+    connect(url, cafile=cafile, open_timeout=5)
+except Exception as exc:
+    print(type(exc).__name__, exc, flush=True)
+with connect(url, cafile=cafile, use_system_roots=False, open_timeout=5) as websocket:
+    websocket.send("without the system's roots")
+    print(websocket.recv(timeout=5), flush=True)
+"""
+
+
+def test_system_roots_that_cannot_be_loaded_are_reported(
+    tls_server: Running, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    # The system's roots are read once per process: a child reads them from a missing file.
+    env = dict(os.environ, SSL_CERT_FILE=str(tmp_path / "missing.pem"))
+    env.pop("SSL_CERT_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-c", SYSTEM_ROOTS_CHILD, tls_server.url, str(tls_files.ca_pem)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    failure, answer = result.stdout.splitlines()
+    assert failure.startswith("TLSError"), failure
+    assert "the system's root certificates could not be loaded" in failure
+    assert answer == "without the system's roots"

@@ -134,7 +134,7 @@ async fn open(
             let stream = tokio_rustls::TlsConnector::from(tls_config)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| Error::Tls(e.to_string()))?;
+                .map_err(tls::handshake_error)?;
             Transport::Secure(Box::new(stream))
         }
         None => Transport::Plain(tcp),
@@ -220,4 +220,62 @@ async fn read_error_body(stream: &mut Transport, response: &mut Response, rest: 
     let _ = tokio::time::timeout(Duration::from_secs(1), read_body).await;
     body.truncate(wanted);
     response.body = body;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::ServerConfig;
+    use crate::engine::server::Server;
+    use crate::engine::tls::{test_pem, TlsClientOptions, TlsServerOptions};
+    use crate::protocol::handshake::Headers;
+
+    const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+    fn connect_trusting(server: &Server, ca: &str) -> Result<Option<Connection>> {
+        let config = ClientConfig {
+            tls: TlsClientOptions {
+                ca_pem: Some(ca.as_bytes().to_vec()),
+                no_system_roots: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        connect(&format!("wss://{}/", server.local_addr()), config)?.wait(WAIT)
+    }
+
+    #[test]
+    fn a_certificate_from_an_unknown_issuer_is_untrusted() {
+        let tls = TlsServerOptions {
+            cert_chain_pem: test_pem::SERVER_CERT.into(),
+            key_pem: test_pem::SERVER_KEY.into(),
+        };
+        let config = ServerConfig {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        let server = Server::bind("127.0.0.1", 0, config).unwrap();
+        let untrusted = connect_trusting(&server, test_pem::OTHER_CA);
+        assert!(
+            matches!(untrusted, Err(Error::UntrustedCertificate(_))),
+            "{untrusted:?}"
+        );
+        // The same server passes with the CA that issued its certificate.
+        let connection = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let pending = server.accept(WAIT).unwrap().expect("a handshake");
+                pending.accept(None, &Headers::new()).unwrap();
+            });
+            connect_trusting(&server, test_pem::CA)
+        });
+        assert!(matches!(connection, Ok(Some(_))), "{connection:?}");
+        assert_eq!(server.shutdown(WAIT).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_server_speaking_no_tls_is_another_tls_failure() {
+        let server = Server::bind("127.0.0.1", 0, ServerConfig::default()).unwrap();
+        let result = connect_trusting(&server, test_pem::CA);
+        assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
+    }
 }

@@ -85,14 +85,23 @@ pub struct ServerConfig {
     pub handshake_timeout: Option<Duration>,
     /// Connections beyond this many (handshaking or open) get HTTP 503.
     pub max_connections: usize,
-    /// Handshakes waiting for the application to accept them; beyond this, HTTP 503.
-    pub backlog: usize,
+    /// Handshakes waiting for the application to accept them, and connections waiting in
+    /// the kernel's listen queue (which the kernel caps at `net.core.somaxconn`); beyond
+    /// this, HTTP 503. `None`: `max_connections`, so only that limit refuses connections.
+    pub backlog: Option<usize>,
     /// Headers added to every handshake response (such as `Server`).
     pub response_headers: Headers,
     /// Budget of received, unread bytes, per connection.
     pub inbox: Watermarks,
     /// Budget of sent, unwritten bytes, per connection.
     pub outbox: Watermarks,
+}
+
+impl ServerConfig {
+    /// The number of handshakes that may wait for the application.
+    pub fn effective_backlog(&self) -> usize {
+        self.backlog.unwrap_or(self.max_connections)
+    }
 }
 
 impl Default for ServerConfig {
@@ -106,7 +115,7 @@ impl Default for ServerConfig {
             tls: None,
             handshake_timeout: Some(Duration::from_secs(10)),
             max_connections: 10_000,
-            backlog: 1024,
+            backlog: None,
             response_headers,
             inbox: DEFAULT_INBOX,
             outbox: DEFAULT_OUTBOX,

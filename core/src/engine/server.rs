@@ -3,8 +3,9 @@
 //! headers) or answers it with any HTTP response. The application's code never runs on a
 //! runtime thread.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,9 @@ impl PendingHandshake {
             response,
         };
         if self.decision.send(decision).is_err() {
+            // The client went away or the handshake timed out: nothing will run it.
             connection.abort(Error::Timeout("opening handshake"));
+            self.server.forget(&connection);
         }
         Ok(connection)
     }
@@ -127,6 +130,12 @@ impl PendingHandshake {
         add_headers(&mut response, &self.server.config.response_headers);
         let _ = self.decision.send(Decision::Respond(response));
     }
+
+    /// Whether the handshake's task is gone (the client left or it timed out): answering
+    /// it would reach no one.
+    fn abandoned(&self) -> bool {
+        self.decision.is_closed()
+    }
 }
 
 struct AcceptQueue {
@@ -134,20 +143,50 @@ struct AcceptQueue {
     closed: bool,
 }
 
+impl AcceptQueue {
+    /// Whether another handshake may wait: fewer than `backlog` still-awaited ones do.
+    fn has_room(&mut self, backlog: usize) -> bool {
+        if self.pending.len() >= backlog {
+            // Drops the abandoned ones only when full: each handshake's check stays cheap.
+            self.pending.retain(|pending| !pending.abandoned());
+        }
+        !self.closed && self.pending.len() < backlog
+    }
+
+    /// The oldest handshake whose client still waits.
+    fn pop(&mut self) -> Option<PendingHandshake> {
+        while let Some(pending) = self.pending.pop_front() {
+            if !pending.abandoned() {
+                return Some(pending);
+            }
+        }
+        None
+    }
+}
+
 struct ServerShared {
     config: ServerConfig,
     queue: Mutex<AcceptQueue>,
     queued: Condvar,
-    live: Mutex<Vec<Connection>>,
+    /// Accepted connections by id, until they end: [`Server::shutdown`] closes them. An
+    /// ended one leaves at once, so that its socket closes when the application lets go.
+    live: Mutex<HashMap<String, Connection>>,
     shutdown_tx: watch::Sender<bool>,
     notifier: Mutex<Option<Notifier>>,
 }
 
 impl ServerShared {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn track(&self, connection: &Connection) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|c| c.ended().is_none());
-        live.push(connection.clone());
+        self.live()
+            .insert(connection.id().to_owned(), connection.clone());
+    }
+
+    fn forget(&self, connection: &Connection) {
+        self.live().remove(connection.id());
     }
 }
 
@@ -163,8 +202,7 @@ impl Server {
     pub fn bind(host: &str, port: u16, config: ServerConfig) -> Result<Server> {
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let runtime = runtime::handle()?;
-        let std_listener = std::net::TcpListener::bind((host, port))?;
-        std_listener.set_nonblocking(true)?;
+        let std_listener = listen(host, port, config.effective_backlog())?;
         let local_addr = std_listener.local_addr()?;
         let listener = {
             let _guard = runtime.enter();
@@ -178,7 +216,7 @@ impl Server {
                 closed: false,
             }),
             queued: Condvar::new(),
-            live: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
             shutdown_tx,
             notifier: Mutex::new(None),
         });
@@ -200,7 +238,7 @@ impl Server {
         let deadline = deadline_after(timeout);
         let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(pending) = queue.pending.pop_front() {
+            if let Some(pending) = queue.pop() {
                 return Ok(Some(pending));
             }
             if queue.closed {
@@ -226,13 +264,7 @@ impl Server {
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<usize> {
         runtime::check_may_block()?;
         self.stop_accepting();
-        let connections: Vec<Connection> = self
-            .shared
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let connections: Vec<Connection> = self.shared.live().drain().map(|(_, c)| c).collect();
         for connection in &connections {
             let _ = connection.start_close(GOING_AWAY, "server shutting down");
         }
@@ -285,9 +317,8 @@ impl Server {
 
     /// Open connections accepted by this server.
     pub fn connection_count(&self) -> usize {
-        let mut live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|c| c.ended().is_none());
-        live.len()
+        let live = self.shared.live();
+        live.values().filter(|c| c.ended().is_none()).count()
     }
 }
 
@@ -296,6 +327,43 @@ impl Drop for Server {
         // Also breaks the cycle between the server and its queued handshakes.
         self.stop_accepting();
     }
+}
+
+/// Never a shallower listen queue than std's `TcpListener::bind` gives.
+const MIN_LISTEN_QUEUE: usize = 128;
+
+/// Binds `host:port` (the first address that works) with a listen queue `backlog` deep.
+fn listen(host: &str, port: u16, backlog: usize) -> Result<std::net::TcpListener> {
+    let mut last_error = None;
+    for address in (host, port).to_socket_addrs()? {
+        match listen_on(address, backlog.max(MIN_LISTEN_QUEUE)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(Error::Io(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no address found for {host}"),
+        )
+    })))
+}
+
+fn listen_on(address: SocketAddr, queue: usize) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As std does on Unix: a restarted server binds its port again at once.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    // The kernel caps the queue at net.core.somaxconn.
+    socket.listen(i32::try_from(queue).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 async fn accept_loop(
@@ -321,65 +389,96 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let permit = slots.clone().try_acquire_owned().ok();
+        // The slot is held until the connection ends (or its handshake does not succeed).
+        let slot = slots.clone().try_acquire_owned().ok();
+        let has_slot = slot.is_some();
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let deadline = shared
+                .config
+                .handshake_timeout
+                .map(|limit| tokio::time::Instant::now() + limit);
             let local_addr = tcp.local_addr().ok();
-            let has_slot = permit.is_some();
             let serve = async {
-                match acceptor {
+                let transport = match acceptor {
                     Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(stream) => {
-                            let transport = Transport::Secure(Box::new(stream));
-                            handshake(transport, shared.clone(), has_slot, local_addr, remote_addr)
-                                .await
-                        }
+                        Ok(stream) => Transport::Secure(Box::new(stream)),
                         Err(error) => {
                             log::debug!("TLS handshake from {remote_addr} failed: {error}");
-                            None
+                            return None;
                         }
                     },
-                    None => {
-                        let transport = Transport::Plain(tcp);
-                        handshake(transport, shared.clone(), has_slot, local_addr, remote_addr)
-                            .await
-                    }
-                }
+                    None => Transport::Plain(tcp),
+                };
+                handshake(transport, &shared, has_slot, local_addr, remote_addr).await
             };
-            let connection = match shared.config.handshake_timeout {
-                Some(limit) => tokio::time::timeout(limit, serve)
-                    .await
-                    .unwrap_or_else(|_| {
-                        log::debug!("opening handshake from {remote_addr} timed out");
-                        None
-                    }),
-                None => serve.await,
+            let Some(accepted) = within(deadline, serve).await.unwrap_or_else(|| {
+                log::debug!("opening handshake from {remote_addr} timed out");
+                None
+            }) else {
+                return;
             };
-            // The connection holds its slot until it ends.
-            if let Some(connection) = connection {
-                connection.closed().await;
-            }
-            drop(permit);
+            let connection = accepted.open(deadline).await;
+            connection.closed().await;
+            shared.forget(&connection);
         });
     }
 }
 
-/// Reads, validates and answers one opening handshake; returns the connection if the
-/// application accepted it.
+/// Runs `work` until `deadline`; `None` if it passed first.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// A handshake the application accepted: the response still has to be written.
+struct Accepted {
+    stream: Transport,
+    connection: Connection,
+    response: Response,
+    /// Bytes that followed the request.
+    rest: Vec<u8>,
+}
+
+impl Accepted {
+    /// Writes the response and starts the connection, or ends it if that fails: either way
+    /// the connection the application holds comes to an end.
+    async fn open(mut self, deadline: Option<tokio::time::Instant>) -> Connection {
+        let written = within(deadline, self.stream.write_all(&self.response.to_bytes())).await;
+        match written {
+            Some(Ok(())) => {
+                self.connection
+                    .start(&tokio::runtime::Handle::current(), self.stream, self.rest)
+            }
+            Some(Err(error)) => self.connection.abort(Error::Io(error)),
+            None => self.connection.abort(Error::Timeout("opening handshake")),
+        }
+        self.connection
+    }
+}
+
+/// Reads and validates one opening handshake and waits for the application's decision.
+/// Returns the accepted connection; any other answer is written here.
 async fn handshake(
     mut stream: Transport,
-    shared: Arc<ServerShared>,
+    shared: &Arc<ServerShared>,
     has_slot: bool,
     local_addr: Option<SocketAddr>,
     remote_addr: SocketAddr,
-) -> Option<Connection> {
+) -> Option<Accepted> {
     let refuse = |error: &dyn std::fmt::Display, mut response: Response| {
         log::debug!("refused handshake from {remote_addr}: {error}");
         add_headers(&mut response, &shared.config.response_headers);
         response.to_bytes()
     };
-    let (request, rest) = match read_request(&mut stream, &shared).await {
+    let (request, rest) = match read_request(&mut stream, shared).await {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return None,
         Err(error) => {
@@ -406,31 +505,35 @@ async fn handshake(
         decision: decision_tx,
         server: shared.clone(),
     };
-    {
+    let refused = {
         let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.closed || queue.pending.len() >= shared.config.backlog {
-            drop(queue);
-            pending.respond(Response::new(503, "server busy\n"));
-        } else {
+        if queue.has_room(shared.config.effective_backlog()) {
             queue.pending.push_back(pending);
+            None
+        } else {
+            Some(pending)
+        }
+    };
+    match refused {
+        None => {
             shared.queued.notify_one();
-            drop(queue);
             if let Some(notify) = &*shared.notifier.lock().unwrap_or_else(|e| e.into_inner()) {
                 notify();
             }
         }
+        Some(pending) => pending.respond(Response::new(503, "server busy\n")),
     }
     let answer = match decision_rx.await {
         Ok(Decision::Accept {
             connection,
             response,
         }) => {
-            if let Err(error) = stream.write_all(&response.to_bytes()).await {
-                connection.abort(Error::Io(error));
-                return None;
-            }
-            connection.start(&tokio::runtime::Handle::current(), stream, rest);
-            return Some(connection);
+            return Some(Accepted {
+                stream,
+                connection,
+                response,
+                rest,
+            })
         }
         Ok(Decision::Respond(response)) => response,
         Err(_) => Response::new(500, "handshake abandoned\n"),

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from .. import _ferrows
-from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
+from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, TLSError
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
 from .connection import Connection, Listener
@@ -177,14 +177,18 @@ class connect:
         kwargs: dict[str, Any] = {"ssl": context}
         if context is not None:
             kwargs["server_hostname"] = self._server_hostname or host
-        if self._unix_path is not None:
-            _, connection = await loop.create_unix_connection(
-                factory, self._unix_path, sock=self._sock, **kwargs
-            )
-        elif self._sock is not None:
-            _, connection = await loop.create_connection(factory, sock=self._sock, **kwargs)
-        else:
-            _, connection = await loop.create_connection(factory, host, port, **kwargs)
+        try:
+            if self._unix_path is not None:
+                _, connection = await loop.create_unix_connection(
+                    factory, self._unix_path, sock=self._sock, **kwargs
+                )
+            elif self._sock is not None:
+                _, connection = await loop.create_connection(factory, sock=self._sock, **kwargs)
+            else:
+                _, connection = await loop.create_connection(factory, host, port, **kwargs)
+        except ssl_module.SSLError as exc:
+            # Certificate not trusted, or another TLS handshake failure: as the sync face.
+            raise TLSError(f"TLS handshake failed: {exc}") from exc
         try:
             await connection._opened
         except BaseException:

@@ -66,12 +66,13 @@ def connect(
     :class:`~ferrows.exceptions.TimeoutError`, :class:`~ferrows.exceptions.TLSError` or
     :class:`OSError`.
     """
-    ca = read_pem(cafile, "cafile") or b""
+    # Given CAs go to the engine even if empty: it reports a PEM without a certificate.
+    ca = read_pem(cafile, "cafile")
+    if cadata is not None:
+        ca = (ca or b"") + (cadata.encode() if isinstance(cadata, str) else cadata)
     cert = read_pem(certfile, "certfile")
     # Like ssl.SSLContext.load_cert_chain: without keyfile, the key is in certfile.
     key = read_pem(keyfile, "keyfile") if keyfile is not None else cert
-    if cadata is not None:
-        ca += cadata.encode() if isinstance(cadata, str) else cadata
     options = protocol_options(
         open_timeout=open_timeout,
         close_timeout=close_timeout,
@@ -88,7 +89,7 @@ def connect(
         subprotocols=list(subprotocols) if subprotocols else None,
         additional_headers=Headers(additional_headers).items() if additional_headers else None,
         user_agent=user_agent_header,
-        ca_data=ca or None,
+        ca_data=ca,
         no_system_roots=not use_system_roots,
         cert_data=cert,
         key_data=key,

@@ -195,6 +195,7 @@ def serve(
     certfile: str | os.PathLike[str] | None = None,
     keyfile: str | os.PathLike[str] | None = None,
     max_connections: int | None = None,
+    backlog: int | None = None,
     open_timeout: float | None = 10,
     close_timeout: float | None = 10,
     ping_interval: float | None = 20,
@@ -213,10 +214,14 @@ def serve(
     checks, authentication); ``origins`` is an allow-list of Origin values (None in it
     allows requests without one); ``subprotocols`` are chosen in server preference order
     unless ``select_subprotocol`` decides. ``certfile``/``keyfile`` (PEM) enable TLS.
-    ``max_connections`` caps open connections: beyond it, clients get HTTP 503.
-    ``open_timeout`` bounds each opening handshake. Other options as in
+    ``max_connections`` caps connections, open or handshaking: beyond it, clients get HTTP
+    503. ``backlog`` caps the handshakes waiting for :meth:`Server.serve_forever` to hand
+    them to a thread (beyond it, HTTP 503) and sets the listen queue; None: as many as
+    ``max_connections``. ``open_timeout`` bounds each opening handshake. Other options as in
     :func:`ferrows.sync.client.connect`.
     """
+    if backlog is not None and backlog < 1:
+        raise ValueError("backlog must be at least 1 or None")
     cert = read_pem(certfile, "certfile")
     key = read_pem(keyfile, "keyfile") if keyfile is not None else cert
     options = protocol_options(
@@ -236,6 +241,7 @@ def serve(
         cert_data=cert,
         key_data=key,
         max_connections=max_connections,
+        backlog=backlog,
         response_headers=[("Server", server_header)] if server_header else [],
     )
     core = _ferrows.Server(host or "0.0.0.0", port or 0, options)
