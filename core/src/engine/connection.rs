@@ -245,6 +245,8 @@ impl Connection {
             return;
         };
         inner.ended = Some(ended);
+        // The tasks end now and drop theirs: handles kept by the application hold no socket.
+        inner.socket = None;
         self.shared.closed_tx.send_replace(true);
         self.shared.writable.notify_all();
         self.wake_receivers();
