@@ -445,10 +445,12 @@ def run(loop_kind: str, kind: str, **kwargs: object) -> Measured:
 
 
 # Floods: the server's memory grows by less than this during and after each, while the
-# client's echoes stay under this latency (99th percentile). Measured on 2 cores: at most
-# +3.2 MB and 9 ms (before the fix: +660 to +900 MB for the first two floods).
-MAX_GROWTH_KIB = 16 * 1024
-MAX_P99 = 0.1
+# client's echoes stay under this latency (99th percentile). Measured on 2 cores shared with
+# other work: at most +6 MB and 55 ms, except bare connections on the default loop, up to
+# +15 MB: it accepts up to `backlog` connections per iteration, so a few thousand can be
+# alive at once. Before the fix: +660 to +900 MB for the first two floods.
+MAX_GROWTH_KIB = 32 * 1024
+MAX_P99 = 0.2
 MIN_ECHOES = 100
 
 
