@@ -40,7 +40,7 @@ class ClientConnection(Connection):
     def __init__(self, handshake: Any, **kwargs: Any) -> None:
         super().__init__(is_client=True, **kwargs)
         self._handshake = handshake
-        self._head = bytearray()
+        self._head: bytearray | None = bytearray()
         self._head_size: int | None = None
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self.request = _request_from_core(handshake.request())
@@ -50,6 +50,8 @@ class ClientConnection(Connection):
         self._transport.write(self._handshake.request_bytes())  # type: ignore[union-attr]
 
     def _handshake_data(self, data: bytes) -> None:
+        if self._head is None:
+            return  # the handshake failed: what follows does not matter
         self._head += data
         try:
             if self._head_size is None:
@@ -68,6 +70,7 @@ class ClientConnection(Connection):
             self._fail_handshake(exc)
             return
         self.response = _response_from_core(self._handshake.response())
+        self._head = None
         self._start(rest)
         self._opened.set_result(None)
 
@@ -84,6 +87,7 @@ class ClientConnection(Connection):
         self._opened.set_exception(error)
 
     def _fail_handshake(self, exc: Exception) -> None:
+        self._head = None
         if not self._opened.done():
             self._opened.set_exception(exc)
         if self._transport is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -27,7 +28,27 @@ __all__ = ["Connection", "Data", "Listener"]
 
 
 _PING, _PONG, _CLOSED, _OUTPUT, _TIMER = 1, 2, 3, 4, 5
-_READ_BUFFER = 65536
+# Receiving 64 KiB messages, a 16 KiB buffer takes 4 reads each and 1.2 to 1.5 times the CPU
+# of a 64 KiB one; 256 KiB gains nothing steady over 64 KiB. Shared, it costs memory once per
+# thread.
+_READ_BUFFER_SIZE = 65536
+
+_thread_state = threading.local()
+
+
+def _read_buffer() -> tuple[bytearray, memoryview]:
+    """The read buffer shared by every connection of the calling thread's event loop.
+
+    A transport reads into it and calls ``buffer_updated``, which copies or consumes every
+    byte before returning (the protocol core keeps none of it), and a thread runs one loop
+    at a time: one buffer per thread is never used by two reads at once. Connections then
+    cost no read buffer of their own, however many there are.
+    """
+    shared = getattr(_thread_state, "read_buffer", None)
+    if shared is None:
+        buffer = bytearray(_READ_BUFFER_SIZE)
+        shared = _thread_state.read_buffer = (buffer, memoryview(buffer))
+    return shared
 
 
 class Listener:
@@ -88,8 +109,9 @@ class Connection(asyncio.BufferedProtocol):
         self.subprotocol: str | None = None
         self._transport: asyncio.Transport | None = None
         self._core: Any = None
-        self._buffer = bytearray(_READ_BUFFER)
-        self._view = memoryview(self._buffer)
+        # The loop's shared read buffer, from connection_made on.
+        self._buffer: bytearray | None = None
+        self._view: memoryview | None = None
         # Reading stops while the core's inbox is over the read limit or the transport has
         # paused writing (what we owe a peer that does not read stays bounded).
         self._inbox_full = False
@@ -143,9 +165,10 @@ class Connection(asyncio.BufferedProtocol):
         # Any transport with the asyncio interface (uvloop's are not asyncio.Transport).
         self._transport = transport  # type: ignore[assignment]
         self._transport.set_write_buffer_limits(high=self._write_high, low=self._write_low)
+        self._buffer, self._view = _read_buffer()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        return self._view  # type: ignore[return-value]
 
     def buffer_updated(self, nbytes: int) -> None:
         core = self._core

@@ -31,6 +31,9 @@ server_logger = logging.getLogger("ferrows.server")
 
 SERVER_HEADER = f"ferrows/{_ferrows.__version__}"
 
+#: Connections served at once when ``max_connections`` is None, as in the sync server.
+MAX_CONNECTIONS = 10_000
+
 MaybeAwaitable = Union[Optional[Response], Awaitable[Optional[Response]]]
 ProcessRequest = Callable[["ServerConnection", Request], MaybeAwaitable]
 SelectSubprotocol = Callable[["ServerConnection", Sequence[str]], Optional[str]]
@@ -43,29 +46,38 @@ class ServerConnection(Connection):
     def __init__(self, server: Server, **kwargs: Any) -> None:
         super().__init__(is_client=False, **kwargs)
         self._server = server
-        self._head = bytearray()
+        self._head: bytearray | None = bytearray()
+        self._has_slot = False
         self._handshake_task: asyncio.Task[None] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._server._connections.add(self)
+        self._has_slot = self._server._admit(self)
         timeout = self._server._open_timeout
         if timeout:
             self._handshake_timer = self._loop.call_later(timeout, self._handshake_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._server._connections.discard(self)
+        # The timer refers to this connection: cancelled, it leaves no cycle behind.
+        self._cancel_handshake_timer()
+        self._server._release(self)
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
 
     def _handshake_timeout(self) -> None:
+        self._handshake_timer = None
         if self._core is None and self._transport is not None:
             self.logger.info("opening handshake from %s timed out", self.remote_address)
             self._transport.abort()
 
     def _handshake_data(self, data: bytes) -> None:
-        if self._handshake_task is not None:
-            return  # the client must wait for our answer: ignore pipelined bytes
+        if self._head is None:
+            return  # the request is in: what follows waits for our answer
         self._head += data
         try:
             parsed = _ferrows.server_parse_request(bytes(self._head))
@@ -75,8 +87,13 @@ class ServerConnection(Connection):
         if parsed is None:
             return
         raw_request, used = parsed
-        self.request = _request_from_core(raw_request)
         rest = bytes(self._head[used:])
+        self._head = None
+        if not self._has_slot:
+            self.logger.debug("refused %s: too many connections", self.remote_address)
+            self._refuse(503, "too many connections\n")
+            return
+        self.request = _request_from_core(raw_request)
         self._transport.pause_reading()  # type: ignore[union-attr]
         self._handshake_task = self._loop.create_task(self._handshake(raw_request, rest))
 
@@ -96,6 +113,7 @@ class ServerConnection(Connection):
         )
 
     def _refuse(self, status: int, text: str) -> None:
+        self._head = None
         self._send_response(self.respond(status, text))
         self._transport.close()  # type: ignore[union-attr]
 
@@ -107,6 +125,8 @@ class ServerConnection(Connection):
                 response = server._process_request(self, self.request)
                 if inspect.isawaitable(response):
                     response = await response
+                if self._transport.is_closing():  # type: ignore[union-attr]
+                    return  # the client left or the server closed meanwhile
                 if response is not None:
                     self._send_response(response)
                     self._transport.close()  # type: ignore[union-attr]
@@ -135,8 +155,7 @@ class ServerConnection(Connection):
             return
         self.response = _response_from_core(raw_response)
         self._transport.write(data)
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
+        self._cancel_handshake_timer()
         self._start(rest)
         self._transport.resume_reading()
         if server._handler is not None:
@@ -166,6 +185,7 @@ class Server:
         subprotocols: Sequence[str] | None,
         select_subprotocol: SelectSubprotocol | None,
         server_header: str | None,
+        max_connections: int,
         open_timeout: float | None,
         connection_options: dict[str, Any],
         listener: Callable[[], Listener] | None,
@@ -176,15 +196,28 @@ class Server:
         self._subprotocols = list(subprotocols or [])
         self._select_subprotocol = select_subprotocol
         self._server_header = server_header
+        self._max_connections = max_connections
         self._open_timeout = open_timeout
         self._connection_options = connection_options
         self._listener = listener
+        # Handshaking and open connections, at most max_connections of them ...
         self._connections: set[ServerConnection] = set()
+        # ... and those beyond, reading their request only to be answered 503.
+        self._overflow: set[ServerConnection] = set()
         self.server: asyncio.base_events.Server | None = None
 
     def _new_connection(self) -> ServerConnection:
         listener = self._listener() if self._listener else None
         return ServerConnection(self, listener=listener, **self._connection_options)
+
+    def _admit(self, connection: ServerConnection) -> bool:
+        """Tracks a new connection; returns whether it is within ``max_connections``."""
+        admitted = len(self._connections) < self._max_connections
+        (self._connections if admitted else self._overflow).add(connection)
+        return admitted
+
+    def _release(self, connection: ServerConnection) -> None:
+        (self._connections if connection._has_slot else self._overflow).discard(connection)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -198,7 +231,7 @@ class Server:
 
     @property
     def connections(self) -> set[ServerConnection]:
-        """The open connections."""
+        """The handshaking and open connections (at most ``max_connections``)."""
         return set(self._connections)
 
     def close(self, close_connections: bool = True) -> None:
@@ -207,7 +240,7 @@ class Server:
         if self.server is not None:
             self.server.close()
         if close_connections:
-            for connection in list(self._connections):
+            for connection in [*self._connections, *self._overflow]:
                 if connection._core is not None:
                     connection._loop.create_task(connection.close(CloseCode.GOING_AWAY))
                 elif connection._transport is not None:
@@ -217,7 +250,7 @@ class Server:
         """Waits until the server and every connection are closed."""
         if self.server is not None:
             await self.server.wait_closed()
-        waiters = [c.wait_closed() for c in list(self._connections)]
+        waiters = [c.wait_closed() for c in [*self._connections, *self._overflow]]
         if waiters:
             await asyncio.gather(*waiters)
 
@@ -252,8 +285,9 @@ class serve:
     returns (1011 if it raised). ``process_request(connection, request)`` (a function or a
     coroutine) may return a :class:`~ferrows.http11.Response` to answer with plain HTTP
     (health checks, authentication) while other requests upgrade. ``origins``,
-    ``subprotocols``, ``select_subprotocol`` and limits as in the sync server; ``ssl`` is an
-    :class:`ssl.SSLContext`; ``reuse_port`` and ``sock`` go to ``loop.create_server``.
+    ``subprotocols``, ``select_subprotocol``, ``max_connections`` (handshaking and open
+    connections; beyond it clients get HTTP 503) and limits as in the sync server; ``ssl`` is
+    an :class:`ssl.SSLContext`; ``reuse_port`` and ``sock`` go to ``loop.create_server``.
     ``listener`` (a factory of :class:`~ferrows.asyncio.Listener`) selects the callback API,
     with ``handler`` None.
     """
@@ -273,6 +307,7 @@ class serve:
         sock: socket.socket | None = None,
         reuse_port: bool | None = None,
         backlog: int = 100,
+        max_connections: int | None = None,
         open_timeout: float | None = 10,
         close_timeout: float | None = 10,
         ping_interval: float | None = 20,
@@ -288,6 +323,10 @@ class serve:
     ) -> None:
         if (handler is None) == (listener is None):
             raise ValueError("give a handler coroutine or a listener factory, not both")
+        if max_connections is None:
+            max_connections = MAX_CONNECTIONS
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self._server = Server(
             handler,
             process_request=process_request,
@@ -295,6 +334,7 @@ class serve:
             subprotocols=subprotocols,
             select_subprotocol=select_subprotocol,
             server_header=server_header,
+            max_connections=max_connections,
             open_timeout=open_timeout,
             connection_options=connection_options(
                 max_size=max_size,
