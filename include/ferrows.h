@@ -97,6 +97,11 @@ enum ferrows_result
    The object is not in a state that allows the call (a connection still opening).
    */
   FERROWS_ERR_STATE = -13,
+  /*
+   The server's certificate was not trusted: unknown issuer, wrong name, expired... (any
+   other TLS failure is `FERROWS_ERR_TLS`).
+   */
+  FERROWS_ERR_TLS_UNTRUSTED = -14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -47,6 +47,9 @@ pub enum ferrows_result {
     FERROWS_ERR_BUFFER_TOO_SMALL = -12,
     /// The object is not in a state that allows the call (a connection still opening).
     FERROWS_ERR_STATE = -13,
+    /// The server's certificate was not trusted: unknown issuer, wrong name, expired... (any
+    /// other TLS failure is `FERROWS_ERR_TLS`).
+    FERROWS_ERR_TLS_UNTRUSTED = -14,
 }
 
 use ferrows_result::*;
@@ -81,7 +84,8 @@ pub fn code_of(error: &Error) -> ferrows_result {
         Error::Timeout(_) => FERROWS_TIMEOUT,
         Error::Concurrency(_) => FERROWS_ERR_CONCURRENCY,
         Error::WouldDeadlock => FERROWS_ERR_WOULD_DEADLOCK,
-        Error::Tls(_) | Error::UntrustedCertificate(_) => FERROWS_ERR_TLS,
+        Error::Tls(_) => FERROWS_ERR_TLS,
+        Error::UntrustedCertificate(_) => FERROWS_ERR_TLS_UNTRUSTED,
         Error::Config(_) => FERROWS_ERR_INVALID_ARG,
         Error::Io(_) => FERROWS_ERR_IO,
     }
@@ -261,6 +265,7 @@ pub extern "C" fn ferrows_result_str(result: i32) -> *const c_char {
         -11 => b"invalid URI\0",
         -12 => b"buffer too small\0",
         -13 => b"invalid state\0",
+        -14 => b"untrusted TLS certificate\0",
         _ => b"unknown result\0",
     };
     text.as_ptr().cast()

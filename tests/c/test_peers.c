@@ -597,7 +597,8 @@ void test_tls_with_custom_ca(void) {
     ferrows_conn_free(conn);
     conn = NULL;
     CHECK_OK(ferrows_config_tls_set_server_name(config, "other.example"));
-    CHECK_RC(ferrows_connect_blocking(config, url, long_wait_ms(), NULL, &conn), FERROWS_ERR_TLS);
+    CHECK_RC(ferrows_connect_blocking(config, url, long_wait_ms(), NULL, &conn),
+             FERROWS_ERR_TLS_UNTRUSTED);
 done:
     ferrows_event_free(event);
     ferrows_conn_free(conn);
@@ -621,7 +622,8 @@ void test_tls_without_ca_fails(void) {
 
     /* System roots only (the default): the test CA is unknown. */
     CHECK_OK(ferrows_config_new(&config));
-    CHECK_RC(ferrows_connect_blocking(config, url, long_wait_ms(), NULL, &conn), FERROWS_ERR_TLS);
+    CHECK_RC(ferrows_connect_blocking(config, url, long_wait_ms(), NULL, &conn),
+             FERROWS_ERR_TLS_UNTRUSTED);
     CHECK(conn == NULL);
     h_last_error(message, sizeof message);
     CHECKF(message[0] != '\0', "no message for a TLS failure");
