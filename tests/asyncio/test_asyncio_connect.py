@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -308,3 +309,26 @@ async def test_unix_connect_with_default_uri(tmp_path):
         async with unix_connect(path) as ws:
             await ws.send("default uri")
             assert await bounded(ws.recv()) == "default uri"
+
+
+@aiotest
+async def test_a_refused_client_connection_is_freed_without_the_collector():
+    def forbidden(connection: ServerConnection, request: Request):
+        return connection.respond(403, "go away\n")
+
+    def client_connections() -> int:
+        return sum(isinstance(o, ClientConnection) for o in gc.get_objects())
+
+    async with serve(echo, HOST, 0, process_request=forbidden) as server:
+        gc.collect()
+        gc.disable()
+        try:
+            before = client_connections()
+            for _ in range(5):
+                with pytest.raises(InvalidStatus) as caught:
+                    await bounded(connect(ws_url(server.port)))
+                del caught  # the test's own reference to the traceback
+            # Only reference counting ran: a cycle would keep them all.
+            assert client_connections() == before
+        finally:
+            gc.enable()

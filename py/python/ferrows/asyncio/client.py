@@ -89,7 +89,9 @@ class ClientConnection(Connection):
     def _fail_handshake(self, exc: Exception) -> None:
         self._head = None
         if not self._opened.done():
-            self._opened.set_exception(exc)
+            # Its traceback holds this connection's frames, and the connection holds the
+            # future: dropped, so that a refused connection is freed without the collector.
+            self._opened.set_exception(exc.with_traceback(None))
         if self._transport is not None:
             self._transport.close()
 
@@ -198,6 +200,9 @@ class connect:
         except BaseException:
             if connection._transport is not None:
                 connection._transport.abort()
+            # The traceback keeps this frame, and the connection keeps the exception: without
+            # this, they would wait in a cycle for the garbage collector.
+            del connection
             raise
         return connection
 
