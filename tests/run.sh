@@ -41,6 +41,9 @@ step "Rust tests"
 # The py crate is an extension module: it links only inside Python, and is tested there.
 cargo test -p ferrows-core -p ferrows-ffi
 
+step "Fuzzing: every cargo-fuzz target for a smoke time (tests/fuzz.sh)"
+bash tests/fuzz.sh
+
 step "C ABI: build libferrows and run the C suite (plain, ASan+UBSan, valgrind)"
 cargo build --release -p ferrows-ffi
 bash tests/c/run.sh

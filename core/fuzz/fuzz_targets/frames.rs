@@ -1,0 +1,208 @@
+//! The frame parser and message layer: arbitrary bytes from the peer, cut into pieces at
+//! input-chosen points, must never panic, never make the connection write more than a small
+//! multiple of what it read, and only produce well-formed events.
+//!
+//! Input layout:
+//! - byte 0, flags: bit 0 server role (else client), bit 1 streaming, bit 2 tight limits
+//!   (64-byte messages, 32-byte frames), bits 4-7 the clock step per piece (3 s units);
+//! - byte 1: the number of cut points (low 3 bits), followed by that many u16 LE offsets;
+//! - the rest: the bytes the peer sends.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role};
+use libfuzzer_sys::fuzz_target;
+
+/// Output allowed per input byte: an empty ping (2 bytes) is answered by a masked pong (6).
+const OUTPUT_PER_INPUT_BYTE: usize = 3;
+/// Output allowed on top: our own close frame (at most 131 bytes) and one keepalive ping.
+const OUTPUT_SLACK: usize = 256;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&cut_count, rest)) = rest.split_first() else {
+        return;
+    };
+    let cuts_len = 2 * usize::from(cut_count & 7);
+    if rest.len() < cuts_len {
+        return;
+    }
+    let (cuts, wire) = rest.split_at(cuts_len);
+    let mut offsets: Vec<usize> = cuts
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (wire.len() + 1))
+        .collect();
+    offsets.sort_unstable();
+    let mut pieces = Vec::with_capacity(offsets.len() + 1);
+    let mut start = 0;
+    for end in offsets.into_iter().chain([wire.len()]) {
+        pieces.push(&wire[start..end]);
+        start = end;
+    }
+
+    let role = if flags & 1 == 1 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let mut config = ProtocolConfig {
+        streaming: flags & 2 != 0,
+        ..ProtocolConfig::default()
+    };
+    if flags & 4 != 0 {
+        config.max_message_size = Some(64);
+        config.max_frame_size = Some(32);
+    }
+    let step = Duration::from_secs(3 * u64::from(flags >> 4));
+    let mut checker = Checker::new(&config);
+    drive(role, config, &pieces, step, &mut checker);
+    checker.finish();
+});
+
+/// Feeds `pieces` to a new connection, running its timers `step` apart, and hands every
+/// event and output to `checker`. The only code that speaks the protocol's API.
+fn drive(
+    role: Role,
+    config: ProtocolConfig,
+    pieces: &[&[u8]],
+    step: Duration,
+    checker: &mut Checker,
+) {
+    let mut now = Instant::now();
+    let mut connection = Connection::new(role, config, now);
+    let drain = |connection: &mut Connection, checker: &mut Checker| {
+        while let Some(event) = connection.poll_event() {
+            checker.event(event);
+        }
+        checker.output(connection.take_output().len());
+    };
+    for piece in pieces {
+        checker.input(piece.len());
+        connection.receive_data(piece, now);
+        drain(&mut connection, checker);
+        now += step;
+        connection.handle_timeout(now);
+        drain(&mut connection, checker);
+    }
+    connection.receive_eof();
+    drain(&mut connection, checker);
+    assert!(connection.is_closed(), "end of file closes the connection");
+}
+
+/// The invariants, checked as the events and output arrive.
+struct Checker {
+    streaming: bool,
+    max_message_size: Option<usize>,
+    input: usize,
+    output: usize,
+    /// Events other than `Closed`: each one takes a frame, at least 2 bytes of input.
+    events: usize,
+    /// Payload bytes handed over in events: never more than was read.
+    event_bytes: usize,
+    closed: bool,
+    /// Set once the output that went with `Closed` was taken: nothing may follow.
+    flushed_after_close: bool,
+    /// The kind and size so far of the message being streamed.
+    streamed: Option<(MessageKind, usize)>,
+}
+
+impl Checker {
+    fn new(config: &ProtocolConfig) -> Self {
+        Self {
+            streaming: config.streaming,
+            max_message_size: config.max_message_size,
+            input: 0,
+            output: 0,
+            events: 0,
+            event_bytes: 0,
+            closed: false,
+            flushed_after_close: false,
+            streamed: None,
+        }
+    }
+
+    fn input(&mut self, len: usize) {
+        self.input += len;
+    }
+
+    fn output(&mut self, len: usize) {
+        assert!(
+            !self.flushed_after_close || len == 0,
+            "{len} bytes of output after Closed"
+        );
+        self.output += len;
+        assert!(
+            self.output <= OUTPUT_PER_INPUT_BYTE * self.input + OUTPUT_SLACK,
+            "{} bytes written for {} read",
+            self.output,
+            self.input
+        );
+        self.flushed_after_close = self.closed;
+    }
+
+    fn event(&mut self, event: Event) {
+        assert!(!self.closed, "event after Closed: {event:?}");
+        match event {
+            Event::Message { kind, data } => {
+                assert!(!self.streaming, "whole message in streaming mode");
+                self.check_size(data.len());
+                self.check_text(kind, &data);
+                self.event_bytes += data.len();
+            }
+            Event::Fragment { kind, data, fin } => {
+                assert!(self.streaming, "fragment outside streaming mode");
+                let size = match self.streamed {
+                    Some((started, size)) => {
+                        assert_eq!(started, kind, "fragment kind changed mid-message");
+                        size + data.len()
+                    }
+                    None => data.len(),
+                };
+                self.check_size(size);
+                self.check_text(kind, &data);
+                self.streamed = (!fin).then_some((kind, size));
+                self.event_bytes += data.len();
+            }
+            Event::Ping(data) | Event::Pong { data, .. } => {
+                assert!(data.len() <= 125, "control payload of {}", data.len());
+                self.event_bytes += data.len();
+            }
+            Event::Closed { .. } => {
+                self.closed = true;
+                return;
+            }
+        }
+        self.events += 1;
+        assert!(
+            2 * self.events <= self.input,
+            "{} events from {} bytes read",
+            self.events,
+            self.input
+        );
+        assert!(
+            self.event_bytes <= self.input,
+            "{} bytes of events from {} read",
+            self.event_bytes,
+            self.input
+        );
+    }
+
+    fn check_size(&self, size: usize) {
+        if let Some(limit) = self.max_message_size {
+            assert!(size <= limit, "message of {size} bytes over limit {limit}");
+        }
+    }
+
+    fn check_text(&self, kind: MessageKind, data: &[u8]) {
+        if kind == MessageKind::Text {
+            assert!(std::str::from_utf8(data).is_ok(), "text is not UTF-8");
+        }
+    }
+
+    fn finish(&self) {
+        assert!(self.closed, "no Closed event");
+    }
+}

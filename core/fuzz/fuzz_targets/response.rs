@@ -1,0 +1,109 @@
+//! The client's side of the opening handshake: any bytes as the server's response head.
+//! Parsing never buffers past the limits; a response that validates is a 101 that selected
+//! only what was offered.
+//!
+//! The key is random, so an input cannot carry its accept value: an accept value of the
+//! RFC 6455 §1.3 sample stands for the right one, and is replaced before validation.
+#![no_main]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use ferrows_core::protocol::handshake::{
+    accept_response, ClientHandshake, ClientOptions, HandshakeLimits, Headers, Response,
+};
+use ferrows_core::protocol::uri::WsUri;
+use libfuzzer_sys::fuzz_target;
+
+/// The accept value of the RFC 6455 §1.3 sample key.
+const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+const SUBPROTOCOLS: [&str; 2] = ["chat", "superchat"];
+const EXTENSIONS: [&str; 2] = ["permessage-deflate; client_max_window_bits", "x-test"];
+
+fuzz_target!(|data: &[u8]| {
+    for limits in &common::LIMITS {
+        check(data, limits);
+    }
+});
+
+/// The handshake whose response is checked, and the accept value its key calls for.
+fn handshake() -> &'static (ClientHandshake, String) {
+    static HANDSHAKE: OnceLock<(ClientHandshake, String)> = OnceLock::new();
+    HANDSHAKE.get_or_init(|| {
+        let uri = WsUri::parse("ws://example.com/chat").expect("a valid URI");
+        let options = ClientOptions {
+            subprotocols: SUBPROTOCOLS.map(String::from).to_vec(),
+            extensions: EXTENSIONS.map(String::from).to_vec(),
+            ..ClientOptions::default()
+        };
+        let handshake = ClientHandshake::new(&uri, &options).expect("valid options");
+        let accept = accept_response(handshake.key(), None, None, &Headers::new())
+            .headers
+            .get("Sec-WebSocket-Accept")
+            .expect("an accept header")
+            .to_owned();
+        (handshake, accept)
+    })
+}
+
+fn check(data: &[u8], limits: &HandshakeLimits) {
+    let response = match ClientHandshake::parse_response(data, limits) {
+        Ok(Some((response, used))) => {
+            assert!(used <= data.len() && used <= limits.max_head_bytes);
+            assert!(response.headers.len() <= limits.max_headers);
+            assert!(response.body.is_empty());
+            response
+        }
+        Ok(None) => {
+            assert!(
+                data.len() <= limits.max_head_bytes,
+                "incomplete head over the limit"
+            );
+            return;
+        }
+        Err(_) => return,
+    };
+    if let Some(length) = ClientHandshake::body_length(&response) {
+        let value = response.headers.get("Content-Length");
+        assert_eq!(value.map(str::parse), Some(Ok(length)));
+    }
+    let (handshake, accept) = handshake();
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if value == SAMPLE_ACCEPT {
+                accept
+            } else {
+                value
+            };
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    let response = Response {
+        headers: Headers::from(headers),
+        ..response
+    };
+    if let Ok(accepted) = handshake.validate(&response) {
+        assert_eq!(response.status, 101);
+        if let Some(protocol) = &accepted.subprotocol {
+            assert!(SUBPROTOCOLS.contains(&protocol.as_str()), "{protocol:?}");
+        }
+        for extension in &accepted.extensions {
+            let name = extension_name(extension);
+            assert!(
+                EXTENSIONS
+                    .iter()
+                    .any(|offer| extension_name(offer).eq_ignore_ascii_case(name)),
+                "{extension:?}"
+            );
+        }
+    }
+}
+
+/// What precedes an extension's `;` parameters, without whitespace.
+fn extension_name(extension: &str) -> &str {
+    let name = extension.split(';').next().unwrap_or_default();
+    name.trim_matches([' ', '\t'])
+}
