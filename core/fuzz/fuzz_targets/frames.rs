@@ -3,15 +3,17 @@
 //! multiple of what it read, and only produce well-formed events.
 //!
 //! Input layout:
-//! - byte 0, flags: bit 0 server role (else client), bit 1 streaming, bit 2 tight limits
-//!   (64-byte messages, 32-byte frames), bits 4-7 the clock step per piece (3 s units);
+//! - byte 0, flags: bit 0 server role (else client), bit 1 take data as chunks (else as
+//!   whole messages), bit 2 tight limits (64-byte messages, 32-byte frames), bit 3 at most
+//!   4 frames per message, bits 4-7 the clock step per piece (3 s units);
 //! - byte 1: the number of cut points (low 3 bits), followed by that many u16 LE offsets;
 //! - the rest: the bytes the peer sends.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
-use ferrows_core::protocol::{Connection, Event, MessageKind, ProtocolConfig, Role};
+use ferrows_core::protocol::message::CHUNK_OVERHEAD;
+use ferrows_core::protocol::{Chunk, Connection, Event, MessageKind, ProtocolConfig, Role};
 use libfuzzer_sys::fuzz_target;
 
 /// Output allowed per input byte: an empty ping (2 bytes) is answered by a masked pong (6).
@@ -48,22 +50,23 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Role::Client
     };
-    let mut config = ProtocolConfig {
-        streaming: flags & 2 != 0,
-        ..ProtocolConfig::default()
-    };
+    let mut config = ProtocolConfig::default();
     if flags & 4 != 0 {
         config.max_message_size = Some(64);
         config.max_frame_size = Some(32);
     }
+    if flags & 8 != 0 {
+        config.max_fragments = Some(4);
+    }
     let step = Duration::from_secs(3 * u64::from(flags >> 4));
-    let mut checker = Checker::new(&config);
+    let mut checker = Checker::new(&config, flags & 2 != 0);
     drive(role, config, &pieces, step, &mut checker);
     checker.finish();
 });
 
 /// Feeds `pieces` to a new connection, running its timers `step` apart, and hands every
-/// event and output to `checker`. The only code that speaks the protocol's API.
+/// event, every piece of received data (as messages or chunks) and the output to `checker`.
+/// The only code that speaks the protocol's API.
 fn drive(
     role: Role,
     config: ProtocolConfig,
@@ -74,6 +77,17 @@ fn drive(
     let mut now = Instant::now();
     let mut connection = Connection::new(role, config, now);
     let drain = |connection: &mut Connection, checker: &mut Checker| {
+        let inbox = connection.inbox_ref();
+        checker.inbox(inbox.len(), inbox.charged_bytes(), inbox.arrivals());
+        if checker.chunks {
+            while let Some(chunk) = connection.pop_chunk() {
+                checker.chunk(chunk);
+            }
+        } else {
+            while let Some((kind, data)) = connection.pop_message() {
+                checker.message(kind, &data);
+            }
+        }
         while let Some(event) = connection.poll_event() {
             checker.event(event);
         }
@@ -94,7 +108,8 @@ fn drive(
 
 /// The invariants, checked as the events and output arrive.
 struct Checker {
-    streaming: bool,
+    /// Data is taken as chunks, else as whole messages.
+    chunks: bool,
     max_message_size: Option<usize>,
     input: usize,
     output: usize,
@@ -105,14 +120,16 @@ struct Checker {
     closed: bool,
     /// Set once the output that went with `Closed` was taken: nothing may follow.
     flushed_after_close: bool,
+    /// The inbox's arrival count when `Closed` came: no data arrives after it.
+    arrivals_at_close: Option<u64>,
     /// The kind and size so far of the message being streamed.
     streamed: Option<(MessageKind, usize)>,
 }
 
 impl Checker {
-    fn new(config: &ProtocolConfig) -> Self {
+    fn new(config: &ProtocolConfig, chunks: bool) -> Self {
         Self {
-            streaming: config.streaming,
+            chunks,
             max_message_size: config.max_message_size,
             input: 0,
             output: 0,
@@ -120,6 +137,7 @@ impl Checker {
             event_bytes: 0,
             closed: false,
             flushed_after_close: false,
+            arrivals_at_close: None,
             streamed: None,
         }
     }
@@ -143,38 +161,65 @@ impl Checker {
         self.flushed_after_close = self.closed;
     }
 
+    /// The inbox is bounded by what was read: items by frames (two bytes each at least),
+    /// bytes by payload plus the fixed charge per item; nothing arrives after `Closed`.
+    fn inbox(&mut self, items: usize, charged: usize, arrivals: u64) {
+        assert!(
+            2 * items <= self.input,
+            "{items} chunks queued from {} bytes",
+            self.input
+        );
+        assert!(
+            charged <= self.input + CHUNK_OVERHEAD * items,
+            "{charged} bytes charged for {items} chunks from {} bytes read",
+            self.input
+        );
+        match self.arrivals_at_close {
+            Some(at_close) => assert_eq!(arrivals, at_close, "data arrived after Closed"),
+            None if self.closed => self.arrivals_at_close = Some(arrivals),
+            None => {}
+        }
+    }
+
+    fn message(&mut self, kind: MessageKind, data: &[u8]) {
+        self.check_size(data.len());
+        self.check_text(kind, data);
+        self.counted(data.len());
+    }
+
+    fn chunk(&mut self, chunk: Chunk) {
+        let Chunk { kind, data, fin } = chunk;
+        let size = match self.streamed {
+            Some((started, size)) => {
+                assert_eq!(started, kind, "chunk kind changed mid-message");
+                size + data.len()
+            }
+            None => data.len(),
+        };
+        assert!(
+            fin || !data.is_empty(),
+            "an empty chunk that does not end its message"
+        );
+        self.check_size(size);
+        self.check_text(kind, &data);
+        self.streamed = (!fin).then_some((kind, size));
+        self.counted(data.len());
+    }
+
     fn event(&mut self, event: Event) {
         assert!(!self.closed, "event after Closed: {event:?}");
         match event {
-            Event::Message { kind, data } => {
-                assert!(!self.streaming, "whole message in streaming mode");
-                self.check_size(data.len());
-                self.check_text(kind, &data);
-                self.event_bytes += data.len();
-            }
-            Event::Fragment { kind, data, fin } => {
-                assert!(self.streaming, "fragment outside streaming mode");
-                let size = match self.streamed {
-                    Some((started, size)) => {
-                        assert_eq!(started, kind, "fragment kind changed mid-message");
-                        size + data.len()
-                    }
-                    None => data.len(),
-                };
-                self.check_size(size);
-                self.check_text(kind, &data);
-                self.streamed = (!fin).then_some((kind, size));
-                self.event_bytes += data.len();
-            }
             Event::Ping(data) | Event::Pong { data, .. } => {
                 assert!(data.len() <= 125, "control payload of {}", data.len());
-                self.event_bytes += data.len();
+                self.counted(data.len());
             }
-            Event::Closed { .. } => {
-                self.closed = true;
-                return;
-            }
+            Event::Closed { .. } => self.closed = true,
         }
+    }
+
+    /// Counts an item handed over with `len` bytes of payload.
+    fn counted(&mut self, len: usize) {
+        self.event_bytes += len;
         self.events += 1;
         assert!(
             2 * self.events <= self.input,
