@@ -515,6 +515,8 @@ impl Connection {
         let mut inner = self.wait_writable(inner, timeout)?;
         encode(&mut inner.protocol)?;
         write_inline(&mut inner);
+        // What this thread wrote may have taken the output back under budget.
+        self.resume_reading_if_drained(&mut inner);
         self.dispatch(&mut inner);
         Ok(())
     }
