@@ -41,6 +41,11 @@ pub struct PyProtocolCore {
     /// The face hands every message to a listener as it arrives: a read that brought one
     /// whole message and nothing else returns it as itself.
     direct: bool,
+    /// Set while the transport has paused writing: output stays here, where a later pong
+    /// replaces the owed one, and the event lists carry no `OUTPUT`; `poll` after clearing
+    /// it returns what waited.
+    #[pyo3(get, set)]
+    hold_output: bool,
 }
 
 impl PyProtocolCore {
@@ -74,7 +79,7 @@ impl PyProtocolCore {
             };
             events.append(tuple)?;
         }
-        if self.inner.has_output() {
+        if self.output_due() {
             events.append((OUTPUT, self.output(py)))?;
         }
         let deadline = self.inner.next_deadline();
@@ -91,7 +96,7 @@ impl PyProtocolCore {
     /// read limit). Anything else: the event list.
     fn received<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if self.inner.pending_events() > 0
-            || self.inner.has_output()
+            || self.output_due()
             || self.inner.next_deadline() != self.reported_deadline
         {
             return Ok(self.events(py)?.into_any());
@@ -107,6 +112,10 @@ impl PyProtocolCore {
 
     fn output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.take_output())
+    }
+
+    fn output_due(&self) -> bool {
+        self.inner.has_output() && !self.hold_output
     }
 
     fn closed_error(&self, py: Python<'_>, error: Error) -> PyErr {
@@ -133,6 +142,7 @@ impl PyProtocolCore {
             reported_deadline: None,
             inner,
             direct,
+            hold_output: false,
         })
     }
 

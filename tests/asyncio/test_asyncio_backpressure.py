@@ -12,7 +12,7 @@ import pytest
 from aiosupport import HOST, ThreadFlag, aiotest, bounded, settle, still_pending, ws_url
 from ferrows.asyncio import ServerConnection, connect, serve
 from ferrows.exceptions import ConnectionClosed
-from wsutil import OP_BINARY, OP_CLOSE, RawServer, RawStream, encode_frame
+from wsutil import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, RawServer, RawStream, encode_frame
 
 MESSAGE = b"x" * 65536
 HIGH, LOW = 256 * 1024, 64 * 1024
@@ -148,3 +148,38 @@ async def test_read_limit_and_write_limit_are_checked():
         connect(ws_url(1), read_limit=(10, 20))
     with pytest.raises(ValueError):
         serve(lambda c: None, HOST, 0, write_limit=(10, -1))
+
+
+@aiotest
+async def test_pings_while_writing_is_paused_owe_one_pong(raw_server):
+    # The peer reads nothing, then sends many pings and a message: while the transport has
+    # paused writing, the pongs stay in the core (the latest replaces the owed one) instead
+    # of growing the transport's buffer; once writing resumes, one pong goes out.
+    send_pings = threading.Event()
+    stop_peer = threading.Event()
+
+    def ping_without_reading(stream: RawStream, server: RawServer) -> None:
+        stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert send_pings.wait(10), "the test never filled its write buffer"
+        stream.send(b"".join(encode_frame(OP_PING, b"%05d" % i, mask=False) for i in range(10000)))
+        stream.send(encode_frame(OP_TEXT, b"after the pings", mask=False))
+        stop_peer.wait(30)
+
+    server = raw_server(after=ping_without_reading)
+    ws = await connect(server.url, write_limit=(64 * 1024, 16 * 1024), ping_interval=None)
+    try:
+        for _ in range(200):  # fill the socket buffers, then the transport's past its limit
+            if ws._writing_paused:
+                break
+            ws.send_nowait(MESSAGE)
+            await asyncio.sleep(0)  # let the loop try to write
+        assert ws._writing_paused, "writing never paused against a peer that reads nothing"
+        buffered = ws.write_buffer_size
+        send_pings.set()
+        assert await bounded(ws.recv()) == "after the pings"
+        assert ws.write_buffer_size == buffered, "pongs were written while writing was paused"
+        assert ws._core.hold_output
+    finally:
+        stop_peer.set()
+        ws._transport.abort()
+        await bounded(ws.wait_closed())

@@ -2,11 +2,11 @@
 //! state machine, and a handle lets any thread send, receive, ping and close with timeouts.
 //!
 //! Memory is bounded both ways. The protocol's inbox holds received data up to its high
-//! watermark (payload plus a fixed charge per chunk); outgoing frames are encoded on the
-//! sender's thread into the protocol's output, and a sender waits while the bytes not yet
-//! written to the socket exceed the outbox's high mark. The reader stops reading the socket
-//! while either is above its high mark: a peer that sends pings (or anything that makes us
-//! answer) and never reads cannot grow what we owe it.
+//! watermark (payload plus a fixed charge per chunk), then the reader stops reading the
+//! socket; outgoing frames are encoded on the sender's thread into the protocol's output, and
+//! a sender waits while the bytes not yet written to the socket exceed the outbox's high
+//! mark. The writer takes new output only once its last write is done, so a peer that sends
+//! pings and never reads owes us one pong, replaced in the protocol, not one per ping.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -85,7 +85,7 @@ struct Inner {
     protocol: protocol::Connection,
     /// The inbox's arrival count last looked at: receivers wake when it moves.
     arrivals_seen: u64,
-    /// The reader stopped reading: the inbox or the unsent output is over its budget.
+    /// The reader stopped reading: the inbox is over its budget.
     reading_paused: bool,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
@@ -122,7 +122,7 @@ struct Shared {
     writable: Condvar,
     /// Wakes the writer task: output is waiting, or a timer changed.
     wake_writer: Notify,
-    /// Wakes the reader task when the inbox and the unsent output are back under budget.
+    /// Wakes the reader task when the inbox drains to its low watermark.
     resume_reading: Notify,
     /// Wakes the reader task when a receiving thread stops waiting on the socket.
     inline_done: Notify,
@@ -220,6 +220,9 @@ impl Connection {
             Transport::Plain(tcp) => {
                 let socket = Arc::new(tcp);
                 inner.socket = Some(socket.clone());
+                // A receive begun before the start waits on the condition variable: wake it
+                // to read the socket itself.
+                self.shared.readable.notify_all();
                 runtime.spawn(read_loop_plain(self.clone(), socket.clone()));
                 runtime.spawn(write_loop(self.clone(), SharedTcp(socket)));
             }
@@ -325,18 +328,17 @@ impl Connection {
         }
     }
 
-    /// True when the reader must stop: received data or what we owe the peer is over budget.
+    /// True when the reader must stop: received data is over budget. Output does not stop
+    /// it: what the peer alone makes us send is bounded by construction (one owed pong, one
+    /// close frame), the application's sends wait for room, and two peers that stopped
+    /// reading while their output waited would wait for each other for ever.
     fn over_budget(&self, inner: &Inner) -> bool {
         inner.inbox_bytes() >= self.shared.inbox_marks.high
-            || inner.unsent() >= self.shared.outbox_marks.high
     }
 
-    /// Lets the reader go on once both budgets are back at their low marks.
+    /// Lets the reader go on once the inbox is back at its low mark.
     fn resume_reading_if_drained(&self, inner: &mut Inner) {
-        if inner.reading_paused
-            && inner.inbox_bytes() <= self.shared.inbox_marks.low
-            && inner.unsent() <= self.shared.outbox_marks.low
-        {
+        if inner.reading_paused && inner.inbox_bytes() <= self.shared.inbox_marks.low {
             inner.reading_paused = false;
             self.shared.resume_reading.notify_one();
         }
@@ -515,8 +517,6 @@ impl Connection {
         let mut inner = self.wait_writable(inner, timeout)?;
         encode(&mut inner.protocol)?;
         write_inline(&mut inner);
-        // What this thread wrote may have taken the output back under budget.
-        self.resume_reading_if_drained(&mut inner);
         self.dispatch(&mut inner);
         Ok(())
     }
@@ -803,7 +803,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W
                             inner.in_flight = buffer.len() - written;
                             if inner.unsent() <= connection.shared.outbox_marks.low {
                                 connection.shared.writable.notify_all();
-                                connection.resume_reading_if_drained(&mut inner);
                             }
                         }
                         outcome => {

@@ -112,11 +112,11 @@ class Connection(asyncio.BufferedProtocol):
         # The loop's shared read buffer, from connection_made on.
         self._buffer: bytearray | None = None
         self._view: memoryview | None = None
-        # Reading stops while the core's inbox is over the read limit or the transport has
-        # paused writing (what we owe a peer that does not read stays bounded).
+        # Reading stops while the core's inbox is over the read limit.
         self._inbox_full = False
+        # While the transport has paused writing, what the peer alone makes us send (pongs,
+        # the close frame) stays in the core, where a later pong replaces the owed one.
         self._writing_paused = False
-        self._reading_paused = False
         self._recv_waiter: asyncio.Future[None] | None = None
         self._receiving = False
         self._streaming = False
@@ -207,11 +207,14 @@ class Connection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        self._update_reading()
+        if self._core is not None:
+            self._core.hold_output = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._update_reading()
+        if self._core is not None:
+            self._core.hold_output = False
+            self._process(self._core.poll())
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -251,18 +254,8 @@ class Connection(asyncio.BufferedProtocol):
             waiter.set_result(None)
         if inbox_bytes > self._read_high and not self._inbox_full:
             self._inbox_full = True
-            self._update_reading()
-
-    def _update_reading(self) -> None:
-        paused = self._inbox_full or self._writing_paused
-        transport = self._transport
-        if paused == self._reading_paused or transport is None or transport.is_closing():
-            return
-        self._reading_paused = paused
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+            if not self._transport.is_closing():
+                self._transport.pause_reading()
 
     def _process(self, events: list[tuple[Any, ...]]) -> None:
         # Data that came with these events arrived before them (a close frame is last).
@@ -331,7 +324,8 @@ class Connection(asyncio.BufferedProtocol):
     def _consumed(self) -> None:
         if self._inbox_full and self._core.inbox_bytes <= self._read_low:
             self._inbox_full = False
-            self._update_reading()
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def _closed_error(self) -> ConnectionClosed:
         """A fresh ConnectionClosed for this connection, with its cause."""
