@@ -153,8 +153,8 @@ async def test_read_limit_and_write_limit_are_checked():
 @aiotest
 async def test_pings_while_writing_is_paused_owe_one_pong(raw_server):
     # The peer reads nothing, then sends many pings and a message: while the transport has
-    # paused writing, the pongs stay in the core (the latest replaces the owed one) instead
-    # of growing the transport's buffer; once writing resumes, one pong goes out.
+    # paused writing, the pongs stay in the core (a few owed, the latest replacing the
+    # newest) instead of growing the transport's buffer.
     send_pings = threading.Event()
     stop_peer = threading.Event()
 

@@ -369,7 +369,7 @@ def test_clients_over_tls(build: Path, ferrows_echo_server, tls_files, program: 
     check_echoes(trusted, ["secure"])
     untrusted = run_client(build, program, server.url, ["secure"], env={"FERROWS_CA_FILE": ""})
     assert untrusted.returncode == 1
-    assert "ferrows_connect_blocking: TLS error (" in untrusted.stderr
+    assert "ferrows_connect_blocking: untrusted TLS certificate (" in untrusted.stderr
 
 
 def test_echo_server_over_tls(build: Path, c_server, tls_files):

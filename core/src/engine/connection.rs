@@ -6,7 +6,7 @@
 //! socket; outgoing frames are encoded on the sender's thread into the protocol's output, and
 //! a sender waits while the bytes not yet written to the socket exceed the outbox's high
 //! mark. The writer takes new output only once its last write is done, so a peer that sends
-//! pings and never reads owes us one pong, replaced in the protocol, not one per ping.
+//! pings and never reads is owed a few pongs, kept in the protocol, not one per ping.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -329,7 +329,7 @@ impl Connection {
     }
 
     /// True when the reader must stop: received data is over budget. Output does not stop
-    /// it: what the peer alone makes us send is bounded by construction (one owed pong, one
+    /// it: what the peer alone makes us send is bounded by construction (a few owed pongs, one
     /// close frame), the application's sends wait for room, and two peers that stopped
     /// reading while their output waited would wait for each other for ever.
     fn over_budget(&self, inner: &Inner) -> bool {
@@ -769,7 +769,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(connection: Connection, mut writer: W
         let (deadline, closed) = {
             let mut inner = connection.lock();
             // New output is taken once the last write is done: until then it stays in the
-            // protocol, where an owed pong is replaced rather than repeated.
+            // protocol, where owed pongs stay bounded rather than queued one per ping.
             if written == buffer.len() {
                 buffer.clear();
                 written = 0;

@@ -48,8 +48,8 @@ pub enum State {
 /// driver to hand to the application.
 #[derive(Debug)]
 pub enum Event {
-    /// A ping arrived (the pong is owed: written with the next output taken, answering the
-    /// latest ping if several arrive before that).
+    /// A ping arrived (its pong is owed: written with the next output taken; past
+    /// [`MAX_OWED_PONGS`] unwritten, the latest ping's pong replaces the newest owed one).
     Ping(Vec<u8>),
     /// A pong arrived; `acknowledged` is set when it answers one of our pings.
     Pong {
@@ -83,6 +83,11 @@ struct PendingPing {
     payload: Vec<u8>,
     sent_at: Instant,
 }
+
+/// Pongs owed and not yet written, at most: a peer that sends a few pings at once gets an
+/// answer to each (as conformance suites expect); a flood whose answers are not read costs
+/// this many pongs.
+pub const MAX_OWED_PONGS: usize = 16;
 
 /// Pings of ours waiting for a pong at once, at most: each one is remembered until answered.
 pub const MAX_PENDING_PINGS: usize = 1024;
@@ -119,10 +124,11 @@ pub struct Connection {
     inbox: Inbox,
     sending_fragmented: Option<MessageKind>,
     output: Vec<u8>,
-    /// The payload of the pong owed for the latest ping, not yet in `output`: a flood of
-    /// pings that the peer does not read the answers to costs one pong, not one each
-    /// (RFC 6455 §5.5.3 allows answering only the latest).
-    pending_pong: Option<Vec<u8>>,
+    /// Payloads of the pongs owed, not yet in `output`, oldest first: at most
+    /// [`MAX_OWED_PONGS`]; past that, the latest ping replaces the newest owed pong (RFC 6455
+    /// §5.5.3 allows answering only the latest), so a flood of pings whose answers the peer
+    /// does not read costs a few pongs, not one each.
+    owed_pongs: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     close: CloseInfo,
     failure: Option<Error>,
@@ -154,7 +160,7 @@ impl Connection {
             inbox: Inbox::default(),
             sending_fragmented: None,
             output: Vec::new(),
-            pending_pong: None,
+            owed_pongs: VecDeque::new(),
             events: VecDeque::new(),
             close: CloseInfo::default(),
             failure: None,
@@ -236,18 +242,19 @@ impl Connection {
         &self.output
     }
 
-    /// How many bytes are waiting to be written, counting an owed pong.
+    /// How many bytes are waiting to be written, counting the owed pongs.
     pub fn output_len(&self) -> usize {
-        self.output.len()
-            + self
-                .pending_pong
-                .as_ref()
-                .map_or(0, |p| self.frame_len(p.len()))
+        let pongs: usize = self
+            .owed_pongs
+            .iter()
+            .map(|p| self.frame_len(p.len()))
+            .sum();
+        self.output.len() + pongs
     }
 
     /// True when bytes are waiting to be written.
     pub fn has_output(&self) -> bool {
-        !self.output.is_empty() || self.pending_pong.is_some()
+        !self.output.is_empty() || !self.owed_pongs.is_empty()
     }
 
     /// Takes the bytes to write, leaving the output buffer empty.
@@ -505,9 +512,9 @@ impl Connection {
         id
     }
 
-    /// Writes the pong owed for the latest ping into the output.
+    /// Writes the owed pongs into the output.
     fn flush_pong(&mut self) {
-        if let Some(payload) = self.pending_pong.take() {
+        while let Some(payload) = self.owed_pongs.pop_front() {
             self.write_frame(OpCode::Control(Control::Pong), true, &payload);
         }
     }
@@ -586,8 +593,8 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
-        // A pong owed on a connection that ends without our close frame has no one to go to.
-        self.pending_pong = None;
+        // Pongs owed on a connection that ends without our close frame have no one to go to.
+        self.owed_pongs.clear();
         self.close_deadline = None;
         self.next_keepalive = None;
         self.keepalive_deadline = None;
@@ -826,10 +833,13 @@ impl Connection {
             OpCode::Control(Control::Ping) => {
                 let payload = std::mem::take(&mut self.control);
                 // RFC 6455 §5.5.2: answer unless the peer's close frame arrived already
-                // (having sent ours does not excuse us). Only the latest ping is answered
-                // while the pong is not written yet.
+                // (having sent ours does not excuse us). Past MAX_OWED_PONGS unwritten, the
+                // latest ping replaces the newest owed pong.
                 if self.close.rcvd.is_none() {
-                    self.pending_pong = Some(payload.clone());
+                    if self.owed_pongs.len() >= MAX_OWED_PONGS {
+                        self.owed_pongs.pop_back();
+                    }
+                    self.owed_pongs.push_back(payload.clone());
                 }
                 self.events.push_back(Event::Ping(payload));
             }
