@@ -3097,3 +3097,25 @@ fn robustness_random_frame_sequences_never_panic() {
         "only {delivered} of 4000 cases delivered data"
     );
 }
+
+#[test]
+fn rfc6455_5_5_2_owed_pongs_go_out_before_what_we_send_next() {
+    let t0 = Instant::now();
+    for role in ROLES {
+        let mut conn = open(role, t0);
+        conn.receive_data(&Frame::ping("first").to(role).encode(), t0);
+        conn.receive_data(&Frame::ping("second").to(role).encode(), t0);
+        // The pings came before the message: their pongs are written before it.
+        conn.send_message(MessageKind::Text, b"echo").unwrap();
+        let frames = take_frames(&mut conn);
+        assert_eq!(
+            summary(&frames),
+            [
+                (PONG, b"first".to_vec()),
+                (PONG, b"second".to_vec()),
+                (TEXT, b"echo".to_vec())
+            ],
+            "{role:?}"
+        );
+    }
+}

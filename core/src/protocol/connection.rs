@@ -536,6 +536,10 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        if opcode != OpCode::Control(Control::Pong) {
+            // Owed pongs answer pings that came before whatever we send now: they go first.
+            self.flush_pong();
+        }
         let header = self.frame_header(opcode, fin);
         let mask = header.mask;
         self.output.reserve(MAX_HEADER + payload.len());
@@ -553,8 +557,6 @@ impl Connection {
         if self.close.sent.is_some() {
             return;
         }
-        // The close frame is the last one we send: the pong owed goes before it.
-        self.flush_pong();
         let frame = CloseFrame {
             code,
             reason: reason.to_owned(),
