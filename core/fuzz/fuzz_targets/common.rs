@@ -15,3 +15,28 @@ pub const LIMITS: [HandshakeLimits; 2] = [
         max_line_bytes: 64,
     },
 ];
+
+/// A head parsed from `data` under `limits` (`headers` counts its headers), checked to stay
+/// within them; None when it is incomplete (and then within the head limit) or refused.
+pub fn within_limits<T, E>(
+    parsed: Result<Option<(T, usize)>, E>,
+    data: &[u8],
+    limits: &HandshakeLimits,
+    headers: impl Fn(&T) -> usize,
+) -> Option<T> {
+    match parsed {
+        Ok(Some((head, used))) => {
+            assert!(used <= data.len() && used <= limits.max_head_bytes);
+            assert!(headers(&head) <= limits.max_headers);
+            Some(head)
+        }
+        Ok(None) => {
+            assert!(
+                data.len() <= limits.max_head_bytes,
+                "incomplete head over the limit"
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -18,20 +18,9 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(data: &[u8], limits: &HandshakeLimits) {
-    let request = match parse_request(data, limits) {
-        Ok(Some((request, used))) => {
-            assert!(used <= data.len() && used <= limits.max_head_bytes);
-            assert!(request.headers.len() <= limits.max_headers);
-            request
-        }
-        Ok(None) => {
-            assert!(
-                data.len() <= limits.max_head_bytes,
-                "incomplete head over the limit"
-            );
-            return;
-        }
-        Err(_) => return,
+    let parsed = parse_request(data, limits);
+    let Some(request) = common::within_limits(parsed, data, limits, |r| r.headers.len()) else {
+        return;
     };
     let options = ServerOptions {
         subprotocols: vec!["chat".into(), "superchat".into()],

@@ -48,22 +48,11 @@ fn handshake() -> &'static (ClientHandshake, String) {
 }
 
 fn check(data: &[u8], limits: &HandshakeLimits) {
-    let response = match ClientHandshake::parse_response(data, limits) {
-        Ok(Some((response, used))) => {
-            assert!(used <= data.len() && used <= limits.max_head_bytes);
-            assert!(response.headers.len() <= limits.max_headers);
-            assert!(response.body.is_empty());
-            response
-        }
-        Ok(None) => {
-            assert!(
-                data.len() <= limits.max_head_bytes,
-                "incomplete head over the limit"
-            );
-            return;
-        }
-        Err(_) => return,
+    let parsed = ClientHandshake::parse_response(data, limits);
+    let Some(response) = common::within_limits(parsed, data, limits, |r| r.headers.len()) else {
+        return;
     };
+    assert!(response.body.is_empty());
     if let Some(length) = ClientHandshake::body_length(&response) {
         let value = response.headers.get("Content-Length");
         assert_eq!(value.map(str::parse), Some(Ok(length)));
