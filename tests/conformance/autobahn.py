@@ -24,7 +24,7 @@ from pathlib import Path
 from agents import AGENTS, Agent
 
 ROOT = Path(__file__).resolve().parents[2]
-SETUP = ROOT.parent / "shared" / "conformance" / "setup-autobahn.sh"
+INSTALL = Path(__file__).with_name("install_autobahn.sh")
 SECTIONS_1_TO_10 = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
 BAD_VERDICTS = {"FAILED", "WRONG CODE", "UNIMPLEMENTED"}
 JOB_TIMEOUT = 900  # seconds: sections 1-10 take about 30-60 s per mode here
@@ -33,10 +33,10 @@ JOB_TIMEOUT = 900  # seconds: sections 1-10 take about 30-60 s per mode here
 def wstest_path() -> str:
     """Installs the suite if needed (a failure is a failed run, never a skip)."""
     result = subprocess.run(
-        ["bash", str(SETUP)], capture_output=True, text=True, timeout=900, check=False
+        ["bash", str(INSTALL)], capture_output=True, text=True, timeout=900, check=False
     )
     if result.returncode != 0:
-        raise RuntimeError(f"setup-autobahn.sh failed ({result.returncode}): {result.stderr}")
+        raise RuntimeError(f"install_autobahn.sh failed ({result.returncode}): {result.stderr}")
     return result.stdout.strip().splitlines()[-1]
 
 
