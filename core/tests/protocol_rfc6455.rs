@@ -422,7 +422,7 @@ fn chunks(conn: &mut Connection) -> Vec<(MessageKind, Vec<u8>, bool)> {
 
 /// Asserts that no data waits in the inbox.
 fn assert_inbox_empty(conn: &Connection, what: &str) {
-    let inbox = conn.inbox_ref();
+    let inbox = conn.inbox();
     assert!(
         inbox.is_empty() && !inbox.has_message() && inbox.charged_bytes() == 0,
         "{what}: the inbox holds data: len {} has_message {} charged {}",
@@ -817,7 +817,7 @@ fn rfc6455_5_4_text_fragments_are_reassembled_into_one_message() {
         for (i, byte) in bytes.iter().enumerate() {
             conn.receive_data(std::slice::from_ref(byte), t0);
             assert_eq!(
-                conn.inbox_ref().has_message(),
+                conn.inbox().has_message(),
                 i == bytes.len() - 1,
                 "{role:?}: after byte {i}"
             );
@@ -877,7 +877,7 @@ fn rfc6455_5_4_ping_between_fragments_is_answered_and_the_message_arrives_whole(
         for (i, byte) in bytes.iter().enumerate() {
             conn.receive_data(std::slice::from_ref(byte), t0);
             assert_eq!(
-                conn.inbox_ref().has_message(),
+                conn.inbox().has_message(),
                 i == bytes.len() - 1,
                 "{role:?}: after byte {i}"
             );
@@ -962,7 +962,7 @@ fn rfc6455_5_4_chunks_deliver_fragments_with_fin_only_on_the_last() {
     for role in ROLES {
         let mut conn = open(role, t0);
         conn.receive_data(&Frame::binary([1, 2]).fin(false).to(role).encode(), t0);
-        assert!(!conn.inbox_ref().has_message());
+        assert!(!conn.inbox().has_message());
         assert_eq!(
             chunks(&mut conn),
             [(MessageKind::Binary, vec![1, 2], false)],
@@ -980,7 +980,7 @@ fn rfc6455_5_4_chunks_deliver_fragments_with_fin_only_on_the_last() {
             "{role:?}: a continuation keeps the message's type"
         );
         conn.receive_data(&Frame::cont([4, 5, 6]).to(role).encode(), t0);
-        assert!(conn.inbox_ref().has_message());
+        assert!(conn.inbox().has_message());
         assert_eq!(
             chunks(&mut conn),
             [(MessageKind::Binary, vec![4, 5, 6], true)]
@@ -1005,7 +1005,7 @@ fn rfc6455_5_4_chunks_deliver_fragments_with_fin_only_on_the_last() {
         conn.receive_data(&Frame::cont("cd").fin(false).to(role).encode(), t0);
         conn.receive_data(&Frame::cont("ef").to(role).encode(), t0);
         conn.receive_data(&Frame::binary("gh").fin(false).to(role).encode(), t0);
-        assert_eq!(conn.inbox_ref().len(), 2, "{role:?}");
+        assert_eq!(conn.inbox().len(), 2, "{role:?}");
         assert_eq!(
             chunks(&mut conn),
             [
@@ -2535,7 +2535,7 @@ fn limits_empty_continuation_frames_queue_nothing_until_the_final_frame() {
             let empty = Frame::cont("").fin(false).to(role).encode();
             for i in 0..EMPTY {
                 conn.receive_data(&empty, t0);
-                let inbox = conn.inbox_ref();
+                let inbox = conn.inbox();
                 assert_eq!(
                     (
                         inbox.len(),
@@ -2550,13 +2550,13 @@ fn limits_empty_continuation_frames_queue_nothing_until_the_final_frame() {
             assert_eq!(conn.state(), State::Open, "{what}");
             assert!(!conn.has_output(), "{what}");
             conn.receive_data(&Frame::cont(last).to(role).encode(), t0);
-            assert_eq!(conn.inbox_ref().len(), 1, "{what}");
+            assert_eq!(conn.inbox().len(), 1, "{what}");
             assert_eq!(
-                conn.inbox_ref().charged_bytes(),
+                conn.inbox().charged_bytes(),
                 last.len() + CHUNK_OVERHEAD,
                 "{what}"
             );
-            assert!(conn.inbox_ref().has_message(), "{what}");
+            assert!(conn.inbox().has_message(), "{what}");
             assert_eq!(
                 messages(&mut conn),
                 [(MessageKind::Text, last.to_vec())],
@@ -2597,27 +2597,27 @@ fn limits_one_byte_fragments_are_coalesced_into_one_chunk() {
                 for (i, frame) in frames.iter().enumerate() {
                     conn.receive_data(frame, t0);
                     assert!(
-                        conn.inbox_ref().len() <= 1,
+                        conn.inbox().len() <= 1,
                         "{what}: {} chunks after frame {i}",
-                        conn.inbox_ref().len()
+                        conn.inbox().len()
                     );
                     assert_eq!(
-                        conn.inbox_ref().has_message(),
+                        conn.inbox().has_message(),
                         i == FRAMES - 1,
                         "{what}: after frame {i}"
                     );
                     if i == FRAMES - 2 {
                         assert_eq!(
-                            conn.inbox_ref().charged_bytes(),
+                            conn.inbox().charged_bytes(),
                             before_last + CHUNK_OVERHEAD,
                             "{what}: before the final frame"
                         );
                     }
                 }
                 assert_eq!(conn.state(), State::Open, "{what}");
-                assert_eq!(conn.inbox_ref().len(), 1, "{what}: one chunk");
+                assert_eq!(conn.inbox().len(), 1, "{what}: one chunk");
                 assert_eq!(
-                    conn.inbox_ref().charged_bytes(),
+                    conn.inbox().charged_bytes(),
                     FRAMES + CHUNK_OVERHEAD,
                     "{what}"
                 );
@@ -2899,10 +2899,10 @@ fn run_case(
         let mut taken = Taken::default();
         let mut offset = 0;
         for &(n, how) in &pieces {
-            let before = (conn.state(), conn.inbox_ref().arrivals());
+            let before = (conn.state(), conn.inbox().arrivals());
             conn.receive_data(&input[offset..offset + n], t0);
             offset += n;
-            if before.0 != State::Open && conn.inbox_ref().arrivals() != before.1 {
+            if before.0 != State::Open && conn.inbox().arrivals() != before.1 {
                 return Err(format!(
                     "data queued in state {:?}, after piece at {}",
                     before.0,
@@ -2917,7 +2917,7 @@ fn run_case(
         conn.receive_eof();
         events.extend(take_events(&mut conn));
         taken.take(&mut conn, 2)?;
-        if !conn.inbox_ref().is_empty() {
+        if !conn.inbox().is_empty() {
             return Err("the inbox is not empty after taking every chunk".into());
         }
         Ok((state, output, events, conn.state(), taken.count))

@@ -101,7 +101,7 @@ impl PyProtocolCore {
         {
             return Ok(self.events(py)?.into_any());
         }
-        let inbox = self.inner.inbox_ref();
+        let inbox = self.inner.inbox();
         if self.direct && inbox.len() == 1 && inbox.has_message() {
             if let Some((kind, data)) = self.inner.pop_message() {
                 return Ok(data_to_py(py, kind, &data));
@@ -306,7 +306,7 @@ impl PyProtocolCore {
 }
 
 fn inbox_size(connection: &Connection) -> usize {
-    connection.inbox_ref().charged_bytes()
+    connection.inbox().charged_bytes()
 }
 
 /// A client's opening handshake in progress.

@@ -77,7 +77,7 @@ fn drive(
     let mut now = Instant::now();
     let mut connection = Connection::new(role, config, now);
     let drain = |connection: &mut Connection, checker: &mut Checker| {
-        let inbox = connection.inbox_ref();
+        let inbox = connection.inbox();
         checker.inbox(inbox.len(), inbox.charged_bytes(), inbox.arrivals());
         if checker.chunks {
             while let Some(chunk) = connection.pop_chunk() {

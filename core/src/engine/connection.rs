@@ -110,7 +110,7 @@ impl Inner {
     }
 
     fn inbox_bytes(&self) -> usize {
-        self.protocol.inbox_ref().charged_bytes()
+        self.protocol.inbox().charged_bytes()
     }
 }
 
@@ -276,7 +276,7 @@ impl Connection {
     /// called at once if data is already waiting or the connection has ended.
     pub fn set_notifier(&self, notifier: Option<Notifier>) {
         let inner = self.lock();
-        let pending = inner.protocol.inbox_ref().has_chunk() || inner.ended.is_some();
+        let pending = inner.protocol.inbox().has_chunk() || inner.ended.is_some();
         if let (true, Some(notify)) = (pending, &notifier) {
             notify();
         }
@@ -318,7 +318,7 @@ impl Connection {
                 }
             }
         }
-        let arrivals = inner.protocol.inbox_ref().arrivals();
+        let arrivals = inner.protocol.inbox().arrivals();
         if arrivals != inner.arrivals_seen {
             inner.arrivals_seen = arrivals;
             self.wake_receivers();

@@ -204,14 +204,9 @@ impl Connection {
         self.events.len()
     }
 
-    /// Received data waiting for the application: take it with [`Inbox::pop_message`] or
-    /// [`Inbox::pop_chunk`].
-    pub fn inbox(&mut self) -> &mut Inbox {
-        &mut self.inbox
-    }
-
-    /// Received data waiting for the application, to look at.
-    pub fn inbox_ref(&self) -> &Inbox {
+    /// Received data waiting for the application, to look at; take it with
+    /// [`Connection::pop_message`], [`Connection::next_message`] or [`Connection::pop_chunk`].
+    pub fn inbox(&self) -> &Inbox {
         &self.inbox
     }
 
