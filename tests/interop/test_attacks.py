@@ -213,7 +213,7 @@ def attack_with_probe(
 
 
 @pytest.mark.parametrize("face", FACES)
-def test_ping_flood_from_a_peer_that_never_reads_owes_one_pong(face, start_server):
+def test_ping_flood_from_a_peer_that_never_reads_owes_few_pongs(face, start_server):
     server = start_server(face)
 
     def attack(stream: RawStream, memory: Memory) -> None:
