@@ -680,6 +680,11 @@ fn wait_readable(socket: &TcpStream, timeout: Duration) {
 
 /// Reads a TLS stream into the protocol until the connection closes.
 async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, mut reader: R) {
+    read_tls_until_closed(&connection, &mut reader).await;
+    linger(&mut reader).await;
+}
+
+async fn read_tls_until_closed<R: AsyncRead + Unpin>(connection: &Connection, reader: &mut R) {
     let mut closed = connection.shared.closed_tx.subscribe();
     let mut buffer = vec![0u8; READ_BUFFER];
     loop {
@@ -706,6 +711,11 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, mut reader: R) 
 /// connection's lock, as a receiving thread's inline reads do, so bytes never reorder; while
 /// such a thread waits on the socket, this task stands aside.
 async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
+    read_plain_until_closed(&connection, &socket).await;
+    linger(&mut SharedTcp(socket)).await;
+}
+
+async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
     let mut closed = connection.shared.closed_tx.subscribe();
     let mut buffer = vec![0u8; READ_BUFFER];
     loop {
@@ -741,7 +751,7 @@ async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
         // try_io clears tokio's readiness when the socket turns out empty (an inline reader
         // may have emptied it), so the next readable() really waits.
         let read = socket.try_io(tokio::io::Interest::READABLE, || {
-            read_raw(&socket, &mut buffer)
+            read_raw(socket, &mut buffer)
         });
         if matches!(&read, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock) {
             continue;
@@ -751,6 +761,21 @@ async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
             return;
         }
     }
+}
+
+/// How long a reader goes on reading, once the connection is over, for the peer to close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Once the connection is over, reads and drops what the peer still sends until it closes,
+/// for at most [`LINGER`]: closing a socket with unread input sends a reset, and a reset can
+/// destroy our close frame in the peer's buffers before the peer reads it (a peer that was
+/// still sending a message we refused with 1009 would see 1006 instead).
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut buffer = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(reader.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// How long the writer keeps trying to flush what was sent before a close, once the protocol
