@@ -242,9 +242,8 @@ def test_fragment_flood_past_max_fragments_fails_with_1009(
         sent, outcome = flood(stream, encode_frame(OP_CONT, fragment, fin=False), count)
         memory.sample()
         # Empty fragments are not queued, others join one chunk; past max_fragments the
-        # message is refused.
-        assert outcome in ("closed", "paused"), (sent, outcome)
-        assert close_code_of(stream) == 1009
+        # message is refused (the server may read and drop the rest for a while after).
+        assert close_code_of(stream) == 1009, (sent, outcome)
 
     attack_with_probe(server, attack, busy=busy)
 
