@@ -41,9 +41,9 @@ pub struct PyProtocolCore {
     /// The face hands every message to a listener as it arrives: a read that brought one
     /// whole message and nothing else returns it as itself.
     direct: bool,
-    /// Set while the transport has paused writing: output stays here, where a later pong
-    /// replaces the owed one, and the event lists carry no `OUTPUT`; `poll` after clearing
-    /// it returns what waited.
+    /// Set while the transport has paused writing: output stays here, where owed pongs stay
+    /// bounded, and the event lists carry no `OUTPUT`; `poll` after clearing it returns what
+    /// waited.
     #[pyo3(get, set)]
     hold_output: bool,
 }
@@ -107,7 +107,12 @@ impl PyProtocolCore {
                 return Ok(data_to_py(py, kind, &data));
             }
         }
-        Ok(inbox_size(&self.inner).into_pyobject(py)?.into_any())
+        Ok(self
+            .inner
+            .inbox()
+            .charged_bytes()
+            .into_pyobject(py)?
+            .into_any())
     }
 
     fn output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -168,7 +173,7 @@ impl PyProtocolCore {
     /// overhead per queued chunk.
     #[getter]
     fn inbox_bytes(&self) -> usize {
-        inbox_size(&self.inner)
+        self.inner.inbox().charged_bytes()
     }
 
     /// Feeds the first `length` bytes of `buffer` (the protocol's read buffer); returns a
@@ -303,10 +308,6 @@ impl PyProtocolCore {
     fn latency(&self) -> f64 {
         self.inner.latency().map_or(0.0, |l| l.as_secs_f64())
     }
-}
-
-fn inbox_size(connection: &Connection) -> usize {
-    connection.inbox().charged_bytes()
 }
 
 /// A client's opening handshake in progress.

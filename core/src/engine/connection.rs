@@ -377,12 +377,12 @@ impl Connection {
         let deadline = deadline_after(timeout);
         let mut inner = self.lock();
         loop {
-            if let Some(taken) = take(&mut inner.protocol)? {
-                self.resume_reading_if_drained(&mut inner);
+            let taken = take(&mut inner.protocol)?;
+            // Taking data, even part of a message (kept aside), may have made room.
+            self.resume_reading_if_drained(&mut inner);
+            if let Some(taken) = taken {
                 return Ok(taken);
             }
-            // Taking part of a message may have made room for the rest.
-            self.resume_reading_if_drained(&mut inner);
             if let Some(ended) = &inner.ended {
                 return Err(Error::ConnectionClosed(ended.info.clone()));
             }

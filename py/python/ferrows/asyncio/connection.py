@@ -115,7 +115,7 @@ class Connection(asyncio.BufferedProtocol):
         # Reading stops while the core's inbox is over the read limit.
         self._inbox_full = False
         # While the transport has paused writing, what the peer alone makes us send (pongs,
-        # the close frame) stays in the core, where a later pong replaces the owed one.
+        # the close frame) stays in the core, where owed pongs stay bounded.
         self._writing_paused = False
         self._recv_waiter: asyncio.Future[None] | None = None
         self._receiving = False
@@ -322,7 +322,8 @@ class Connection(asyncio.BufferedProtocol):
         self._process(self._core.handle_timeout())
 
     def _consumed(self) -> None:
-        if self._inbox_full and self._core.inbox_bytes <= self._read_low:
+        """Resumes reading once ``recv()`` drained the full inbox to the low mark."""
+        if self._core.inbox_bytes <= self._read_low:
             self._inbox_full = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()
