@@ -66,7 +66,7 @@ fn open_pair(server_config: ServerConfig, client_config: ClientConfig) -> Pair {
     // `a_receive_begun_before_the_tasks_start_reads_inline`). A message received proves
     // they have started.
     client
-        .send(MessageKind::Text, b"hello", Some(WAIT))
+        .send(MessageKind::Text, b"hello", true, Some(WAIT))
         .expect("hello");
     let hello = server_side.recv(Some(WAIT)).expect("hello");
     assert_eq!(hello, (MessageKind::Text, b"hello".to_vec()));
@@ -450,7 +450,7 @@ fn send_all(connection: &Connection, stream: Stream, pace: Pace, side: &str) {
     };
     for seq in 0..stream.count {
         let (kind, data) = stream.message(seq);
-        if let Err(error) = connection.send(kind, &data, Some(WAIT)) {
+        if let Err(error) = connection.send(kind, &data, true, Some(WAIT)) {
             panic!(
                 "{side}: sending message {seq}: {error} ({})",
                 state(connection)
@@ -697,7 +697,7 @@ fn send_partial_write_plan(
         }
         let (kind, data) = message(PARTIAL, seq as u32, len);
         sender
-            .send(kind, &data, Some(Duration::ZERO))
+            .send(kind, &data, true, Some(Duration::ZERO))
             .unwrap_or_else(|error| panic!("sending message {seq} ({len} bytes): {error}"));
         if seq == big {
             unsent_after_big = sender.unsent_bytes();
@@ -947,6 +947,7 @@ fn fragments_read_inline_and_by_the_reader_task_make_one_message() {
                         MessageKind::Text,
                         &fragments[index],
                         index == last,
+                        true,
                         Some(WAIT),
                     )
                     .unwrap_or_else(|error| panic!("sending fragment {index}: {error}"));
@@ -1045,7 +1046,7 @@ fn fragments_read_inline_and_by_the_reader_task_make_one_message() {
     }
     // Nothing of it is left to come out again.
     pair.client
-        .send(MessageKind::Text, b"after", Some(WAIT))
+        .send(MessageKind::Text, b"after", true, Some(WAIT))
         .unwrap();
     command_tx.send(WAIT).unwrap();
     match outcome() {
@@ -1268,7 +1269,7 @@ fn reading_stops_at_the_inbox_budget_and_resumes_once_drained() {
                 && started.elapsed() < Duration::from_secs(5)
             {
                 let (kind, data) = stream.message(seq);
-                match client.send(kind, &data, Some(Duration::from_millis(20))) {
+                match client.send(kind, &data, true, Some(Duration::from_millis(20))) {
                     Ok(()) => seq += 1,
                     // Nothing was queued: the same message goes again.
                     Err(Error::Timeout(_)) => timeouts += 1,
@@ -1455,10 +1456,10 @@ fn pongs_arrive_while_receivers_wait_inline() {
     }
     let since = Instant::now();
     pair.client
-        .send(MessageKind::Text, b"to the server", Some(WAIT))
+        .send(MessageKind::Text, b"to the server", true, Some(WAIT))
         .unwrap();
     pair.server
-        .send(MessageKind::Binary, b"to the client", Some(WAIT))
+        .send(MessageKind::Binary, b"to the client", true, Some(WAIT))
         .unwrap();
     let (got, _) = server_blocked.outcome_within(since, END_BOUND, "server");
     assert_eq!(got.unwrap(), (MessageKind::Text, b"to the server".to_vec()));
@@ -1552,7 +1553,7 @@ fn both_ends_over_their_outbox_budget_drain_once_both_receive() {
         loop {
             assert!(started.elapsed() < WAIT, "the sends never ran out of room");
             let (kind, data) = stream.message(seq);
-            match connection.send(kind, &data, Some(Duration::from_millis(200))) {
+            match connection.send(kind, &data, true, Some(Duration::from_millis(200))) {
                 Ok(()) => seq += 1,
                 Err(Error::Timeout(_)) => return seq,
                 Err(error) => panic!("sending message {seq}: {error}"),

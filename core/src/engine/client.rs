@@ -164,9 +164,11 @@ async fn finish_handshake(
         read_error_body(&mut stream, &mut response, &mut rest).await;
     }
     let accepted = handshake.validate(&response)?;
+    let deflate = accepted.deflate.zip(config.handshake.deflate.clone());
     let connection = Connection::new(Setup {
         role: Role::Client,
         config: config.protocol,
+        deflate,
         inbox: config.inbox,
         outbox: config.outbox,
         info: HandshakeInfo {

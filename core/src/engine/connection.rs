@@ -167,14 +167,20 @@ pub struct Setup {
     pub outbox: Watermarks,
     /// What the handshake established.
     pub info: HandshakeInfo,
+    /// permessage-deflate as the handshake agreed it, with our side's settings.
+    pub deflate: Option<(protocol::Agreement, protocol::DeflateConfig)>,
 }
 
 impl Connection {
     /// Creates the handle; [`Connection::start`] then runs it on a stream.
     pub(crate) fn new(setup: Setup) -> Self {
         let (closed_tx, _) = watch::channel(false);
+        let mut protocol = protocol::Connection::new(setup.role, setup.config, Instant::now());
+        if let Some((agreement, config)) = &setup.deflate {
+            protocol.enable_deflate(*agreement, config);
+        }
         let inner = Inner {
-            protocol: protocol::Connection::new(setup.role, setup.config, Instant::now()),
+            protocol,
             arrivals_seen: 0,
             reading_paused: false,
             in_flight: 0,
@@ -487,21 +493,33 @@ impl Connection {
     }
 
     /// Sends a whole message, waiting up to `timeout` while the outgoing buffer is above
-    /// its high watermark (zero: fail at once with a timeout instead of waiting).
-    pub fn send(&self, kind: MessageKind, data: &[u8], timeout: Option<Duration>) -> Result<()> {
-        self.queue(timeout, |protocol| protocol.send_message(kind, data))
+    /// its high watermark (zero: fail at once with a timeout instead of waiting). With
+    /// permessage-deflate, `compress` false sends it uncompressed.
+    pub fn send(
+        &self,
+        kind: MessageKind,
+        data: &[u8],
+        compress: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.queue(timeout, |protocol| {
+            protocol.send_message_with(kind, data, compress)
+        })
     }
 
-    /// Sends one fragment of a message (`kind` counts on the first; `fin` ends the message),
-    /// with the same waiting rule as [`Connection::send`].
+    /// Sends one fragment of a message (`kind` and `compress` count on the first; `fin`
+    /// ends the message), with the same waiting rule as [`Connection::send`].
     pub fn send_fragment(
         &self,
         kind: MessageKind,
         data: &[u8],
         fin: bool,
+        compress: bool,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.queue(timeout, |protocol| protocol.send_fragment(kind, data, fin))
+        self.queue(timeout, |protocol| {
+            protocol.send_fragment_with(kind, data, fin, compress)
+        })
     }
 
     fn queue(
@@ -593,6 +611,11 @@ impl Connection {
     /// A unique identifier, for logs.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The permessage-deflate parameters agreed, if it was negotiated.
+    pub fn deflate(&self) -> Option<protocol::Agreement> {
+        self.lock().protocol.deflate().copied()
     }
 
     /// The latency measured by the last answered ping.

@@ -97,11 +97,19 @@ impl PendingHandshake {
         for (name, value) in headers.iter() {
             all_headers.insert(name, value);
         }
-        let response = accept_response(&valid.key, subprotocol.as_deref(), None, &all_headers);
         let config = &self.server.config;
+        let deflate = valid.deflate.zip(config.handshake.deflate.clone());
+        let extensions = deflate.as_ref().map(|(agreement, _)| agreement.to_header());
+        let response = accept_response(
+            &valid.key,
+            subprotocol.as_deref(),
+            extensions.as_deref(),
+            &all_headers,
+        );
         let connection = Connection::new(Setup {
             role: Role::Server,
             config: config.protocol.clone(),
+            deflate,
             inbox: config.inbox,
             outbox: config.outbox,
             info: HandshakeInfo {

@@ -9,6 +9,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::close::{self, INTERNAL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
+use super::deflate::{Agreement, Compressor, DeflateConfig, InflateError, Inflater};
 use super::mask::apply_mask;
 use super::message::{Chunk, Inbox};
 use super::utf8::Utf8Validator;
@@ -106,10 +107,23 @@ enum ReadState {
 /// ends (text up to its last whole character).
 struct Incoming {
     kind: MessageKind,
+    /// The message's data not yet in the inbox (inflated, when compressed).
     data: Vec<u8>,
+    /// The message's size so far (inflated), for the size limit.
     size: usize,
     frames: usize,
     utf8: Utf8Validator,
+    /// Compressed with permessage-deflate (RSV1 on its first frame): `wire` counts the
+    /// compressed bytes, bounded apart from the inflated size.
+    compressed: bool,
+    wire: u64,
+}
+
+/// permessage-deflate, once negotiated: the agreement and each direction's codec.
+struct Deflate {
+    agreement: Agreement,
+    compressor: Compressor,
+    inflater: Inflater,
 }
 
 /// One WebSocket connection's protocol state, without I/O.
@@ -122,7 +136,11 @@ pub struct Connection {
     control: Vec<u8>,
     incoming: Option<Incoming>,
     inbox: Inbox,
-    sending_fragmented: Option<MessageKind>,
+    /// A fragmented message is being sent; `true` when it is compressed.
+    sending_fragmented: Option<bool>,
+    deflate: Option<Deflate>,
+    /// Unmasked compressed input on its way to the inflater.
+    unmasked: Vec<u8>,
     output: Vec<u8>,
     /// Payloads of the pongs owed, not yet in `output`, oldest first: at most
     /// [`MAX_OWED_PONGS`]; past that, the latest ping replaces the newest owed pong (RFC 6455
@@ -159,6 +177,8 @@ impl Connection {
             incoming: None,
             inbox: Inbox::default(),
             sending_fragmented: None,
+            deflate: None,
+            unmasked: Vec::new(),
             output: Vec::new(),
             owed_pongs: VecDeque::new(),
             events: VecDeque::new(),
@@ -172,6 +192,29 @@ impl Connection {
             keepalive_deadline: None,
             latency: None,
         }
+    }
+
+    /// Turns on permessage-deflate as the opening handshake agreed: `config` is our side's
+    /// settings (level, memLevel, the size under which messages go uncompressed).
+    pub fn enable_deflate(&mut self, agreement: Agreement, config: &DeflateConfig) {
+        self.deflate = Some(Deflate {
+            agreement,
+            compressor: Compressor::new(&agreement, config, self.role),
+            inflater: Inflater::new(&agreement, self.role),
+        });
+    }
+
+    /// The permessage-deflate parameters agreed, if it was negotiated.
+    pub fn deflate(&self) -> Option<&Agreement> {
+        self.deflate.as_ref().map(|d| &d.agreement)
+    }
+
+    /// True when a message of `len` bytes sent with `compress` would be compressed: such a
+    /// message cannot be encoded in place ([`Connection::encode_message_into`]).
+    pub fn compresses(&self, len: usize, compress: bool) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| d.compressor.wants(len, compress))
     }
 
     /// Our role.
@@ -361,15 +404,30 @@ impl Connection {
         }
     }
 
-    /// Queues a whole message.
+    /// Queues a whole message, compressed when permessage-deflate was negotiated and the
+    /// message is not under the configured size.
     pub fn send_message(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), Error> {
+        self.send_message_with(kind, data, true)
+    }
+
+    /// [`Connection::send_message`]; `compress` false sends this message uncompressed.
+    pub fn send_message_with(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        compress: bool,
+    ) -> Result<(), Error> {
         self.check_can_send()?;
         if self.sending_fragmented.is_some() {
             return Err(Error::Concurrency(
                 "cannot send a message while a fragmented message is being sent".into(),
             ));
         }
-        self.write_frame(data_opcode(kind), true, data);
+        if self.compresses(data.len(), compress) {
+            self.write_compressed_frame(data_opcode(kind), true, data);
+        } else {
+            self.write_frame(data_opcode(kind), true, data);
+        }
         Ok(())
     }
 
@@ -400,6 +458,11 @@ impl Connection {
         out: &mut [u8],
     ) -> Result<(), Error> {
         self.check_can_send()?;
+        if self.compresses(data.len(), true) {
+            return Err(Error::Concurrency(
+                "a compressed message cannot be encoded in place".into(),
+            ));
+        }
         if self.sending_fragmented.is_some() || self.has_output() {
             return Err(Error::Concurrency(
                 "cannot encode a message in place while other output is pending".into(),
@@ -422,19 +485,42 @@ impl Connection {
     }
 
     /// Queues one fragment of a message; `kind` matters on the first one, `fin` ends it.
+    /// With permessage-deflate, the message is compressed (whatever its size).
     pub fn send_fragment(
         &mut self,
         kind: MessageKind,
         data: &[u8],
         fin: bool,
     ) -> Result<(), Error> {
+        self.send_fragment_with(kind, data, fin, true)
+    }
+
+    /// [`Connection::send_fragment`]; `compress`, read on the first fragment, false sends
+    /// the message uncompressed.
+    pub fn send_fragment_with(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        fin: bool,
+        compress: bool,
+    ) -> Result<(), Error> {
         self.check_can_send()?;
-        let opcode = match self.sending_fragmented {
-            Some(_) => OpCode::Data(Data::Continue),
-            None => data_opcode(kind),
+        let (opcode, compressed) = match self.sending_fragmented {
+            Some(compressed) => (OpCode::Data(Data::Continue), compressed),
+            None => {
+                let compressed = self
+                    .deflate
+                    .as_ref()
+                    .is_some_and(|d| d.compressor.wants_fragmented(compress));
+                (data_opcode(kind), compressed)
+            }
         };
-        self.sending_fragmented = if fin { None } else { Some(kind) };
-        self.write_frame(opcode, fin, data);
+        self.sending_fragmented = if fin { None } else { Some(compressed) };
+        if compressed {
+            self.write_compressed_frame(opcode, fin, data);
+        } else {
+            self.write_frame(opcode, fin, data);
+        }
         Ok(())
     }
 
@@ -545,6 +631,33 @@ impl Connection {
         self.output.extend_from_slice(payload);
         if let Some(key) = mask {
             apply_mask(&mut self.output[start..], key, 0);
+        }
+    }
+
+    /// Writes a data frame whose payload is `data` compressed: RSV1 on a message's first
+    /// frame (RFC 7692 §6), the payload compressed straight into the output after room for
+    /// the longest header, then moved up against the real one.
+    fn write_compressed_frame(&mut self, opcode: OpCode, fin: bool, data: &[u8]) {
+        self.flush_pong();
+        let deflate = self.deflate.as_mut().expect("compression was negotiated");
+        let start = self.output.len();
+        self.output.resize(start + MAX_HEADER, 0);
+        deflate.compressor.compress(data, &mut self.output, fin);
+        let payload_len = self.output.len() - start - MAX_HEADER;
+        let mut header = self.frame_header(opcode, fin);
+        header.rsv1 = opcode != OpCode::Data(Data::Continue);
+        let mut head = [0u8; MAX_HEADER];
+        let mut cursor = Cursor::new(&mut head[..]);
+        header
+            .format(payload_len as u64, &mut cursor)
+            .expect("the longest header fits");
+        let head_len = cursor.position() as usize;
+        self.output
+            .copy_within(start + MAX_HEADER.., start + head_len);
+        self.output.truncate(start + head_len + payload_len);
+        self.output[start..start + head_len].copy_from_slice(&head[..head_len]);
+        if let Some(key) = header.mask {
+            apply_mask(&mut self.output[start + head_len..], key, 0);
         }
     }
 
@@ -677,6 +790,8 @@ impl Connection {
                     size: 0,
                     frames: 0,
                     utf8: Utf8Validator::default(),
+                    compressed: header.rsv1,
+                    wire: 0,
                 });
             }
             if let Some(incoming) = self.incoming.as_mut() {
@@ -701,8 +816,18 @@ impl Connection {
             // RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0.
             return protocol("frame length with the most significant bit set");
         }
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 {
             return protocol("reserved bits set without a negotiated extension");
+        }
+        if header.rsv1 {
+            // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only.
+            let first_data_frame = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+            if self.deflate.is_none() {
+                return protocol("RSV1 set without permessage-deflate");
+            }
+            if !first_data_frame {
+                return protocol("RSV1 set on a control or continuation frame");
+            }
         }
         match (self.role, header.mask.is_some()) {
             (Role::Server, false) => return protocol("client frame is not masked"),
@@ -748,7 +873,21 @@ impl Connection {
                         ));
                     }
                 }
-                if let Some(limit) = self.config.max_message_size {
+                let compressed = match (&self.incoming, data) {
+                    (Some(incoming), Data::Continue) => incoming.compressed,
+                    _ => header.rsv1,
+                };
+                if let (Some(limit), true) = (self.config.max_message_size, compressed) {
+                    // The inflated size is checked as it is produced; the compressed input
+                    // is bounded too, at twice the limit, which no honest encoder nears.
+                    let wire = self.incoming.as_ref().map_or(0, |m| m.wire);
+                    if wire.saturating_add(length) > 2 * limit as u64 {
+                        return Err((
+                            MESSAGE_TOO_BIG,
+                            format!("compressed message of over {} bytes", 2 * limit as u64),
+                        ));
+                    }
+                } else if let Some(limit) = self.config.max_message_size {
                     let so_far = self.incoming.as_ref().map_or(0, |m| m.size) as u64;
                     if so_far.saturating_add(length) > limit as u64 {
                         return Err((
@@ -785,10 +924,29 @@ impl Connection {
         if is_data {
             let incoming = self.incoming.as_mut().expect("data frame has a message");
             let start = incoming.data.len();
-            incoming.data.extend_from_slice(chunk);
-            incoming.size += take;
-            if let Some(key) = mask {
-                apply_mask(&mut incoming.data[start..], key, offset);
+            if incoming.compressed {
+                incoming.wire += take as u64;
+                let input = match mask {
+                    Some(key) => {
+                        self.unmasked.clear();
+                        self.unmasked.extend_from_slice(chunk);
+                        apply_mask(&mut self.unmasked, key, offset);
+                        &self.unmasked[..]
+                    }
+                    None => chunk,
+                };
+                let inflater = &mut self.deflate.as_mut().expect("negotiated").inflater;
+                let max = self.config.max_message_size;
+                if let Err(error) = inflate_into(incoming, inflater, Some(input), max) {
+                    self.fail_inflate(error);
+                    return take;
+                }
+            } else {
+                incoming.data.extend_from_slice(chunk);
+                incoming.size += take;
+                if let Some(key) = mask {
+                    apply_mask(&mut incoming.data[start..], key, offset);
+                }
             }
             if incoming.kind == MessageKind::Text
                 && incoming.utf8.feed(&incoming.data[start..]).is_err()
@@ -807,6 +965,27 @@ impl Connection {
             self.end_frame(now);
         }
         take
+    }
+
+    fn fail_inflate(&mut self, error: InflateError) {
+        let (code, error) = match error {
+            InflateError::TooBig => (
+                MESSAGE_TOO_BIG,
+                Error::PayloadTooBig(format!(
+                    "inflated message exceeds limit of {} bytes",
+                    self.config.max_message_size.unwrap_or(usize::MAX)
+                )),
+            ),
+            // RFC 7692 §8: data that does not inflate fails the connection.
+            InflateError::Corrupt => (
+                INVALID_DATA,
+                Error::Protocol {
+                    code: INVALID_DATA,
+                    reason: "invalid compressed data".into(),
+                },
+            ),
+        };
+        self.fail(code, error);
     }
 
     fn fail_invalid_utf8(&mut self) {
@@ -864,6 +1043,22 @@ impl Connection {
             return;
         }
         let incoming = self.incoming.as_mut().expect("data frame has a message");
+        // A compressed message with no payload at all is empty: its inflater is untouched.
+        if fin && incoming.compressed && incoming.wire > 0 {
+            let start = incoming.data.len();
+            let inflater = &mut self.deflate.as_mut().expect("negotiated").inflater;
+            let max = self.config.max_message_size;
+            if let Err(error) = inflate_into(incoming, inflater, None, max) {
+                self.fail_inflate(error);
+                return;
+            }
+            if incoming.kind == MessageKind::Text
+                && incoming.utf8.feed(&incoming.data[start..]).is_err()
+            {
+                self.fail_invalid_utf8();
+                return;
+            }
+        }
         if fin && incoming.kind == MessageKind::Text && incoming.utf8.finish().is_err() {
             self.fail_invalid_utf8();
             return;
@@ -929,6 +1124,25 @@ impl Connection {
             }
         }
     }
+}
+
+/// Inflates part of a compressed message (`None`: its end, the sync tail) onto the data of
+/// `incoming`, counting the inflated bytes against the message limit `max`.
+fn inflate_into(
+    incoming: &mut Incoming,
+    inflater: &mut Inflater,
+    input: Option<&[u8]>,
+    max: Option<usize>,
+) -> Result<(), InflateError> {
+    let start = incoming.data.len();
+    // What the data may grow to: the limit less the message's bytes already passed on.
+    let limit = max.map_or(usize::MAX, |max| max - (incoming.size - start));
+    let result = match input {
+        Some(input) => inflater.inflate(input, &mut incoming.data, limit),
+        None => inflater.finish_message(&mut incoming.data, limit),
+    };
+    incoming.size += incoming.data.len() - start;
+    result
 }
 
 /// `now + delay`, or no deadline for no delay or one too far away to represent.

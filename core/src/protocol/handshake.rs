@@ -7,6 +7,7 @@ use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 
 use crate::error::{Error, Result};
+use crate::protocol::deflate::{self, Agreement, DeflateConfig};
 use crate::protocol::uri::WsUri;
 
 /// The `User-Agent` a client sends unless its options name another.
@@ -190,19 +191,36 @@ impl Default for HandshakeLimits {
 }
 
 /// What a client asks for in its opening handshake.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// The `Origin` header, if any.
     pub origin: Option<String>,
     /// Subprotocols offered, in preference order (`Sec-WebSocket-Protocol`).
     pub subprotocols: Vec<String>,
-    /// Extension offers (`Sec-WebSocket-Extensions` elements, such as a deflate offer).
+    /// Extension offers (`Sec-WebSocket-Extensions` elements) besides permessage-deflate,
+    /// which is the `deflate` option's.
     pub extensions: Vec<String>,
+    /// The permessage-deflate offer; `None` offers no compression.
+    pub deflate: Option<DeflateConfig>,
     /// Extra headers, sent after the handshake's own. A `Host`, `Origin`, `Authorization` or
     /// `User-Agent` here replaces the one the handshake would send.
     pub additional_headers: Headers,
     /// The `User-Agent`; `None` sends [`DEFAULT_USER_AGENT`].
     pub user_agent: Option<String>,
+}
+
+/// Clients offer permessage-deflate by default ([`DeflateConfig::client`]).
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            origin: None,
+            subprotocols: Vec::new(),
+            extensions: Vec::new(),
+            deflate: Some(DeflateConfig::client()),
+            additional_headers: Headers::new(),
+            user_agent: None,
+        }
+    }
 }
 
 /// A client's opening handshake: the request to send, and the key to check the answer with.
@@ -212,6 +230,7 @@ pub struct ClientHandshake {
     request: Request,
     offered_subprotocols: Vec<String>,
     offered_extensions: Vec<String>,
+    offered_deflate: Option<DeflateConfig>,
 }
 
 /// What the server agreed to in its 101 response.
@@ -221,6 +240,8 @@ pub struct Accepted {
     pub subprotocol: Option<String>,
     /// The accepted extensions as sent (name plus parameters), each one we offered.
     pub extensions: Vec<String>,
+    /// The permessage-deflate parameters, when the server accepted our offer.
+    pub deflate: Option<Agreement>,
 }
 
 impl ClientHandshake {
@@ -246,6 +267,19 @@ impl ClientHandshake {
         {
             return Err(Error::Config(format!("invalid extension offer {bad:?}")));
         }
+        if let Some(deflate) = &options.deflate {
+            deflate.validate()?;
+        }
+        let mut offers = options.extensions.clone();
+        if offers
+            .iter()
+            .any(|offer| extension_name(offer).eq_ignore_ascii_case(deflate::EXTENSION_NAME))
+        {
+            return Err(Error::Config(
+                "permessage-deflate is offered by the deflate option, not as an extension".into(),
+            ));
+        }
+        offers.extend(options.deflate.as_ref().map(DeflateConfig::offer));
         let extra = &options.additional_headers;
         if let Some(name) = CLIENT_MANAGED.iter().find(|name| extra.contains(name)) {
             return Err(Error::Config(format!(
@@ -267,8 +301,8 @@ impl ClientHandshake {
         if !options.subprotocols.is_empty() {
             headers.insert("Sec-WebSocket-Protocol", &options.subprotocols.join(", "));
         }
-        if !options.extensions.is_empty() {
-            headers.insert("Sec-WebSocket-Extensions", &options.extensions.join(", "));
+        if !offers.is_empty() {
+            headers.insert("Sec-WebSocket-Extensions", &offers.join(", "));
         }
         if let (Some((user, password)), false) = (&uri.user_info, extra.contains("Authorization")) {
             let credentials = BASE64.encode(format!("{user}:{password}"));
@@ -290,7 +324,8 @@ impl ClientHandshake {
                 headers,
             },
             offered_subprotocols: options.subprotocols.clone(),
-            offered_extensions: options.extensions.clone(),
+            offered_extensions: offers,
+            offered_deflate: options.deflate.clone(),
         })
     }
 
@@ -403,21 +438,39 @@ impl ClientHandshake {
             }
             extensions.push(extension.to_owned());
         }
+        let deflate = match &self.offered_deflate {
+            Some(offered) => deflate::check_answer(&extensions, offered)?,
+            None => None,
+        };
         Ok(Accepted {
             subprotocol,
             extensions,
+            deflate,
         })
     }
 }
 
 /// How a server checks and answers opening handshakes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Our subprotocols, in preference order.
     pub subprotocols: Vec<String>,
     /// The allowed `Origin` values; `None` allows any. An entry `None` allows requests
     /// without an `Origin` header (non-browser clients).
     pub origins: Option<Vec<Option<String>>>,
+    /// How permessage-deflate offers are answered; `None` declines them.
+    pub deflate: Option<DeflateConfig>,
+}
+
+/// Servers accept permessage-deflate by default ([`DeflateConfig::server`]).
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            subprotocols: Vec::new(),
+            origins: None,
+            deflate: Some(DeflateConfig::server()),
+        }
+    }
 }
 
 /// What a valid client request asks for, extracted by [`validate_request`].
@@ -429,6 +482,9 @@ pub struct ValidRequest {
     pub subprotocols: Vec<String>,
     /// The extension offers as sent (name plus parameters), in order.
     pub extensions: Vec<String>,
+    /// The permessage-deflate offer accepted, when the options accept one: answer it with
+    /// [`Agreement::to_header`] in the response's `Sec-WebSocket-Extensions`.
+    pub deflate: Option<Agreement>,
     /// The `Origin` header, if present.
     pub origin: Option<String>,
 }
@@ -538,13 +594,18 @@ pub fn validate_request(
         );
         return Err(refuse(400, error, &[]));
     }
-    let extensions = list_items(headers, "Sec-WebSocket-Extensions")
+    let extensions: Vec<String> = list_items(headers, "Sec-WebSocket-Extensions")
         .map(str::to_owned)
         .collect();
+    let deflate = options
+        .deflate
+        .as_ref()
+        .and_then(|config| deflate::negotiate(&extensions, config));
     Ok(ValidRequest {
         key: key.to_owned(),
         subprotocols,
         extensions,
+        deflate,
         origin: origin.map(str::to_owned),
     })
 }
@@ -776,6 +837,7 @@ mod tests {
         let options = ClientOptions {
             subprotocols: subprotocols.iter().map(|s| s.to_string()).collect(),
             extensions: extensions.iter().map(|s| s.to_string()).collect(),
+            deflate: None,
             ..ClientOptions::default()
         };
         ClientHandshake {
@@ -896,7 +958,8 @@ mod tests {
             accepted,
             Accepted {
                 subprotocol: None,
-                extensions: vec![]
+                extensions: vec![],
+                deflate: None,
             }
         );
     }
@@ -906,7 +969,8 @@ mod tests {
         let options = ClientOptions {
             origin: Some("https://example.com".into()),
             subprotocols: vec!["chat".into(), "superchat".into()],
-            extensions: vec!["permessage-deflate; client_max_window_bits".into()],
+            extensions: vec![],
+            deflate: Some(DeflateConfig::client()),
             additional_headers: headers(&[("X-Test", "yes")]),
             user_agent: None,
         };
@@ -949,12 +1013,11 @@ mod tests {
             ClientHandshake::new(&uri("wss://[::1]/"), &ClientOptions::default()).unwrap();
         let headers = &handshake.request().headers;
         assert_eq!(headers.get("Host"), Some("[::1]"));
-        for absent in [
-            "Origin",
-            "Sec-WebSocket-Protocol",
-            "Sec-WebSocket-Extensions",
-            "Authorization",
-        ] {
+        assert_eq!(
+            headers.get("Sec-WebSocket-Extensions"),
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        for absent in ["Origin", "Sec-WebSocket-Protocol", "Authorization"] {
             assert!(!headers.contains(absent), "{absent}");
         }
     }
@@ -1053,6 +1116,7 @@ mod tests {
         let server = ServerOptions {
             subprotocols: vec!["superchat".into(), "chat".into()],
             origins: Some(vec![None]),
+            deflate: None,
         };
         let valid = validate_request(&request, &server).unwrap();
         assert_eq!(valid.key, handshake.key());
@@ -1179,21 +1243,17 @@ mod tests {
 
     #[test]
     fn rfc6455_9_1_extensions_must_be_offered() {
-        let offered = sample_client(&[], &["permessage-deflate; client_max_window_bits"]);
+        let offered = sample_client(&[], &["x-foo; a=1"]);
         let accepted = offered
-            .validate(&switching(&[(
-                "Sec-WebSocket-Extensions",
-                "permessage-deflate; server_no_context_takeover",
-            )]))
+            .validate(&switching(&[("Sec-WebSocket-Extensions", "x-foo; a=2")]))
             .unwrap();
-        assert_eq!(
-            accepted.extensions,
-            ["permessage-deflate; server_no_context_takeover"]
-        );
+        assert_eq!(accepted.extensions, ["x-foo; a=2"]);
+        assert_eq!(accepted.deflate, None);
         for (client, value) in [
             (&offered, "x-webkit-deflate-frame"),
-            (&offered, "permessage-deflate, x-other; a=\"1,2\""),
-            (&sample_client(&[], &[]), "permessage-deflate"),
+            (&offered, "x-foo, x-other; a=\"1,2\""),
+            (&offered, "permessage-deflate"),
+            (&sample_client(&[], &[]), "x-foo"),
         ] {
             let result = client.validate(&switching(&[("Sec-WebSocket-Extensions", value)]));
             assert!(
@@ -1354,6 +1414,12 @@ mod tests {
                     "permessage-deflate; client_max_window_bits".into(),
                     "x".into()
                 ],
+                // The default server caps the client's window at 12 bits.
+                deflate: Some(Agreement {
+                    client_max_window_bits: Some(12),
+                    server_max_window_bits: Some(12),
+                    ..Agreement::default()
+                }),
                 origin: Some("https://example.com".into()),
             }
         );

@@ -4,6 +4,7 @@
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod deflate;
 pub mod handshake;
 pub mod mask;
 pub mod message;
@@ -12,4 +13,5 @@ pub mod utf8;
 
 pub use config::ProtocolConfig;
 pub use connection::{Connection, Event, MessageKind, PingAck, Role, State};
+pub use deflate::{Agreement, DeflateConfig};
 pub use message::{Chunk, Inbox};
