@@ -20,6 +20,12 @@
 #define FERROWS_ABI_VERSION 2
 
 /*
+ A flag to OR into the type given to `ferrows_conn_send`: send this message uncompressed
+ even when permessage-deflate was negotiated (data already compressed, say).
+ */
+#define FERROWS_SEND_UNCOMPRESSED 256
+
+/*
  The outcome of a call. 0 is success, positive values are statuses that are not errors,
  negative values are errors. The numbers are stable: a retired one is never reused.
  */
@@ -403,6 +409,58 @@ ferrows_result ferrows_config_set_origin(ferrows_config *config, const char *ori
 ferrows_result ferrows_config_add_allowed_origin(ferrows_config *config, const char *origin);
 
 /*
+ Turns permessage-deflate on or off (`enabled` 0 or 1) for clients and servers alike. On by
+ default: clients offer it (`permessage-deflate; client_max_window_bits`), servers accept
+ it with 12-bit windows both ways; compression level 1, memLevel 5, messages under 32
+ bytes sent uncompressed. Turning it on again restores those defaults.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_compression(ferrows_config *config, uint32_t enabled);
+
+/*
+ Sets how messages are compressed: `level` 0 (stored) to 9 (smallest, slowest; default 1),
+ zlib's `mem_level` 1 to 9 (default 5: less memory per connection, a little less
+ compression), and `min_size`: messages shorter than this go uncompressed (default 32).
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_deflate(ferrows_config *config,
+                                          uint32_t level,
+                                          uint32_t mem_level,
+                                          size_t min_size);
+
+/*
+ Sets the deflate windows (RFC 7692 `*_max_window_bits`), 9 to 15, or 0 for none. A
+ client offers `server_max_window_bits=server_bits` when set, and
+ `client_max_window_bits=client_bits` (the bare parameter when 0). A server compresses with
+ at most `server_bits` (0: 15) and asks a client that offered the parameter for at most
+ `client_bits` (0: the client's choice). Smaller windows cost less memory per connection
+ and compress less.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_deflate_window_bits(ferrows_config *config,
+                                                      uint32_t server_bits,
+                                                      uint32_t client_bits);
+
+/*
+ Sets RFC 7692's `server_no_context_takeover` and `client_no_context_takeover` (0 or 1):
+ a client asks for them, a server requires them. Without context takeover a side's
+ compressor starts afresh with each message: less compression, and no compressor kept
+ per idle connection.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_deflate_no_context_takeover(ferrows_config *config,
+                                                              uint32_t server,
+                                                              uint32_t client);
+
+/*
  Caps a server's open connections; clients beyond the cap get HTTP 503.
 
  # Safety
@@ -515,7 +573,9 @@ ferrows_result ferrows_conn_attach(ferrows_conn *conn, ferrows_queue *queue);
 ferrows_result ferrows_conn_set_userdata(ferrows_conn *conn, void *userdata);
 
 /*
- Sends a message (`type` is a `ferrows_message_type`); the data is copied. While more
+ Sends a message (`type` is a `ferrows_message_type`, possibly with
+ `FERROWS_SEND_UNCOMPRESSED`); the data is copied, and compressed when permessage-deflate
+ was negotiated and the message is not under the configured size. While more
  than the send watermark is unwritten, waits up to `timeout_ms`: 0 returns
  `FERROWS_AGAIN` at once, > 0 returns `FERROWS_TIMEOUT` when the time runs out, -1 waits.
  `FERROWS_CLOSED` once the connection is closing.
@@ -599,6 +659,19 @@ ferrows_result ferrows_conn_close_reason(const ferrows_conn *conn,
  `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
  */
 ferrows_result ferrows_conn_subprotocol(const ferrows_conn *conn,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *out_len);
+
+/*
+ Copies the permessage-deflate parameters agreed, as the server's
+ `Sec-WebSocket-Extensions` element (such as `permessage-deflate;
+ server_max_window_bits=12`), into `(buf, len)`, NUL-terminated; empty without compression.
+
+ # Safety
+ `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+ */
+ferrows_result ferrows_conn_compression(const ferrows_conn *conn,
                                         char *buf,
                                         size_t len,
                                         size_t *out_len);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
 use ferrows_core::protocol::handshake::{validate_header, Headers};
-use ferrows_core::protocol::ProtocolConfig;
+use ferrows_core::protocol::{DeflateConfig, ProtocolConfig};
 
 use crate::boundary::{
     bytes_arg, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
@@ -406,6 +406,141 @@ pub unsafe extern "C" fn ferrows_config_add_allowed_origin(
                 .get_or_insert_with(Vec::new)
                 .push(origin);
             FERROWS_OK
+        })
+    }
+}
+
+/// Turns permessage-deflate on or off (`enabled` 0 or 1) for clients and servers alike. On by
+/// default: clients offer it (`permessage-deflate; client_max_window_bits`), servers accept
+/// it with 12-bit windows both ways; compression level 1, memLevel 5, messages under 32
+/// bytes sent uncompressed. Turning it on again restores those defaults.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_compression(
+    config: *mut ferrows_config,
+    enabled: u32,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            let (client, server) = match enabled {
+                0 => (None, None),
+                1 => (Some(DeflateConfig::client()), Some(DeflateConfig::server())),
+                other => return invalid(format!("enabled must be 0 or 1, not {other}")),
+            };
+            c.client.handshake.deflate = client;
+            c.server.handshake.deflate = server;
+            FERROWS_OK
+        })
+    }
+}
+
+/// Applies `change` to the deflate settings of clients and servers, checked as a whole:
+/// `FERROWS_ERR_INVALID_ARG` (nothing changed) when a value is out of range or compression is off.
+///
+/// # Safety
+/// As `with_config`.
+unsafe fn with_deflate(
+    config: *mut ferrows_config,
+    change: impl Fn(&mut DeflateConfig),
+) -> ferrows_result {
+    // SAFETY: the caller's promise, passed on.
+    unsafe {
+        with_config(config, |c| {
+            let (Some(client), Some(server)) = (
+                c.client.handshake.deflate.as_mut(),
+                c.server.handshake.deflate.as_mut(),
+            ) else {
+                return invalid("compression is off: turn it on first");
+            };
+            let (mut new_client, mut new_server) = (client.clone(), server.clone());
+            change(&mut new_client);
+            change(&mut new_server);
+            if let Err(error) = new_client.validate() {
+                return fail(&error);
+            }
+            *client = new_client;
+            *server = new_server;
+            FERROWS_OK
+        })
+    }
+}
+
+/// Sets how messages are compressed: `level` 0 (stored) to 9 (smallest, slowest; default 1),
+/// zlib's `mem_level` 1 to 9 (default 5: less memory per connection, a little less
+/// compression), and `min_size`: messages shorter than this go uncompressed (default 32).
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_deflate(
+    config: *mut ferrows_config,
+    level: u32,
+    mem_level: u32,
+    min_size: usize,
+) -> ferrows_result {
+    let (level, mem_level) = (
+        u8::try_from(level).unwrap_or(u8::MAX),
+        u8::try_from(mem_level).unwrap_or(u8::MAX),
+    );
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_deflate(config, |d| {
+            d.level = level;
+            d.mem_level = mem_level;
+            d.min_size = min_size;
+        })
+    }
+}
+
+/// Sets the deflate windows (RFC 7692 `*_max_window_bits`), 9 to 15, or 0 for none. A
+/// client offers `server_max_window_bits=server_bits` when set, and
+/// `client_max_window_bits=client_bits` (the bare parameter when 0). A server compresses with
+/// at most `server_bits` (0: 15) and asks a client that offered the parameter for at most
+/// `client_bits` (0: the client's choice). Smaller windows cost less memory per connection
+/// and compress less.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_deflate_window_bits(
+    config: *mut ferrows_config,
+    server_bits: u32,
+    client_bits: u32,
+) -> ferrows_result {
+    let bits = |b: u32| (b != 0).then(|| u8::try_from(b).unwrap_or(u8::MAX));
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_deflate(config, |d| {
+            d.server_max_window_bits = bits(server_bits);
+            d.client_max_window_bits = bits(client_bits);
+        })
+    }
+}
+
+/// Sets RFC 7692's `server_no_context_takeover` and `client_no_context_takeover` (0 or 1):
+/// a client asks for them, a server requires them. Without context takeover a side's
+/// compressor starts afresh with each message: less compression, and no compressor kept
+/// per idle connection.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_deflate_no_context_takeover(
+    config: *mut ferrows_config,
+    server: u32,
+    client: u32,
+) -> ferrows_result {
+    if server > 1 || client > 1 {
+        return invalid("server and client must be 0 or 1");
+    }
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_deflate(config, |d| {
+            d.server_no_context_takeover = server == 1;
+            d.client_no_context_takeover = client == 1;
         })
     }
 }

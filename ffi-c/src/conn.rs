@@ -28,6 +28,10 @@ pub enum ferrows_message_type {
     FERROWS_MESSAGE_BINARY = 2,
 }
 
+/// A flag to OR into the type given to `ferrows_conn_send`: send this message uncompressed
+/// even when permessage-deflate was negotiated (data already compressed, say).
+pub const FERROWS_SEND_UNCOMPRESSED: u32 = 0x100;
+
 /// The state behind a `ferrows_conn`, shared with its queue's notifications.
 pub(crate) struct ConnState {
     connection: Mutex<Option<engine::Connection>>,
@@ -373,7 +377,9 @@ pub unsafe extern "C" fn ferrows_conn_set_userdata(
     })
 }
 
-/// Sends a message (`type` is a `ferrows_message_type`); the data is copied. While more
+/// Sends a message (`type` is a `ferrows_message_type`, possibly with
+/// `FERROWS_SEND_UNCOMPRESSED`); the data is copied, and compressed when permessage-deflate
+/// was negotiated and the message is not under the configured size. While more
 /// than the send watermark is unwritten, waits up to `timeout_ms`: 0 returns
 /// `FERROWS_AGAIN` at once, > 0 returns `FERROWS_TIMEOUT` when the time runs out, -1 waits.
 /// `FERROWS_CLOSED` once the connection is closing.
@@ -390,7 +396,8 @@ pub unsafe extern "C" fn ferrows_conn_send(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn);
-        let kind = match r#type {
+        let compress = r#type & FERROWS_SEND_UNCOMPRESSED == 0;
+        let kind = match r#type & !FERROWS_SEND_UNCOMPRESSED {
             1 => MessageKind::Text,
             2 => MessageKind::Binary,
             other => return invalid(format!("unknown message type {other}")),
@@ -408,7 +415,7 @@ pub unsafe extern "C" fn ferrows_conn_send(
             Ok(connection) => connection,
             Err(code) => return code,
         };
-        match connection.send(kind, data, timeout) {
+        match connection.send(kind, data, compress, timeout) {
             Ok(()) => FERROWS_OK,
             Err(Error::Timeout(_)) if timeout_ms == 0 => {
                 status(FERROWS_AGAIN, "the send buffer is above its high watermark")
@@ -652,6 +659,27 @@ pub unsafe extern "C" fn ferrows_conn_subprotocol(
     unsafe {
         copy_conn_text(conn, buf, len, out_len, |c| {
             c.info().subprotocol.clone().unwrap_or_default()
+        })
+    }
+}
+
+/// Copies the permessage-deflate parameters agreed, as the server's
+/// `Sec-WebSocket-Extensions` element (such as `permessage-deflate;
+/// server_max_window_bits=12`), into `(buf, len)`, NUL-terminated; empty without compression.
+///
+/// # Safety
+/// `conn` must be valid; `buf` NULL or valid for `len` bytes; `out_len` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_conn_compression(
+    conn: *const ferrows_conn,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        copy_conn_text(conn, buf, len, out_len, |c| {
+            c.deflate().map(|d| d.to_header()).unwrap_or_default()
         })
     }
 }

@@ -85,7 +85,11 @@
     X(server_origin_and_subprotocol)                                                     \
     X(request_and_response_headers_stay_on_their_side)                                   \
     X(tls_with_custom_ca)                                                                \
-    X(tls_without_ca_fails)
+    X(tls_without_ca_fails)                                                              \
+    /* permessage-deflate (test_deflate.c) */                                              \
+    X(deflate_defaults_agree_and_messages_flow)                                          \
+    X(deflate_configured_and_turned_off)                                                 \
+    X(deflate_setters_check_their_values)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)
