@@ -31,6 +31,11 @@ generated=$(mktemp)
 diff -u include/ferrows.h "$generated" || { echo "include/ferrows.h is stale: regenerate it (docs/c-api.md)" >&2; exit 1; }
 rm -f "$generated"
 
+step "The deflate backend is zlib-rs alone (no crate may swap in another zlib)"
+others=$(cargo tree --workspace --edges normal,build --prefix none | grep -E '^(flate2|miniz_oxide|libz-sys|libz-ng-sys|libz-rs-sys|cloudflare-zlib-sys) ' || true)
+[ -z "$others" ] || { echo "another deflate backend in the tree: $others" >&2; exit 1; }
+cargo tree --workspace --edges normal --prefix none | grep -q '^zlib-rs ' || { echo "zlib-rs is missing" >&2; exit 1; }
+
 step "Style: cargo fmt, clippy, ruff"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

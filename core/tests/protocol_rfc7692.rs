@@ -582,10 +582,19 @@ fn per_message_opt_out_and_size_threshold() {
         messages(&mut server),
         [(MessageKind::Text, format!("{long}!").into_bytes())]
     );
-    // A message that would be compressed cannot be encoded in place.
+    // A message encoded in place goes uncompressed, and the context stays in step.
     let mut out = vec![0; client.message_frame_len(long.len())];
-    let result = client.encode_message_into(MessageKind::Text, long.as_bytes(), &mut out);
-    assert!(matches!(result, Err(Error::Concurrency(_))), "{result:?}");
+    client
+        .encode_message_into(MessageKind::Text, long.as_bytes(), &mut out)
+        .unwrap();
+    assert_eq!(parse_wire(&out)[0].rsv, 0);
+    server.receive_data(&out, Instant::now());
+    client
+        .send_message(MessageKind::Text, long.as_bytes())
+        .unwrap();
+    assert_eq!(deliver(&mut client, &mut server)[0].rsv, 4);
+    let both = (MessageKind::Text, long.clone().into_bytes());
+    assert_eq!(messages(&mut server), [both.clone(), both]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,4 +753,47 @@ fn compressed_messages_split_anywhere_and_empty_ones() {
             (MessageKind::Text, b"still in step".to_vec())
         ]
     );
+}
+
+#[test]
+fn input_that_inflates_past_the_inbox_limit_is_held_until_there_is_room() {
+    const LIMIT: usize = 256 << 10;
+    const MESSAGE: usize = 64 << 10;
+    const COUNT: usize = 200; // 12.5 MiB inflated from about 128 KiB
+    let (mut client, mut server) = both_ways(Agreement::default());
+    server.set_inbox_limit(Some(LIMIT));
+    for i in 0..COUNT {
+        let data = vec![i as u8; MESSAGE];
+        client.send_message(MessageKind::Binary, &data).unwrap();
+    }
+    let wire = client.take_output();
+    assert!(
+        wire.len() * 50 < COUNT * MESSAGE,
+        "{} bytes on the wire",
+        wire.len()
+    );
+    server.receive_data(&wire, Instant::now());
+    let mut received = 0;
+    for round in 0..COUNT {
+        let charged = server.inbox().charged_bytes();
+        assert!(
+            charged <= LIMIT + MESSAGE + 64,
+            "round {round}: {charged} charged"
+        );
+        for (_, data) in messages(&mut server) {
+            assert_eq!(data, vec![received as u8; MESSAGE]);
+            received += 1;
+        }
+        if !server.holds_input() {
+            break;
+        }
+        server.receive_data(&[], Instant::now());
+    }
+    assert_eq!(received, COUNT);
+    // Input held past a close is dropped with the connection.
+    server.receive_data(
+        &Frame::close(1000, "").to(Role::Server).encode(),
+        Instant::now(),
+    );
+    assert!(!server.holds_input());
 }

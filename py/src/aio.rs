@@ -9,7 +9,7 @@ use ferrows_core::protocol::handshake::{
     HandshakeLimits, Response, ServerOptions,
 };
 use ferrows_core::protocol::uri::WsUri;
-use ferrows_core::protocol::{Connection, Event, Role};
+use ferrows_core::protocol::{Agreement, Connection, DeflateConfig, Event, Role};
 use ferrows_core::{CloseFrame, Error};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
@@ -17,7 +17,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 use crate::connection::{data_to_py, Outgoing};
 use crate::convert::{headers_from, request_tuple, response_tuple, RequestTuple};
 use crate::errors::to_py_err;
-use crate::options::protocol;
+use crate::options::{deflate, protocol};
 
 /// Event tags in the lists `ProtocolCore` returns (received data waits in the core's inbox).
 const PING: u8 = 1;
@@ -30,6 +30,18 @@ const TIMER: u8 = 5;
 
 fn close_tuple(frame: &Option<CloseFrame>) -> Option<(u16, String)> {
     frame.as_ref().map(|f| (f.code, f.reason.clone()))
+}
+
+/// The permessage-deflate parameters a handshake agreed on, handed from the handshake to
+/// `ProtocolCore`; `str()` gives them as the server answered them.
+#[pyclass(module = "ferrows._ferrows", name = "DeflateAgreement", frozen)]
+pub struct PyAgreement(Agreement);
+
+#[pymethods]
+impl PyAgreement {
+    fn __str__(&self) -> String {
+        self.0.to_header()
+    }
 }
 
 /// One connection's protocol state, driven from the event-loop thread (any thread may drop it).
@@ -132,17 +144,29 @@ impl PyProtocolCore {
 impl PyProtocolCore {
     /// A connection whose handshake is done. `options`: max_size, max_frame_size,
     /// max_fragments, close_timeout, ping_interval, ping_timeout (seconds; None or 0
-    /// disables), the same as the sync face's. `direct`: messages go to a listener as they
-    /// arrive.
+    /// disables), compression, the same as the sync face's. `direct`: messages go to a
+    /// listener as they arrive. `deflate`: what the handshake agreed on, if anything.
+    /// `inbox_limit`: the read limit, above which input is held (see `holds_input`).
     #[new]
-    #[pyo3(signature = (is_client, options, direct=false))]
-    fn new(is_client: bool, options: &Bound<'_, PyDict>, direct: bool) -> PyResult<Self> {
-        let role = if is_client {
-            Role::Client
+    #[pyo3(signature = (is_client, options, direct=false, deflate=None, inbox_limit=None))]
+    fn new(
+        is_client: bool,
+        options: &Bound<'_, PyDict>,
+        direct: bool,
+        deflate: Option<PyRef<'_, PyAgreement>>,
+        inbox_limit: Option<usize>,
+    ) -> PyResult<Self> {
+        let (role, default) = if is_client {
+            (Role::Client, DeflateConfig::client())
         } else {
-            Role::Server
+            (Role::Server, DeflateConfig::server())
         };
-        let inner = Connection::new(role, protocol(options)?, Instant::now());
+        let mut inner = Connection::new(role, protocol(options)?, Instant::now());
+        if let Some(agreement) = deflate {
+            let settings = self::deflate(options, default.clone())?.unwrap_or(default);
+            inner.enable_deflate(agreement.0, &settings);
+        }
+        inner.set_inbox_limit(inbox_limit);
         Ok(Self {
             reported_deadline: None,
             inner,
@@ -167,6 +191,19 @@ impl PyProtocolCore {
         self.inner
             .pop_chunk()
             .map(|chunk| (data_to_py(py, chunk.kind, &chunk.data), chunk.fin))
+    }
+
+    /// True while input waits for room in the inbox (over `inbox_limit`): `receive(b"")`
+    /// processes it once data was taken.
+    #[getter]
+    fn holds_input(&self) -> bool {
+        self.inner.holds_input()
+    }
+
+    /// The permessage-deflate parameters agreed, as the server answered them; None without.
+    #[getter]
+    fn compression(&self) -> Option<String> {
+        self.inner.deflate().map(|agreement| agreement.to_header())
     }
 
     /// Received, unconsumed data as charged against the read limit: bytes plus a fixed
@@ -215,10 +252,17 @@ impl PyProtocolCore {
         self.events(py)
     }
 
-    /// Encodes a whole message (str: text, bytes: binary); returns the bytes to write.
-    fn send<'py>(&mut self, py: Python<'py>, message: Outgoing) -> PyResult<Bound<'py, PyBytes>> {
+    /// Encodes a whole message (str: text, bytes: binary), compressed when permessage-deflate
+    /// was negotiated unless `compress` is False; returns the bytes to write.
+    #[pyo3(signature = (message, compress=true))]
+    fn send<'py>(
+        &mut self,
+        py: Python<'py>,
+        message: Outgoing,
+        compress: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let (kind, data) = message.parts();
-        if !self.inner.has_output() {
+        if !self.inner.has_output() && !self.inner.compresses(data.len(), compress) {
             // Encoded straight into the bytes object handed to the transport: one copy.
             let length = self.inner.message_frame_len(data.len());
             let inner = &mut self.inner;
@@ -229,21 +273,23 @@ impl PyProtocolCore {
             });
         }
         self.inner
-            .send_message(kind, data)
+            .send_message_with(kind, data, compress)
             .map_err(|e| self.closed_error(py, e))?;
         Ok(self.output(py))
     }
 
-    /// Encodes one fragment; returns the bytes to write.
+    /// Encodes one fragment (the first one's `compress` counts); returns the bytes to write.
+    #[pyo3(signature = (message, fin, compress=true))]
     fn send_fragment<'py>(
         &mut self,
         py: Python<'py>,
         message: Outgoing,
         fin: bool,
+        compress: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let (kind, data) = message.parts();
         self.inner
-            .send_fragment(kind, data, fin)
+            .send_fragment_with(kind, data, fin, compress)
             .map_err(|e| self.closed_error(py, e))?;
         Ok(self.output(py))
     }
@@ -328,6 +374,7 @@ pub fn client_handshake(uri: &str, options: &Bound<'_, PyDict>) -> PyResult<PyCl
         Ok(options.get_item(key)?.filter(|v| !v.is_none()))
     };
     let client_options = ClientOptions {
+        deflate: deflate(options, DeflateConfig::client())?,
         origin: get("origin")?.map(|v| v.extract()).transpose()?,
         subprotocols: get("subprotocols")?
             .map(|v| v.extract())
@@ -386,8 +433,13 @@ impl PyClientHandshake {
     }
 
     /// Validates the parsed response (with `body` for a refusal's report); returns the
-    /// subprotocol. Raises InvalidStatus, InvalidHeader or NegotiationError.
-    fn validate(&mut self, py: Python<'_>, body: Vec<u8>) -> PyResult<Option<String>> {
+    /// subprotocol and the permessage-deflate agreement (for `ProtocolCore`). Raises
+    /// InvalidStatus, InvalidHeader or NegotiationError.
+    fn validate(
+        &mut self,
+        py: Python<'_>,
+        body: Vec<u8>,
+    ) -> PyResult<(Option<String>, Option<PyAgreement>)> {
         let response = self
             .response
             .as_mut()
@@ -395,7 +447,7 @@ impl PyClientHandshake {
         response.body = body;
         self.inner
             .validate(response)
-            .map(|accepted| accepted.subprotocol)
+            .map(|accepted| (accepted.subprotocol, accepted.deflate.map(PyAgreement)))
             .map_err(|e| to_py_err(py, e, None))
     }
 
@@ -420,10 +472,11 @@ pub fn server_parse_request(
     Ok(parsed.map(|(request, used)| (request_tuple(&request), used)))
 }
 
-/// Validates an upgrade request. Returns `(key, offered_subprotocols)`, or raises the
-/// handshake error with `.response` set to `(status, reason, headers, body)` to send back.
+/// Validates an upgrade request. Returns `(key, offered_subprotocols, deflate_agreement)`,
+/// or raises the handshake error with `.response` set to `(status, reason, headers, body)`
+/// to send back. `options` holds `compression` as the connection options do.
 #[pyfunction]
-#[pyo3(signature = (method, path, headers, subprotocols, origins))]
+#[pyo3(signature = (method, path, headers, subprotocols, origins, options))]
 pub fn server_validate_request(
     py: Python<'_>,
     method: String,
@@ -431,7 +484,8 @@ pub fn server_validate_request(
     headers: Vec<(String, String)>,
     subprotocols: Vec<String>,
     origins: Option<Vec<Option<String>>>,
-) -> PyResult<(String, Vec<String>)> {
+    options: &Bound<'_, PyDict>,
+) -> PyResult<(String, Vec<String>, Option<PyAgreement>)> {
     let request = handshake::Request {
         method,
         path,
@@ -440,9 +494,14 @@ pub fn server_validate_request(
     let options = ServerOptions {
         subprotocols,
         origins,
+        deflate: deflate(options, DeflateConfig::server())?,
     };
     match validate_request(&request, &options) {
-        Ok(valid) => Ok((valid.key, valid.subprotocols)),
+        Ok(valid) => Ok((
+            valid.key,
+            valid.subprotocols,
+            valid.deflate.map(PyAgreement),
+        )),
         Err((error, response)) => {
             let err = to_py_err(py, error, None);
             err.value(py)
@@ -452,16 +511,24 @@ pub fn server_validate_request(
     }
 }
 
-/// The 101 response accepting `key`, as bytes.
+/// The 101 response accepting `key` (with the permessage-deflate agreement, if any), as
+/// bytes and as a tuple.
 #[pyfunction]
-#[pyo3(signature = (key, subprotocol, headers))]
+#[pyo3(signature = (key, subprotocol, deflate, headers))]
 pub fn server_accept_response<'py>(
     py: Python<'py>,
     key: &str,
     subprotocol: Option<&str>,
+    deflate: Option<PyRef<'py, PyAgreement>>,
     headers: Vec<(String, String)>,
 ) -> (Bound<'py, PyBytes>, Bound<'py, PyAny>) {
-    let response = accept_response(key, subprotocol, None, &headers_from(Some(headers)));
+    let extensions = deflate.map(|agreement| agreement.0.to_header());
+    let response = accept_response(
+        key,
+        subprotocol,
+        extensions.as_deref(),
+        &headers_from(Some(headers)),
+    );
     let tuple =
         response_tuple(py, &response).map_or_else(|_| py.None().into_bound(py), |t| t.into_any());
     (PyBytes::new(py, &response.to_bytes()), tuple)

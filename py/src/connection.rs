@@ -111,32 +111,40 @@ impl PyConnection {
     }
 
     /// Sends a whole message, waiting while the outgoing buffer is full; False on timeout.
-    #[pyo3(signature = (message, timeout=None))]
-    fn send(&self, py: Python<'_>, message: Outgoing, timeout: Option<f64>) -> PyResult<bool> {
+    /// `compress` False sends it uncompressed when permessage-deflate was negotiated.
+    #[pyo3(signature = (message, timeout=None, compress=true))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        message: Outgoing,
+        timeout: Option<f64>,
+        compress: bool,
+    ) -> PyResult<bool> {
         let (kind, data) = message.parts();
         let sent = wait_interruptibly(
             py,
             timeout_from(timeout)?,
-            |slice| slice_timeout(self.inner.send(kind, data, slice)),
+            |slice| slice_timeout(self.inner.send(kind, data, compress, slice)),
             |e| self.closed_error(py, e),
         )?;
         Ok(sent.is_some())
     }
 
-    /// Sends one fragment; the first one's type counts, `fin` ends the message.
-    #[pyo3(signature = (message, fin, timeout=None))]
+    /// Sends one fragment; the first one's type and `compress` count, `fin` ends the message.
+    #[pyo3(signature = (message, fin, timeout=None, compress=true))]
     fn send_fragment(
         &self,
         py: Python<'_>,
         message: Outgoing,
         fin: bool,
         timeout: Option<f64>,
+        compress: bool,
     ) -> PyResult<bool> {
         let (kind, data) = message.parts();
         let sent = wait_interruptibly(
             py,
             timeout_from(timeout)?,
-            |slice| slice_timeout(self.inner.send_fragment(kind, data, fin, slice)),
+            |slice| slice_timeout(self.inner.send_fragment(kind, data, fin, compress, slice)),
             |e| self.closed_error(py, e),
         )?;
         Ok(sent.is_some())
@@ -222,6 +230,12 @@ impl PyConnection {
     }
 
     /// The negotiated subprotocol.
+    /// The permessage-deflate parameters agreed, as the server answered them; None without.
+    #[getter]
+    fn compression(&self) -> Option<String> {
+        self.inner.deflate().map(|agreement| agreement.to_header())
+    }
+
     #[getter]
     fn subprotocol(&self) -> Option<String> {
         self.inner.info().subprotocol.clone()

@@ -7,7 +7,7 @@ use ferrows_core::engine::{
     ClientConfig, ServerConfig, TlsClientOptions, TlsServerOptions, Watermarks,
 };
 use ferrows_core::protocol::handshake::Headers;
-use ferrows_core::protocol::ProtocolConfig;
+use ferrows_core::protocol::{DeflateConfig, ProtocolConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -65,6 +65,43 @@ pub fn protocol(options: &Bound<'_, PyDict>) -> PyResult<ProtocolConfig> {
     })
 }
 
+/// The permessage-deflate settings of the `compression` option, the same for both faces:
+/// absent or "deflate" is the role's `default`, None turns it off, and a dict (from
+/// `ferrows.Deflate`) gives every setting.
+pub fn deflate(
+    options: &Bound<'_, PyDict>,
+    default: DeflateConfig,
+) -> PyResult<Option<DeflateConfig>> {
+    let Some(value) = options.get_item("compression")? else {
+        return Ok(Some(default));
+    };
+    if value.is_none() {
+        return Ok(None);
+    }
+    if let Ok(name) = value.extract::<String>() {
+        return match name.as_str() {
+            "deflate" => Ok(Some(default)),
+            _ => Err(PyValueError::new_err(format!(
+                "unsupported compression {name:?}: use \"deflate\", a ferrows.Deflate or None"
+            ))),
+        };
+    }
+    let settings = value.cast::<PyDict>()?;
+    let config = DeflateConfig {
+        level: get(settings, "level")?.unwrap_or(default.level),
+        mem_level: get(settings, "mem_level")?.unwrap_or(default.mem_level),
+        min_size: get(settings, "min_size")?.unwrap_or(default.min_size),
+        server_max_window_bits: get(settings, "server_max_window_bits")?,
+        client_max_window_bits: get(settings, "client_max_window_bits")?,
+        server_no_context_takeover: get(settings, "server_no_context_takeover")?.unwrap_or(false),
+        client_no_context_takeover: get(settings, "client_no_context_takeover")?.unwrap_or(false),
+    };
+    config
+        .validate()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(Some(config))
+}
+
 fn headers(options: &Bound<'_, PyDict>, key: &str) -> PyResult<Headers> {
     Ok(headers_from(get(options, key)?))
 }
@@ -91,6 +128,7 @@ pub fn client_config(options: &Bound<'_, PyDict>) -> PyResult<ClientConfig> {
     config.handshake.subprotocols = get(options, "subprotocols")?.unwrap_or_default();
     config.handshake.additional_headers = headers(options, "additional_headers")?;
     config.handshake.user_agent = get(options, "user_agent")?;
+    config.handshake.deflate = deflate(options, DeflateConfig::client())?;
     Ok(config)
 }
 
@@ -122,5 +160,6 @@ pub fn server_config(options: &Bound<'_, PyDict>) -> PyResult<ServerConfig> {
     };
     config.handshake.subprotocols = get(options, "subprotocols")?.unwrap_or_default();
     config.handshake.origins = get(options, "origins")?;
+    config.handshake.deflate = deflate(options, DeflateConfig::server())?;
     Ok(config)
 }

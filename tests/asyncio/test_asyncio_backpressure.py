@@ -7,12 +7,32 @@ import asyncio
 import socket
 import threading
 import time
+import zlib
 
 import pytest
-from aiosupport import HOST, ThreadFlag, aiotest, bounded, settle, still_pending, ws_url
+from aiosupport import (
+    HOST,
+    ThreadFlag,
+    aiotest,
+    bounded,
+    read_frame,
+    settle,
+    still_pending,
+    ws_url,
+)
 from ferrows.asyncio import ServerConnection, connect, serve
 from ferrows.exceptions import ConnectionClosed
-from wsutil import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, RawServer, RawStream, encode_frame
+from wsutil import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawServer,
+    RawStream,
+    encode_frame,
+    handshake_request,
+)
 
 MESSAGE = b"x" * 65536
 HIGH, LOW = 256 * 1024, 64 * 1024
@@ -94,7 +114,10 @@ async def test_reading_pauses_above_the_read_limit_and_nothing_is_lost():
     async with serve(
         slow_reader, HOST, 0, read_limit=(HIGH, LOW), max_size=None, ping_interval=None
     ) as server:
-        async with connect(ws_url(server.port), ping_interval=None, max_size=None) as ws:
+        # Uncompressed: the bytes on the wire are the bytes in the inbox.
+        async with connect(
+            ws_url(server.port), ping_interval=None, max_size=None, compression=None
+        ) as ws:
 
             async def flood() -> None:
                 for _ in range(total):
@@ -112,6 +135,54 @@ async def test_reading_pauses_above_the_read_limit_and_nothing_is_lost():
         received, count, code = await bounded(result, 30)
     assert (received, count) == (total * len(MESSAGE), total)
     assert code == 1000
+
+
+@aiotest(timeout=60)
+async def test_compressed_input_is_held_while_the_inbox_is_full():
+    """400 messages of 64 KiB, sent at once in about 40 KiB: the server reads them, yet its
+    inbox stops at the read limit plus one message; the rest waits, compressed."""
+    release = asyncio.Event()
+    result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    connections: list[ServerConnection] = []
+
+    async def slow_reader(connection: ServerConnection) -> None:
+        connections.append(connection)
+        await release.wait()
+        count = 0
+        try:
+            async for message in connection:
+                assert message == MESSAGE
+                count += 1
+        except ConnectionClosed:
+            pass
+        settle(result, count)
+
+    total = 400
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    compressed = deflater.compress(MESSAGE) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    # Each message compressed on its own: valid with or without context takeover.
+    frame = encode_frame(OP_BINARY, compressed[:-4], rsv=4)
+    async with serve(
+        slow_reader, HOST, 0, read_limit=(HIGH, LOW), max_size=None, ping_interval=None
+    ) as server:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        writer.write(
+            handshake_request(server.port, extra=["Sec-WebSocket-Extensions: permessage-deflate"])
+        )
+        head = await bounded(reader.readuntil(b"\r\n\r\n"))
+        assert b"permessage-deflate" in head, head
+        writer.write(frame * total + encode_frame(OP_PING, b"after"))
+        (connection,) = connections
+        # The server stops reading: the pong does not come while the inbox is full.
+        pong = asyncio.ensure_future(read_frame(reader))
+        assert await still_pending(pong, 1), "the server read on past its read limit"
+        assert connection._core.holds_input
+        assert connection._core.inbox_bytes <= HIGH + len(MESSAGE) + 64
+        release.set()
+        assert (await bounded(pong, 30))[1:] == (OP_PONG, b"after")
+        writer.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+        assert await bounded(result, 30) == total
+        writer.close()
 
 
 @aiotest(timeout=60)

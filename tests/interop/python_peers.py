@@ -84,7 +84,7 @@ async def aiohttp_server(record: PeerRecord) -> AsyncIterator[str]:
 
 async def aiohttp_client(url: str, record: PeerRecord) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url, max_msg_size=MAX_SIZE) as ws:
+        async with session.ws_connect(url, max_msg_size=MAX_SIZE, compress=15) as ws:
             await aiohttp_echo(ws, record)
 
 

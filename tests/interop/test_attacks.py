@@ -16,6 +16,7 @@ import statistics
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from interop_support import HOST, ROOT, ServerProcess, pkg_config_env, run
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 from wsutil import (
+    OP_BINARY,
     OP_CONT,
     OP_PING,
     OP_TEXT,
@@ -128,9 +130,9 @@ class Probe:
         assert p99 < PROBE_P99_SECONDS, f"probe p99 {p99 * 1000:.0f} ms"
 
 
-def attacker(port: int, busy: bool) -> RawStream:
+def attacker(port: int, busy: bool, offer: str | None = None) -> RawStream:
     """A peer with a tiny receive buffer that completes the handshake by hand; with `busy`,
-    the server's handler never reads it."""
+    the server's handler never reads it; `offer` is its Sec-WebSocket-Extensions."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(5)
@@ -138,6 +140,8 @@ def attacker(port: int, busy: bool) -> RawStream:
     stream = RawStream(sock)
     key = new_key()
     extra = ["Sec-WebSocket-Protocol: busy"] if busy else []
+    if offer:
+        extra.append(f"Sec-WebSocket-Extensions: {offer}")
     stream.send(handshake_request(port, key=key, extra=extra))
     head = stream.read_head()
     assert head.status == 101 and head.get("Sec-WebSocket-Accept") == accept_value(key), head
@@ -196,13 +200,17 @@ def close_code_of(stream: RawStream) -> int | None:
 
 
 def attack_with_probe(
-    server: ServerProcess, attack: Callable[[RawStream, Memory], None], *, busy: bool = False
+    server: ServerProcess,
+    attack: Callable[[RawStream, Memory], None],
+    *,
+    busy: bool = False,
+    offer: str | None = None,
 ) -> None:
     """Warms the server up, starts the probe, runs `attack`, then checks memory after the
     attacker is gone (once the probe has made a round trip since)."""
     probe = Probe(server.port)
     memory = Memory(server.process.pid)
-    stream = attacker(server.port, busy)
+    stream = attacker(server.port, busy, offer)
     try:
         attack(stream, memory)
         memory.check("during the attack")
@@ -273,3 +281,21 @@ def test_tiny_message_flood_to_a_busy_handler_pauses_reading(face, start_server)
         assert outcome == "paused", (sent, outcome)
 
     attack_with_probe(server, attack, busy=True)
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_compressed_flood_to_a_busy_handler_holds_the_inbox_to_its_limit(face, start_server):
+    server = start_server(face)
+    # A message of almost 1 MiB (the default max_size) in about 1 KiB: one read of such
+    # messages inflates to dozens of MiB, unless the server holds what the inbox has no room for.
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = deflater.compress(bytes((1 << 20) - 1024)) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    frame = encode_frame(OP_BINARY, payload[:-4], rsv=4)
+
+    def attack(stream: RawStream, memory: Memory) -> None:
+        sent, outcome = flood(stream, frame, 100_000, batch=64)
+        memory.sample()
+        # The inbox fills to its limit, the rest is held compressed, reading stops.
+        assert outcome == "paused", (sent, outcome)
+
+    attack_with_probe(server, attack, busy=True, offer="permessage-deflate")

@@ -324,10 +324,12 @@ def test_websockets_client_subprotocol_and_headers(
         ws.send("done")
 
 
-def test_websockets_client_compression_offer_is_declined(echo_server: Running) -> None:
-    # websockets offers permessage-deflate by default; ferrows doesn't compress.
+def test_websockets_client_compression_offer_is_accepted(echo_server: Running) -> None:
+    # websockets offers permessage-deflate by default; ferrows accepts with 12-bit windows.
     with websockets.sync.client.connect(echo_server.url, open_timeout=5, proxy=None) as ws:
-        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.response.headers["Sec-WebSocket-Extensions"] == (
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        )
         ws.send("x" * 10000)
         assert ws.recv(timeout=5) == "x" * 10000
 

@@ -179,6 +179,7 @@ impl Connection {
         if let Some((agreement, config)) = &setup.deflate {
             protocol.enable_deflate(*agreement, config);
         }
+        protocol.set_inbox_limit(Some(setup.inbox.high));
         let inner = Inner {
             protocol,
             arrivals_seen: 0,
@@ -342,12 +343,21 @@ impl Connection {
         inner.inbox_bytes() >= self.shared.inbox_marks.high
     }
 
-    /// Lets the reader go on once the inbox is back at its low mark.
+    /// Lets the reader go on once the inbox is back at its low mark, after the protocol
+    /// processed the input it held for room (which may fill the inbox again).
     fn resume_reading_if_drained(&self, inner: &mut Inner) {
-        if inner.reading_paused && inner.inbox_bytes() <= self.shared.inbox_marks.low {
-            inner.reading_paused = false;
-            self.shared.resume_reading.notify_one();
+        if !inner.reading_paused || inner.inbox_bytes() > self.shared.inbox_marks.low {
+            return;
         }
+        if inner.protocol.holds_input() {
+            inner.protocol.receive_data(&[], Instant::now());
+            self.dispatch(inner);
+            if self.over_budget(inner) {
+                return;
+            }
+        }
+        inner.reading_paused = false;
+        self.shared.resume_reading.notify_one();
     }
 
     /// Receives the next chunk of data, waiting up to `timeout` (`None`: forever,

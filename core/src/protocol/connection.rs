@@ -141,6 +141,12 @@ pub struct Connection {
     deflate: Option<Deflate>,
     /// Unmasked compressed input on its way to the inflater.
     unmasked: Vec<u8>,
+    /// Above this many charged bytes in the inbox, input is held instead of processed.
+    inbox_limit: Option<usize>,
+    /// Input received while the inbox was over its limit, processed once it is not: a few
+    /// compressed bytes can inflate to many messages, so a read's worth of input could
+    /// otherwise fill the inbox far past what its driver allows before it pauses reading.
+    held_input: Vec<u8>,
     output: Vec<u8>,
     /// Payloads of the pongs owed, not yet in `output`, oldest first: at most
     /// [`MAX_OWED_PONGS`]; past that, the latest ping replaces the newest owed pong (RFC 6455
@@ -179,6 +185,8 @@ impl Connection {
             sending_fragmented: None,
             deflate: None,
             unmasked: Vec::new(),
+            inbox_limit: None,
+            held_input: Vec::new(),
             output: Vec::new(),
             owed_pongs: VecDeque::new(),
             events: VecDeque::new(),
@@ -209,12 +217,26 @@ impl Connection {
         self.deflate.as_ref().map(|d| &d.agreement)
     }
 
-    /// True when a message of `len` bytes sent with `compress` would be compressed: such a
-    /// message cannot be encoded in place ([`Connection::encode_message_into`]).
+    /// True when a message of `len` bytes sent with `compress` would be compressed, which
+    /// [`Connection::encode_message_into`] (always uncompressed) cannot do.
     pub fn compresses(&self, len: usize, compress: bool) -> bool {
         self.deflate
             .as_ref()
             .is_some_and(|d| d.compressor.wants(len, compress))
+    }
+
+    /// Holds input instead of processing it while the inbox is charged more than `limit`
+    /// bytes (the driver's high watermark, at which it stops reading): the inbox then grows
+    /// past the limit by one message at most, however much the input inflates. Held input
+    /// is processed by the next [`Connection::receive_data`], an empty one will do, once the
+    /// application has taken data.
+    pub fn set_inbox_limit(&mut self, limit: Option<usize>) {
+        self.inbox_limit = limit;
+    }
+
+    /// True while input waits for room in the inbox ([`Connection::set_inbox_limit`]).
+    pub fn holds_input(&self) -> bool {
+        !self.held_input.is_empty()
     }
 
     /// Our role.
@@ -370,15 +392,38 @@ impl Connection {
         }
     }
 
-    /// Feeds bytes read from the transport.
-    pub fn receive_data(&mut self, mut data: &[u8], now: Instant) {
-        while !data.is_empty() && !self.discard_input && self.state != State::Closed {
-            let used = match self.read {
-                ReadState::Header => self.read_header(data, now),
-                ReadState::Payload { .. } => self.read_payload(data, now),
-            };
-            data = &data[used..];
+    /// Feeds bytes read from the transport (after any input held for room in the inbox).
+    pub fn receive_data(&mut self, data: &[u8], now: Instant) {
+        if self.held_input.is_empty() {
+            let used = self.consume(data, now);
+            self.held_input.extend_from_slice(&data[used..]);
+        } else {
+            let mut held = std::mem::take(&mut self.held_input);
+            held.extend_from_slice(data);
+            let used = self.consume(&held, now);
+            held.drain(..used);
+            self.held_input = held;
         }
+    }
+
+    /// Processes `data` until it ends or the inbox is over its limit; returns the bytes
+    /// used (all of them once the input is no longer read).
+    fn consume(&mut self, data: &[u8], now: Instant) -> usize {
+        let mut rest = data;
+        while !rest.is_empty() && !self.discard_input && self.state != State::Closed {
+            if self
+                .inbox_limit
+                .is_some_and(|limit| self.inbox.charged_bytes() > limit)
+            {
+                return data.len() - rest.len();
+            }
+            let used = match self.read {
+                ReadState::Header => self.read_header(rest, now),
+                ReadState::Payload { .. } => self.read_payload(rest, now),
+            };
+            rest = &rest[used..];
+        }
+        data.len()
     }
 
     /// The transport reached end of file.
@@ -450,7 +495,8 @@ impl Connection {
     /// Encodes a whole message straight into `out`, which must be exactly
     /// [`Connection::message_frame_len`] bytes: a driver that owns its output buffers (a
     /// Python bytes object) is spared a copy. Only when no other output is pending, so that
-    /// frames stay in order.
+    /// frames stay in order. The message goes uncompressed: a driver asks
+    /// [`Connection::compresses`] first.
     pub fn encode_message_into(
         &mut self,
         kind: MessageKind,
@@ -458,11 +504,6 @@ impl Connection {
         out: &mut [u8],
     ) -> Result<(), Error> {
         self.check_can_send()?;
-        if self.compresses(data.len(), true) {
-            return Err(Error::Concurrency(
-                "a compressed message cannot be encoded in place".into(),
-            ));
-        }
         if self.sending_fragmented.is_some() || self.has_output() {
             return Err(Error::Concurrency(
                 "cannot encode a message in place while other output is pending".into(),
@@ -705,6 +746,7 @@ impl Connection {
         self.state = State::Closed;
         // Pongs owed on a connection that ends without our close frame have no one to go to.
         self.owed_pongs.clear();
+        self.held_input = Vec::new();
         self.close_deadline = None;
         self.next_keepalive = None;
         self.keepalive_deadline = None;

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._ferrows import __version__, set_runtime_threads
+from .compression import Deflate
 from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -34,6 +35,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Deflate",
     "Headers",
     "InvalidHandshake",
     "InvalidHeader",

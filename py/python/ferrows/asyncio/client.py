@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from .. import _ferrows
+from ..compression import Compression
 from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, TLSError
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
@@ -65,7 +66,7 @@ class ClientConnection(Connection):
                 return  # the body of a refusal is still coming
             refusal = response[0] != 101
             body = rest[: min(body_length or 0, _MAX_ERROR_BODY)] if refusal else b""
-            self.subprotocol = self._handshake.validate(body)
+            self.subprotocol, self._deflate = self._handshake.validate(body)
         except Exception as exc:
             self._fail_handshake(exc)
             return
@@ -132,6 +133,7 @@ class connect:
         max_fragments: int | None = 100_000,
         read_limit: Limit = None,
         write_limit: Limit = None,
+        compression: Compression = "deflate",
         listener: Callable[[], Listener] | None = None,
         logger: logging.Logger | None = None,
         unix_path: str | None = None,
@@ -150,7 +152,7 @@ class connect:
         self._sock = sock
         self._unix_path = unix_path
         self._open_timeout = open_timeout
-        self._connection_options = connection_options(
+        self._connection_options = options = connection_options(
             max_size=max_size,
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
@@ -159,8 +161,10 @@ class connect:
             ping_timeout=ping_timeout,
             read_limit=read_limit,
             write_limit=write_limit,
+            compression=compression,
             logger=logger or client_logger,
         )
+        self._handshake_options["compression"] = options["core_options"]["compression"]
         self._listener = listener
         self._connection: ClientConnection | None = None
 

@@ -107,6 +107,8 @@ class Connection(asyncio.BufferedProtocol):
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
+        # What the handshake agreed on for permessage-deflate, for the core.
+        self._deflate: Any = None
         self._transport: asyncio.Transport | None = None
         self._core: Any = None
         # The loop's shared read buffer, from connection_made on.
@@ -133,6 +135,11 @@ class Connection(asyncio.BufferedProtocol):
         self._abort_handle: asyncio.TimerHandle | None = None
 
     # Properties
+
+    @property
+    def compression(self) -> str | None:
+        """The permessage-deflate parameters agreed, as the server answered them, if any."""
+        return None if self._deflate is None else str(self._deflate)
 
     @property
     def local_address(self) -> Any:
@@ -231,7 +238,11 @@ class Connection(asyncio.BufferedProtocol):
     def _start(self, rest: bytes) -> None:
         """The handshake succeeded: run the protocol, fed with what followed the handshake."""
         self._core = _ferrows.ProtocolCore(
-            self._is_client, self._core_options, self.listener is not None
+            self._is_client,
+            self._core_options,
+            self.listener is not None,
+            self._deflate,
+            self._read_high,
         )
         self._process(self._core.poll())
         if self.listener is not None:
@@ -246,8 +257,13 @@ class Connection(asyncio.BufferedProtocol):
         listener = self.listener
         if listener is not None:
             core = self._core
-            while self._closed is None and (message := core.next_message()) is not None:
-                listener.on_message(self, message)
+            while self._closed is None:
+                while self._closed is None and (message := core.next_message()) is not None:
+                    listener.on_message(self, message)
+                if self._closed is not None or not core.holds_input:
+                    return
+                # Input held while the inbox was full (it inflated to many messages).
+                self._handle_events(core.receive(b""))
             return
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
@@ -260,6 +276,9 @@ class Connection(asyncio.BufferedProtocol):
     def _process(self, events: list[tuple[Any, ...]]) -> None:
         # Data that came with these events arrived before them (a close frame is last).
         self._data_arrived(self._core.inbox_bytes)
+        self._handle_events(events)
+
+    def _handle_events(self, events: list[tuple[Any, ...]]) -> None:
         listener = self.listener
         for event in events:
             tag = event[0]
@@ -322,11 +341,18 @@ class Connection(asyncio.BufferedProtocol):
         self._process(self._core.handle_timeout())
 
     def _consumed(self) -> None:
-        """Resumes reading once ``recv()`` drained the full inbox to the low mark."""
-        if self._core.inbox_bytes <= self._read_low:
-            self._inbox_full = False
-            if not self._transport.is_closing():
-                self._transport.resume_reading()
+        """Resumes reading once ``recv()`` drained the full inbox to the low mark, after the
+        input the core held for room (which may fill the inbox again)."""
+        core = self._core
+        if core.inbox_bytes > self._read_low:
+            return
+        if core.holds_input:
+            self._process(core.receive(b""))
+            if core.inbox_bytes > self._read_high:
+                return
+        self._inbox_full = False
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def _closed_error(self) -> ConnectionClosed:
         """A fresh ConnectionClosed for this connection, with its cause."""
@@ -409,28 +435,30 @@ class Connection(asyncio.BufferedProtocol):
         self,
         message: Data | bytearray | memoryview | Iterable[Any] | AsyncIterable[Any],
         text: bool | None = None,
+        compress: bool = True,
     ) -> None:
         """Sends a message: ``str`` as text, bytes-like as binary, an (async) iterable as one
         fragmented message. Returns at once while the write buffer is under its high-water
         mark, otherwise waits until it drains. While another coroutine sends a fragmented
-        message, waits for it to end.
+        message, waits for it to end. With permessage-deflate, ``compress=False`` sends this
+        message uncompressed.
         """
         while self._fragmenting is not None:
             await asyncio.shield(self._fragmenting)
         if isinstance(message, (str, bytes)) and text is None:
-            self._write(self._sender().send(message))
+            self._write(self._sender().send(message, compress))
         elif isinstance(message, (str, bytes, bytearray, memoryview)):
-            self._write(self._sender().send(typed(payload(message), text)))
+            self._write(self._sender().send(typed(payload(message), text), compress))
         elif isinstance(message, AsyncIterable):
-            await self._send_fragments(message.__aiter__(), text)
+            await self._send_fragments(message.__aiter__(), text, compress)
         elif isinstance(message, Iterable):
-            await self._send_fragments(_as_async(message), text)
+            await self._send_fragments(_as_async(message), text, compress)
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
         if self._writing_paused:
             await self._drain()
 
-    def send_nowait(self, message: Data) -> None:
+    def send_nowait(self, message: Data, compress: bool = True) -> None:
         """Sends a message without waiting (the callback API's data path). The write buffer
         grows past its high-water mark if you never yield to the loop: check
         :attr:`write_buffer_size` or use ``await send()`` for bounded memory.
@@ -440,14 +468,16 @@ class Connection(asyncio.BufferedProtocol):
             core = self._sender()  # raises the right exception
         if self._fragmenting is not None:
             raise ConcurrencyError("a fragmented message is being sent; use await send()")
-        self._transport.write(core.send(message))
+        self._transport.write(core.send(message, compress))
 
     @property
     def write_buffer_size(self) -> int:
         """Bytes written to the transport and not yet sent."""
         return self._transport.get_write_buffer_size() if self._transport else 0
 
-    async def _send_fragments(self, fragments: AsyncIterator[Any], text: bool | None) -> None:
+    async def _send_fragments(
+        self, fragments: AsyncIterator[Any], text: bool | None, compress: bool
+    ) -> None:
         sender = self._sender()
         done: asyncio.Future[None] = self._loop.create_future()
         self._fragmenting = done
@@ -459,12 +489,12 @@ class Connection(asyncio.BufferedProtocol):
                 return
             kind = type(current)
             async for following in fragments:
-                self._write(sender.send_fragment(current, False))
+                self._write(sender.send_fragment(current, False, compress))
                 started = True
                 if self._writing_paused:
                     await self._drain()
                 current = fragment(following, text, kind)
-            self._write(sender.send_fragment(current, True))
+            self._write(sender.send_fragment(current, True, compress))
         except BaseException:
             # A message cut in the middle cannot be finished: fail the connection, as
             # websockets does.

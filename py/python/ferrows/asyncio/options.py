@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Union
 
+from ..compression import Compression, compression_option
+
 Limit = Optional[Union[int, tuple[int, int]]]
 """A buffer limit in bytes: a high-water mark (the low one is a quarter of it) or
 ``(high, low)``."""
@@ -33,6 +35,7 @@ def connection_options(
     ping_timeout: float | None,
     read_limit: Limit,
     write_limit: Limit,
+    compression: Compression,
     logger: logging.Logger,
 ) -> dict[str, Any]:
     """The keyword arguments of a Connection, from the public options."""
@@ -44,6 +47,7 @@ def connection_options(
             close_timeout=close_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
+            compression=compression,
         ),
         "read_limit": watermarks(read_limit, DEFAULT_READ_LIMIT, "read_limit"),
         "write_limit": watermarks(write_limit, DEFAULT_WRITE_LIMIT, "write_limit"),
@@ -60,8 +64,9 @@ def core_options(
     close_timeout: float | None,
     ping_interval: float | None,
     ping_timeout: float | None,
+    compression: Compression,
 ) -> dict[str, Any]:
-    """What the native protocol core takes."""
+    """What the native protocol core takes (and the handshake: ``compression``)."""
     for name, size in (
         ("max_size", max_size),
         ("max_frame_size", max_frame_size),
@@ -83,4 +88,5 @@ def core_options(
         "close_timeout": close_timeout,
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,
+        "compression": compression_option(compression),
     }

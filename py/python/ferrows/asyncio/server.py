@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, Union
 
 from .. import _ferrows
+from ..compression import Compression
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
 from ..http11 import (
@@ -133,8 +134,13 @@ class ServerConnection(Connection):
                     return
             method, path, headers = raw_request
             try:
-                key, offered = _ferrows.server_validate_request(
-                    method, path, headers, server._subprotocols, server._origins
+                key, offered, self._deflate = _ferrows.server_validate_request(
+                    method,
+                    path,
+                    headers,
+                    server._subprotocols,
+                    server._origins,
+                    self._core_options,
                 )
             except InvalidHandshake as exc:
                 self.logger.info("refused handshake from %s: %s", self.remote_address, exc)
@@ -146,7 +152,9 @@ class ServerConnection(Connection):
             else:
                 self.subprotocol = next((p for p in server._subprotocols if p in offered), None)
             extra = [("Server", server._server_header)] if server._server_header else []
-            data, raw_response = _ferrows.server_accept_response(key, self.subprotocol, extra)
+            data, raw_response = _ferrows.server_accept_response(
+                key, self.subprotocol, self._deflate, extra
+            )
         except Exception:
             self.logger.exception("opening handshake failed")
             self._refuse(500, "Failed to open a WebSocket connection.\n")
@@ -317,6 +325,7 @@ class serve:
         max_fragments: int | None = 100_000,
         read_limit: Limit = None,
         write_limit: Limit = None,
+        compression: Compression = "deflate",
         listener: Callable[[], Listener] | None = None,
         logger: logging.Logger | None = None,
         unix_path: str | None = None,
@@ -345,6 +354,7 @@ class serve:
                 ping_timeout=ping_timeout,
                 read_limit=read_limit,
                 write_limit=write_limit,
+                compression=compression,
                 logger=logger or server_logger,
             ),
             listener=listener,

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from .. import _ferrows
+from ..compression import Compression
 from ..http11 import Headers, HeadersLike
 from .connection import Connection
 from .options import Limits, protocol_options, read_pem
@@ -43,6 +44,7 @@ def connect(
     max_fragments: int | None = 100_000,
     read_limit: Limits = None,
     write_limit: Limits = None,
+    compression: Compression = "deflate",
 ) -> ClientConnection:
     """Opens a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
 
@@ -60,6 +62,9 @@ def connect(
     ``read_limit`` and ``write_limit`` bound the bytes buffered in each direction, as a high
     watermark or a ``(high, low)`` pair. Keepalive pings every ``ping_interval`` seconds
     and closes with 1011 if no pong comes within ``ping_timeout`` (None disables either).
+
+    Compression: ``compression="deflate"`` offers permessage-deflate, None does not, a
+    :class:`~ferrows.Deflate` sets its parameters (docs/compression.md).
 
     Raises :class:`~ferrows.exceptions.InvalidURI`,
     :class:`~ferrows.exceptions.InvalidHandshake` and subclasses,
@@ -83,6 +88,7 @@ def connect(
         max_fragments=max_fragments,
         read_limit=read_limit,
         write_limit=write_limit,
+        compression=compression,
     )
     options.update(
         origin=origin,

@@ -50,6 +50,11 @@ class Connection:
         return self._core.id
 
     @property
+    def compression(self) -> str | None:
+        """The permessage-deflate parameters agreed, as the server answered them, if any."""
+        return self._core.compression
+
+    @property
     def subprotocol(self) -> str | None:
         """The subprotocol negotiated in the opening handshake, if any."""
         return self._core.subprotocol
@@ -148,6 +153,7 @@ class Connection:
         message: Data | bytearray | memoryview | Iterable[Data | bytearray | memoryview],
         text: bool | None = None,
         timeout: float | None = None,
+        compress: bool = True,
     ) -> None:
         """Sends a message.
 
@@ -157,20 +163,24 @@ class Connection:
         while the outgoing buffer is above its high-water mark, up to ``timeout`` seconds
         (forever with None), then raises :class:`~ferrows.exceptions.TimeoutError`: nothing
         of a whole message was sent then, while a fragmented message cut short fails the
-        connection (1011).
+        connection (1011). With permessage-deflate, ``compress=False`` sends this message
+        uncompressed (data that is compressed already, say).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._send_lock:
             if isinstance(message, _SENDABLE):
-                self._send(deadline, self._core.send, typed(payload(message), text))
+                data = typed(payload(message), text)
+                self._send(deadline, compress, self._core.send, data)
             else:
-                self._send_fragments(message, text, deadline)
+                self._send_fragments(message, text, deadline, compress)
 
     @staticmethod
-    def _send(deadline: float | None, send: Callable[..., bool], *args: Any) -> None:
+    def _send(
+        deadline: float | None, compress: bool, send: Callable[..., bool], *args: Any
+    ) -> None:
         """Calls a native send with the time left before ``deadline``."""
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        if not send(*args, left):
+        if not send(*args, left, compress):
             raise WsTimeoutError("timed out while the outgoing buffer was full")
 
     def _send_fragments(
@@ -178,6 +188,7 @@ class Connection:
         fragments: Iterable[Data | bytearray | memoryview],
         text: bool | None,
         deadline: float | None,
+        compress: bool,
     ) -> None:
         iterator = iter(fragments)
         try:
@@ -190,10 +201,10 @@ class Connection:
         try:
             data = first
             for following in iterator:
-                self._send(deadline, self._core.send_fragment, data, False)
+                self._send(deadline, compress, self._core.send_fragment, data, False)
                 started = True
                 data = fragment(following, text, kind)
-            self._send(deadline, self._core.send_fragment, data, True)
+            self._send(deadline, compress, self._core.send_fragment, data, True)
         except BaseException:
             # A message cut in the middle cannot be finished: fail the connection (1011).
             if started:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
+from ..compression import Compression, compression_option
+
 Limits = Optional[Union[int, tuple[int, int]]]
 """A buffer limit: a high watermark (the low one is a quarter of it) or ``(high, low)``."""
 
@@ -42,6 +44,7 @@ def protocol_options(
     max_fragments: int | None,
     read_limit: Limits,
     write_limit: Limits,
+    compression: Compression,
 ) -> dict[str, Any]:
     """The engine options every connection has."""
     for name, size in (
@@ -61,6 +64,7 @@ def protocol_options(
         "max_fragments": max_fragments,
         "read_limit": watermarks(read_limit, "read_limit"),
         "write_limit": watermarks(write_limit, "write_limit"),
+        "compression": compression_option(compression),
     }
 
 

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Callable, Optional
 
 from .. import _ferrows
+from ..compression import Compression
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..frames import CloseCode
 from ..http11 import Request, Response, _request_from_core, plain_response
@@ -205,6 +206,7 @@ def serve(
     max_fragments: int | None = 100_000,
     read_limit: Limits = None,
     write_limit: Limits = None,
+    compression: Compression = "deflate",
 ) -> Server:
     """Listens on ``host:port`` and returns a :class:`Server`; call its ``serve_forever()``.
 
@@ -234,6 +236,7 @@ def serve(
         max_fragments=max_fragments,
         read_limit=read_limit,
         write_limit=write_limit,
+        compression=compression,
     )
     options.update(
         origins=list(origins) if origins is not None else None,
