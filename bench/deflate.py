@@ -56,28 +56,26 @@ def document(size: int, seed: int = 1) -> str:
 
 # Servers, each run in its own process: `deflate.py serve NAME PORT`
 
+#: ferrows' server defaults compress as the peers below are set to: level 1, memLevel 5,
+#: 12-bit windows both ways, context takeover.
+FERROWS_SERVER = {"max_size": None, "ping_interval": None, "max_connections": 100_000}
+
+
+async def echo_async(ws: Any) -> None:
+    async for message in ws:
+        await ws.send(message)
+
 
 def serve(name: str, port: int) -> None:
     """Runs echo server ``name`` on ``port`` until killed; prints "ready" once listening."""
     if name == "ferrows-sync":
-        import ferrows
         import ferrows.sync
 
         def echo(ws: Any) -> None:
             for message in ws:
                 ws.send(message)
 
-        server = ferrows.sync.serve(
-            echo,
-            HOST,
-            port,
-            max_size=None,
-            ping_interval=None,
-            max_connections=100_000,
-            compression=ferrows.Deflate(
-                level=LEVEL, server_max_window_bits=12, client_max_window_bits=12
-            ),
-        )
+        server = ferrows.sync.serve(echo, HOST, port, **FERROWS_SERVER)
         print("ready", flush=True)
         server.serve_forever()
         return
@@ -87,33 +85,14 @@ def serve(name: str, port: int) -> None:
 async def serve_async(name: str, port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
     if name == "ferrows-asyncio":
-        import ferrows
         import ferrows.asyncio
 
-        async def echo(ws: Any) -> None:
-            async for message in ws:
-                await ws.send(message)
-
-        async with ferrows.asyncio.serve(
-            echo,
-            HOST,
-            port,
-            max_size=None,
-            ping_interval=None,
-            max_connections=100_000,
-            compression=ferrows.Deflate(
-                level=LEVEL, server_max_window_bits=12, client_max_window_bits=12
-            ),
-        ):
+        async with ferrows.asyncio.serve(echo_async, HOST, port, **FERROWS_SERVER):
             print("ready", flush=True)
             await stop
     elif name == "websockets":
         import websockets.asyncio.server
         from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-
-        async def echo_ws(ws: Any) -> None:
-            async for message in ws:
-                await ws.send(message)
 
         factory = ServerPerMessageDeflateFactory(
             server_max_window_bits=12,
@@ -121,7 +100,7 @@ async def serve_async(name: str, port: int) -> None:
             compress_settings={"level": LEVEL, "memLevel": 5},
         )
         async with websockets.asyncio.server.serve(
-            echo_ws,
+            echo_async,
             HOST,
             port,
             max_size=None,

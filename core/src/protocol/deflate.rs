@@ -123,23 +123,13 @@ impl DeflateConfig {
 
     /// The client's offer, as an element of `Sec-WebSocket-Extensions`.
     pub fn offer(&self) -> String {
-        let mut offer = String::from(EXTENSION_NAME);
-        if self.server_no_context_takeover {
-            offer.push_str("; server_no_context_takeover");
-        }
-        if self.client_no_context_takeover {
-            offer.push_str("; client_no_context_takeover");
-        }
-        if let Some(bits) = self.server_max_window_bits {
-            let _ = write!(offer, "; server_max_window_bits={bits}");
-        }
-        match self.client_max_window_bits {
-            Some(bits) => {
-                let _ = write!(offer, "; client_max_window_bits={bits}");
-            }
-            None => offer.push_str("; client_max_window_bits"),
-        }
-        offer
+        element(
+            self.server_no_context_takeover,
+            self.client_no_context_takeover,
+            self.server_max_window_bits,
+            // Offered always: bare when we let the server choose.
+            Some(self.client_max_window_bits),
+        )
     }
 }
 
@@ -159,20 +149,12 @@ pub struct Agreement {
 impl Agreement {
     /// The server's answer, as an element of `Sec-WebSocket-Extensions`.
     pub fn to_header(&self) -> String {
-        let mut answer = String::from(EXTENSION_NAME);
-        if self.server_no_context_takeover {
-            answer.push_str("; server_no_context_takeover");
-        }
-        if self.client_no_context_takeover {
-            answer.push_str("; client_no_context_takeover");
-        }
-        if let Some(bits) = self.server_max_window_bits {
-            let _ = write!(answer, "; server_max_window_bits={bits}");
-        }
-        if let Some(bits) = self.client_max_window_bits {
-            let _ = write!(answer, "; client_max_window_bits={bits}");
-        }
-        answer
+        element(
+            self.server_no_context_takeover,
+            self.client_no_context_takeover,
+            self.server_max_window_bits,
+            self.client_max_window_bits.map(Some),
+        )
     }
 
     /// The window the end in `role` compresses with, and whether it resets after a message.
@@ -188,6 +170,34 @@ impl Agreement {
             ),
         }
     }
+}
+
+/// A `permessage-deflate` element with these parameters; `client_max_window_bits` is
+/// `Some(None)` for the bare parameter.
+fn element(
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: Option<u8>,
+    client_max_window_bits: Option<Option<u8>>,
+) -> String {
+    let mut element = String::from(EXTENSION_NAME);
+    if server_no_context_takeover {
+        element.push_str("; server_no_context_takeover");
+    }
+    if client_no_context_takeover {
+        element.push_str("; client_no_context_takeover");
+    }
+    if let Some(bits) = server_max_window_bits {
+        let _ = write!(element, "; server_max_window_bits={bits}");
+    }
+    match client_max_window_bits {
+        Some(Some(bits)) => {
+            let _ = write!(element, "; client_max_window_bits={bits}");
+        }
+        Some(None) => element.push_str("; client_max_window_bits"),
+        None => {}
+    }
+    element
 }
 
 /// The parameters of one offer or answer, each at most once, with their ranges checked.
