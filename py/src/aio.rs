@@ -114,7 +114,8 @@ impl PyProtocolCore {
             return Ok(self.events(py)?.into_any());
         }
         let inbox = self.inner.inbox();
-        if self.direct && inbox.len() == 1 && inbox.has_message() {
+        // With input held for room, the face's data path takes the messages and the rest.
+        if self.direct && inbox.len() == 1 && inbox.has_message() && !self.inner.holds_input() {
             if let Some((kind, data)) = self.inner.pop_message() {
                 return Ok(data_to_py(py, kind, &data));
             }
