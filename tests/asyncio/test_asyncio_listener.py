@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import websockets.asyncio.client
 from aiosupport import HOST, aiotest, bounded, echo, settle, ws_url
 from ferrows.asyncio import Connection, Listener, connect, serve
 from ferrows.exceptions import ConnectionClosed, ConnectionClosedError
+from wsutil import OP_BINARY, encode_frame, handshake_request
 
 COUNT = 1000
 
@@ -267,3 +269,32 @@ async def test_send_nowait_after_close_raises():
         await bounded(ws.close())
         with pytest.raises(ConnectionClosed):
             ws.send_nowait("too late")
+
+
+@aiotest(timeout=60)
+async def test_server_listener_gets_every_message_of_input_that_inflates_past_the_read_limit():
+    """400 messages of 64 KiB in about 40 KiB, in one write: each read inflates past the
+    read limit, the core holds the rest, and the listener still gets every message, in
+    order."""
+    made: list[Recording] = []
+
+    def make() -> Recording:
+        made.append(Recording())
+        return made[-1]
+
+    total, size = 400, 65536
+    frames = b""
+    for i in range(total):
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data = deflater.compress(bytes([i % 256]) * size) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        frames += encode_frame(OP_BINARY, data[:-4], rsv=4)
+    offer = ["Sec-WebSocket-Extensions: permessage-deflate"]
+    async with serve(None, HOST, 0, listener=make, read_limit=256 * 1024, max_size=None) as server:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        writer.write(handshake_request(server.port, extra=offer))
+        assert b"permessage-deflate" in await bounded(reader.readuntil(b"\r\n\r\n"))
+        writer.write(frames)
+        (listener,) = made
+        for i in range(total):
+            assert await bounded(listener.messages.get()) == bytes([i % 256]) * size
+        writer.close()
