@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import websockets.asyncio.client
-from aiosupport import HOST, aiotest, bounded, echo, settle, ws_url
+from aiosupport import HOST, aiotest, bounded, echo, read_until_close, settle, ws_url
 from ferrows.asyncio import Connection, Listener, connect, serve
 from ferrows.exceptions import ConnectionClosed, ConnectionClosedError
-from wsutil import OP_BINARY, encode_frame, handshake_request
+from wsutil import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame, handshake_request, parse_close
 
 COUNT = 1000
 
@@ -298,3 +298,42 @@ async def test_server_listener_gets_every_message_of_input_that_inflates_past_th
         for i in range(total):
             assert await bounded(listener.messages.get()) == bytes([i % 256]) * size
         writer.close()
+
+
+class Exploding(Recording):
+    """Raises on the message "boom"."""
+
+    def on_message(self, connection: Connection, message: str | bytes) -> None:
+        super().on_message(connection, message)
+        if message == "boom":
+            raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "sent, delivered",
+    [(["boom"], ["boom"]), (["ok", "boom", "after"], ["ok", "boom"])],
+    ids=["alone", "mid-batch"],
+)
+@aiotest
+async def test_a_listener_that_raises_is_logged_and_closes_with_1011(sent, delivered, caplog):
+    made: list[Exploding] = []
+
+    def make() -> Exploding:
+        made.append(Exploding())
+        return made[-1]
+
+    async with serve(None, HOST, 0, listener=make) as server:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        writer.write(handshake_request(server.port))
+        await bounded(reader.readuntil(b"\r\n\r\n"))
+        # One write: several messages arrive in one read and are delivered in a loop.
+        writer.write(b"".join(encode_frame(OP_TEXT, text.encode()) for text in sent))
+        frames = await bounded(read_until_close(reader))
+        writer.write(encode_frame(OP_CLOSE, frames[-1][2]))
+        await bounded(reader.read())  # the server closes the connection
+        writer.close()
+    assert parse_close(frames[-1][2]) == (1011, "listener failed")
+    (listener,) = made
+    assert [value for name, value in listener.events if name == "message"] == delivered
+    assert any("listener on_message raised" in r.getMessage() for r in caplog.records)
+    assert isinstance(await bounded(listener.closed), ConnectionClosed)

@@ -103,6 +103,8 @@ class Connection(asyncio.BufferedProtocol):
         self._close_timeout = close_timeout
         self.logger = logger
         self.listener = listener
+        # Set once a listener callback raised: nothing more is delivered to it.
+        self._listener_broken = False
         self.id = uuid.uuid4()
         self.request: Request | None = None
         self.response: Response | None = None
@@ -191,7 +193,10 @@ class Connection(asyncio.BufferedProtocol):
             self._process(received)
         else:
             # A listener's common case: one whole message and nothing else.
-            self.listener.on_message(self, received)  # type: ignore[union-attr]
+            try:
+                self.listener.on_message(self, received)  # type: ignore[union-attr]
+            except Exception:
+                self._listener_failed("on_message")
 
     def eof_received(self) -> bool | None:
         if self._core is not None:
@@ -246,7 +251,7 @@ class Connection(asyncio.BufferedProtocol):
         )
         self._process(self._core.poll())
         if self.listener is not None:
-            self.listener.on_open(self)
+            self._notify("on_open")
         if rest:
             self._process(self._core.receive(rest))
 
@@ -257,9 +262,13 @@ class Connection(asyncio.BufferedProtocol):
         listener = self.listener
         if listener is not None:
             core = self._core
-            while self._closed is None:
-                while self._closed is None and (message := core.next_message()) is not None:
-                    listener.on_message(self, message)
+            while self._closed is None and not self._listener_broken:
+                try:
+                    while self._closed is None and (message := core.next_message()) is not None:
+                        listener.on_message(self, message)
+                except Exception:
+                    self._listener_failed("on_message")
+                    return
                 if self._closed is not None or not core.holds_input:
                     return
                 # Input held while the inbox was full (it inflated to many messages).
@@ -289,10 +298,10 @@ class Connection(asyncio.BufferedProtocol):
             elif tag == _PONG:
                 self._pong_received(event[2], event[3])
                 if listener is not None:
-                    listener.on_pong(self, event[1])
+                    self._notify("on_pong", event[1])
             elif tag == _PING:
                 if listener is not None:
-                    listener.on_ping(self, event[1])
+                    self._notify("on_ping", event[1])
             else:
                 self._closed_event(*event[1:])
         if self._closed is not None:
@@ -319,9 +328,29 @@ class Connection(asyncio.BufferedProtocol):
                 pong.exception()  # retrieved: nobody may be waiting
         self._pongs.clear()
         if self.listener is not None:
-            self.listener.on_close(self, exc)  # type: ignore[arg-type]
+            self._notify("on_close", exc)
         if isinstance(cause, Exception) and not isinstance(exc, ConnectionClosedOK):
             self.logger.debug("connection %s failed: %s", self.id, cause)
+
+    def _notify(self, callback: str, *args: Any) -> None:
+        """Calls a listener's ``callback`` (not ``on_message``, the hot path handles it); once
+        the listener raised, only ``on_close``, so that it can release what it holds."""
+        if self._listener_broken and callback != "on_close":
+            return
+        try:
+            getattr(self.listener, callback)(self, *args)
+        except Exception:
+            self._listener_failed(callback)
+
+    def _listener_failed(self, callback: str) -> None:
+        """A listener callback raised: logged, and the connection fails with 1011 so that the
+        peer sees why (as picows does); nothing more is delivered to that listener."""
+        self.logger.exception("listener %s raised", callback)
+        self._listener_broken = True
+        core = self._core
+        if core is not None and self._closed is None and not core.is_closing:
+            self._write(core.close(CloseCode.INTERNAL_ERROR, "listener failed"))
+            self._handle_events(core.poll())
 
     def _close_transport(self) -> None:
         transport = self._transport
