@@ -61,16 +61,6 @@ T = TypeVar("T")
 Reply = Message | list[str] | None
 
 
-def answer(message: Message) -> Reply:
-    """What the peer rules answer to a message: its echo, the fragments of PEER_FRAGMENTS
-    (a list), or None: close with PEER_CLOSE."""
-    if message == CLOSE_ME:
-        return None
-    if message == FRAGMENT_ME:
-        return list(PEER_FRAGMENTS)
-    return message
-
-
 @dataclass(frozen=True)
 class Plan:
     """Which optional steps a conversation has, from what each side can do."""
@@ -140,10 +130,17 @@ class PeerRecord:
     close: tuple[int, str] | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
-    def add(self, message: Message, frames: int | None = None) -> None:
+    def answer(self, message: Message, frames: int | None = None) -> Reply:
+        """Records a message, and returns what the peer rules answer: its echo, the
+        fragments of PEER_FRAGMENTS (a list), or None: close with PEER_CLOSE."""
         self.messages.append(summary(message))
         if frames is not None:
             self.frame_counts = [*(self.frame_counts or []), frames]
+        if message == CLOSE_ME:
+            return None
+        if message == FRAGMENT_ME:
+            return list(PEER_FRAGMENTS)
+        return message
 
     def load(self, report: str) -> None:
         """Fills the record from a peer's JSON report (the same fields; close as a pair)."""

@@ -33,7 +33,6 @@ from conversation import (
     Peer,
     PeerRecord,
     Setting,
-    answer,
 )
 from interop_support import JOIN_TIMEOUT
 
@@ -70,8 +69,7 @@ async def websockets_asyncio_echo(
             except websockets.exceptions.ConnectionClosed as closed:
                 record_websockets_close(closed, record)
                 return
-            record.add(message)
-            reply = answer(message)
+            reply = record.answer(message)
             if reply is None:
                 await ws.close(*PEER_CLOSE)
                 return
@@ -115,8 +113,7 @@ def websockets_sync_echo(ws: websockets.sync.connection.Connection, record: Peer
             except websockets.exceptions.ConnectionClosed as closed:
                 record_websockets_close(closed, record)
                 return
-            record.add(message)
-            reply = answer(message)
+            reply = record.answer(message)
             if reply is None:
                 ws.close(*PEER_CLOSE)
                 return
@@ -164,8 +161,7 @@ async def aiohttp_echo(
                 record.close = (message.data, message.extra)
             if message.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 return
-            record.add(message.data)
-            reply = answer(message.data)
+            reply = record.answer(message.data)
             if reply is None:
                 code, reason = PEER_CLOSE
                 await ws.close(code=code, message=reason.encode())
@@ -237,8 +233,7 @@ class PicowsEcho(picows.WSListener):
     def message_received(self, transport: picows.WSTransport, payload: bytes) -> None:
         is_text = self.kind == picows.WSMsgType.TEXT
         message: Message = payload.decode() if is_text else payload
-        self.record.add(message, frames=len(self.fragments))
-        reply = answer(message)
+        reply = self.record.answer(message, frames=len(self.fragments))
         if reply is None:
             code, reason = PEER_CLOSE
             transport.send_close(picows.WSCloseCode(code), reason.encode())
@@ -293,8 +288,7 @@ def websocket_client_connect(link: Link, record: PeerRecord) -> None:
                 record.close = (int.from_bytes(data[:2], "big"), data[2:].decode())
                 return
             message: Message = data.decode() if opcode == websocket.ABNF.OPCODE_TEXT else data
-            record.add(message)
-            reply = answer(message)
+            reply = record.answer(message)
             if reply is None:
                 ws.close(*PEER_CLOSE, timeout=WAIT)
                 return

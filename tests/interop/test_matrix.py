@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ferrows.asyncio
@@ -32,6 +39,7 @@ from conversation import (
     check_peer_record,
     sync_conversation,
 )
+from interop_support import JOIN_TIMEOUT, ROOT, TlsFiles, run
 from process_peers import (
     PROCESS_PEERS,
     client_tls_options,
@@ -40,6 +48,10 @@ from process_peers import (
     server_tls_options,
 )
 from python_peers import PYTHON_PEERS, serving_in_thread
+
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+
+from wsutil import accept_value
 
 CELL_TIMEOUT = 2 * TEST_TIMEOUT  # seconds, for one cell: its programs' runs and their starts
 Outcome = Callable[[], Awaitable[Any]]  # waits (bounded) for the ferrows side's verdict
@@ -249,3 +261,47 @@ def test_conversation(
     )
     coroutine = converse(FACES[face], PEERS[peer], role, setting, plan)
     asyncio.run(asyncio.wait_for(coroutine, CELL_TIMEOUT))
+
+
+# A reset is an error to report, not a signal: the C face's SIGPIPE keeps its default action
+
+
+def reset_after_first_frame(listener: socket.socket, tls: TlsFiles | None) -> None:
+    """Accepts one client, answers its upgrade, reads a few bytes of its first frame, then
+    resets the connection (SO_LINGER 0)."""
+    listener.settimeout(WAIT)
+    raw, _ = listener.accept()
+    conn = tls.server_context().wrap_socket(raw, server_side=True) if tls else raw
+    with conn:
+        conn.settimeout(WAIT)
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            head += conn.recv(4096)
+        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", head, re.IGNORECASE)
+        assert key, head
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_value(key.group(1).decode()).encode() + b"\r\n\r\n"
+        )
+        conn.recv(2)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_c_face_reports_a_reset(
+    scheme: str, c_face: Path, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """A server that resets the connection: the C client reports an error and exits with 1;
+    libferrows must not kill it with SIGPIPE (a C program keeps SIGPIPE's default action)."""
+    tls = tls_files if scheme == "wss" else None
+    with socket.create_server((HOST, 0)) as listener:
+        server = threading.Thread(target=reset_after_first_frame, args=(listener, tls))
+        server.start()
+        url = Setting(tls, Tools()).url(listener.getsockname()[1])
+        ca = ["--ca", str(tls.ca_pem)] if tls else []
+        result = run([c_face, "client", url, *ca], timeout=TEST_TIMEOUT, check=False)
+        server.join(JOIN_TIMEOUT)
+    assert result.returncode == 1, (
+        f"c_face exited with {result.returncode} (-{int(signal.SIGPIPE)}: SIGPIPE)\n{result.stderr}"
+    )
+    assert "c_face: " in result.stderr
