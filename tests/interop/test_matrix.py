@@ -302,6 +302,7 @@ def test_c_face_reports_a_reset(
         result = run([c_face, "client", url, *ca], timeout=TEST_TIMEOUT, check=False)
         server.join(JOIN_TIMEOUT)
     assert result.returncode == 1, (
-        f"c_face exited with {result.returncode} (-{int(signal.SIGPIPE)}: SIGPIPE)\n{result.stderr}"
+        f"c_face exited with {result.returncode} (-{int(signal.SIGPIPE)} is SIGPIPE)\n"
+        f"{result.stderr}"
     )
     assert "c_face: " in result.stderr
