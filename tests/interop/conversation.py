@@ -210,7 +210,8 @@ async def asyncio_conversation(ws: ferrows.asyncio.connection.Connection, plan: 
 
 def check_peer_record(record: PeerRecord, plan: Plan) -> None:
     """The peer got every message whole (in its frames, where it shows them) and, when
-    ferrows closed, its code and reason."""
+    ferrows closed, its code and reason; when the peer closed, ferrows answered with its
+    code."""
     expected: list[Message] = list(MESSAGES)
     frames = [1] * len(MESSAGES)
     if plan.ferrows_fragments:
@@ -226,3 +227,5 @@ def check_peer_record(record: PeerRecord, plan: Plan) -> None:
         assert record.frame_counts == frames
     if not plan.peer_closes:
         assert record.close == FERROWS_CLOSE
+    elif record.close is not None:  # ferrows' answer, where the peer shows it: the same code
+        assert record.close[0] == PEER_CLOSE[0]
