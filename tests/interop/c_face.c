@@ -21,6 +21,7 @@
 #define MAX_SIZE (1u << 21) /* room for the 1 MiB messages */
 #define ONE_MIB (1u << 20)
 #define MAX_PEM (1u << 20)
+#define MESSAGE_COUNT 7
 
 struct plan {
     int peer_fragments;
@@ -80,6 +81,7 @@ static struct message mib_message(uint32_t type, const uint8_t *pattern, size_t 
 
 /* The messages of conversation.MESSAGES, in order. */
 static size_t make_messages(struct message *out) {
+    static const char non_ascii[] = "caf\xc3\xa9 \xe2\x98\x95 \xf0\x9d\x84\x9e"; /* café ☕ 𝄞 */
     static const uint8_t small_binary[] = {0x00, 0x01, 0xfe, 0xff};
     static const uint8_t e_acute[] = {0xc3, 0xa9};
     uint8_t every_byte[256];
@@ -88,12 +90,13 @@ static size_t make_messages(struct message *out) {
         every_byte[i] = (uint8_t)i;
     }
     out[0] = make_message(FERROWS_MESSAGE_TEXT, "hello", 5);
-    out[1] = make_message(FERROWS_MESSAGE_BINARY, small_binary, sizeof small_binary);
-    out[2] = make_message(FERROWS_MESSAGE_TEXT, "", 0);
-    out[3] = make_message(FERROWS_MESSAGE_BINARY, "", 0);
-    out[4] = mib_message(FERROWS_MESSAGE_TEXT, e_acute, sizeof e_acute);
-    out[5] = mib_message(FERROWS_MESSAGE_BINARY, every_byte, sizeof every_byte);
-    return 6;
+    out[1] = make_message(FERROWS_MESSAGE_TEXT, non_ascii, sizeof non_ascii - 1);
+    out[2] = make_message(FERROWS_MESSAGE_BINARY, small_binary, sizeof small_binary);
+    out[3] = make_message(FERROWS_MESSAGE_TEXT, "", 0);
+    out[4] = make_message(FERROWS_MESSAGE_BINARY, "", 0);
+    out[5] = mib_message(FERROWS_MESSAGE_TEXT, e_acute, sizeof e_acute);
+    out[6] = mib_message(FERROWS_MESSAGE_BINARY, every_byte, sizeof every_byte);
+    return MESSAGE_COUNT;
 }
 
 static const char *type_name(uint32_t type) {
@@ -146,7 +149,7 @@ static void expect_peer_close(ferrows_conn *conn) {
 }
 
 static void play(ferrows_conn *conn, const struct plan *plan) {
-    struct message messages[6];
+    struct message messages[MESSAGE_COUNT];
     size_t count = make_messages(messages), i;
     uint64_t latency_us = 0;
     for (i = 0; i < count; i++) {

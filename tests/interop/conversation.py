@@ -43,6 +43,7 @@ TEST_TIMEOUT = 20.0  # seconds, for a whole conversation with a peer process's s
 Message = str | bytes
 MESSAGES: list[Message] = [
     "hello",
+    "café ☕ 𝄞",  # 2-, 3- and 4-byte UTF-8
     b"\x00\x01\xfe\xff",
     "",
     b"",
