@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WAIT_MS 5000        /* any one step of the conversation */
-#define ACCEPT_MS 20000     /* the peer's process start and handshake */
+#define WAIT_MS 10000       /* any one step of the conversation */
+#define ACCEPT_MS 30000     /* the peer's process start and handshake */
 #define MAX_SIZE (1u << 21) /* room for the 1 MiB messages */
 #define ONE_MIB (1u << 20)
 #define MAX_PEM (1u << 20)

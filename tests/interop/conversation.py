@@ -37,8 +37,8 @@ from interop_support import TlsFiles
 HOST = "127.0.0.1"
 ONE_MIB = 2**20
 MAX_SIZE = 2**21  # room for the 1 MiB messages on every side
-WAIT = 5.0  # seconds, for any one step of a conversation
-TEST_TIMEOUT = 20.0  # seconds, for a whole conversation with a peer process's start
+WAIT = 10.0  # seconds, for any one step of a conversation (ms at rest; room for a loaded CI)
+TEST_TIMEOUT = 30.0  # seconds, for a whole conversation with a peer process's start
 
 Message = str | bytes
 MESSAGES: list[Message] = [

@@ -20,7 +20,7 @@
 #define MAX_SIZE (1u << 21) /* the largest message received */
 #define MAX_RECORDS 64      /* messages recorded */
 #define MAX_QUEUED 8        /* replies waiting for a writable socket */
-#define RUN_SECONDS 30      /* the whole run */
+#define RUN_SECONDS 60      /* the whole run */
 
 struct reply {
     unsigned char *buffer; /* LWS_PRE bytes, then the payload */

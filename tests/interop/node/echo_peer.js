@@ -4,7 +4,7 @@
 // frame received, and print the record as one line "record {JSON}" when the connection ends.
 "use strict";
 
-const RUN_MS = 30000; // the whole run: a peer never outlives it
+const RUN_MS = 60000; // the whole run: a peer never outlives it
 const MAX_SIZE = 2 ** 21; // the largest message received
 
 function follow(ws, onEnd) {
