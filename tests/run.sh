@@ -21,6 +21,14 @@ if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! comman
   apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind g++ make binutils openssl >/dev/null
 fi
 
+step "Interop peers: Chromium and libwebsockets (apt-get), Node ws (npm ci)"
+if ! command -v chromium >/dev/null || ! pkg-config --exists libwebsockets; then
+  apt-get update -qq && apt-get install -y -qq chromium libwebsockets-dev >/dev/null
+fi
+command -v npm >/dev/null ||
+  { echo "no npm: install Node.js and npm (README: what a fresh machine must have)" >&2; exit 1; }
+npm ci --prefix tests/interop/node --no-audit --no-fund --loglevel=error
+
 step "C header: include/ferrows.h is what cbindgen generates"
 # The generator, pinned: a different version would generate a different header.
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen 0.29.4" ]; then

@@ -1,9 +1,11 @@
-"""Fixtures for the C and C++ interop tests.
+"""Fixtures for the interop tests, and the matrix printed at the end of the run.
 
 ferrows is installed into a temporary prefix with ``ffi-c/install.sh`` (from the library in
 ``target/release``, or ``FERROWS_LIB_DIR``), and the examples in ``examples/c`` are built
 from that prefix twice: with ``make`` and pkg-config, and with CMake's ``find_package``.
-The C programs then talk to Python peers on 127.0.0.1; every wait is bounded.
+The C programs then talk to Python peers on 127.0.0.1; every wait is bounded. The matrix's
+peer programs (the C face, libwebsockets, Node ws, Chromium) are built or found here: a
+missing one fails the tests that need it, saying how to install it.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ from interop_support import (
     HOST,
     INSTALL,
     JOIN_TIMEOUT,
+    ROOT,
     TOOLS,
     PythonServer,
     ServerProcess,
     TlsFiles,
+    compile_c,
     ferrows_echo,
     pkg_config_env,
     run,
     websockets_echo,
 )
+from matrix_report import MatrixReport
+
+INTEROP = ROOT / "tests" / "interop"
 
 
 @pytest.fixture(scope="session")
@@ -135,3 +142,67 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     files.cert_pem.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(str(files.key_pem))
     return files
+
+
+# The matrix's programs
+
+
+@pytest.fixture(scope="session")
+def c_face(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/interop/c_face.c built against the installed libferrows."""
+    out = tmp_path_factory.mktemp("c-face") / "c_face"
+    return compile_c(INTEROP / "c_face.c", out, "ferrows", pkg_config_env(prefix))
+
+
+@pytest.fixture(scope="session")
+def lws_peer(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/interop/lws_peer.c built against the system's libwebsockets."""
+    if run(["pkg-config", "--exists", "libwebsockets"], check=False).returncode != 0:
+        pytest.fail(
+            "libwebsockets is missing: apt-get install -y libwebsockets-dev (tests/run.sh does)"
+        )
+    out = tmp_path_factory.mktemp("lws") / "lws_peer"
+    return compile_c(INTEROP / "lws_peer.c", out, "libwebsockets")
+
+
+@pytest.fixture(scope="session")
+def node_peers() -> Path:
+    """The folder of the Node ws peers, with ws installed by npm ci."""
+    folder = INTEROP / "node"
+    if shutil.which("node") is None:
+        pytest.fail("Node.js is missing: install Node.js and npm (README: what a machine needs)")
+    if not (folder / "node_modules" / "ws" / "package.json").is_file():
+        pytest.fail(f"Node ws is missing: npm ci --prefix {folder} (tests/run.sh does)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    for name in ("chromium", "chromium-headless-shell"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("Chromium is missing: apt-get install -y chromium (tests/run.sh does)")
+
+
+# The matrix, printed at the end of the run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[MatrixReport.KEY] = MatrixReport()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    config_report = item.config.stash[MatrixReport.KEY]
+    config_report.add(item, report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash[MatrixReport.KEY].lines()
+    if lines:
+        terminalreporter.section("interop matrix")
+        for line in lines:
+            terminalreporter.write_line(line)

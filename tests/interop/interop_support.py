@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -68,6 +69,16 @@ def run(
 
 def pkg_config_env(prefix: Path) -> dict[str, str]:
     return {**os.environ, "PKG_CONFIG_PATH": str(prefix / "lib" / "pkgconfig")}
+
+
+def compile_c(source: Path, out: Path, package: str, env: dict[str, str] | None = None) -> Path:
+    """Builds one C program against a pkg-config package, with -Wall -Wextra -Werror and an
+    rpath to the package's libdir."""
+    flags = run(["pkg-config", "--cflags", "--libs", package], env=env).stdout.split()
+    libdir = run(["pkg-config", "--variable=libdir", package], env=env).stdout.strip()
+    strict = ["-std=c11", "-Wall", "-Wextra", "-Werror", f"-Wl,-rpath,{libdir}"]
+    run(["cc", *strict, source, "-o", out, *flags, "-lpthread"])
+    return out
 
 
 def run_client(
@@ -141,11 +152,15 @@ class ServerProcess:
         """Sends ``signum``, waits (bounded) for the exit, and returns the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
+        return self.wait(timeout, f"signal {signum}")
+
+    def wait(self, timeout: float, since: str = "its start") -> int:
+        """Waits (bounded) for the exit, and returns the exit status."""
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            pytest.fail(f"{self.argv} still running {timeout} s after signal {signum}")
+            pytest.fail(f"{self.argv} still running {timeout} s after {since}\n{self.output}")
         for reader in self._readers:
             reader.join(JOIN_TIMEOUT)
         return self.process.returncode
@@ -175,6 +190,14 @@ class TlsFiles:
     ca_pem: Path
     cert_pem: Path
     key_pem: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_pem, self.key_pem)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_pem)
 
 
 def ferrows_echo(connection: ferrows.sync.ServerConnection) -> None:

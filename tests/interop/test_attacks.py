@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ferrows.sync
 import pytest
-from interop_support import HOST, ROOT, ServerProcess, pkg_config_env, run
+from interop_support import HOST, ROOT, ServerProcess, compile_c, pkg_config_env
 
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
@@ -62,13 +62,8 @@ def rss_kib(pid: int) -> int:
 def c_attack_server(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/interop/attack_server.c built against the installed libferrows."""
     out = tmp_path_factory.mktemp("attack") / "attack_server"
-    env = pkg_config_env(prefix)
-    flags = run(["pkg-config", "--cflags", "--libs", "ferrows"], env=env).stdout.split()
-    libdir = run(["pkg-config", "--variable=libdir", "ferrows"], env=env).stdout.strip()
     source = Path(__file__).with_name("attack_server.c")
-    strict = ["-std=c11", "-Wall", "-Wextra", "-Werror", f"-Wl,-rpath,{libdir}"]
-    run(["cc", *strict, source, "-o", out, *flags, "-lpthread"])
-    return out
+    return compile_c(source, out, "ferrows", pkg_config_env(prefix))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -99,37 +98,6 @@ def raw_server() -> Iterator[Callable[..., RawServer]]:
     yield start
     for server in started:
         server.close()
-
-
-@pytest.fixture
-def asyncio_websockets_server() -> Iterator[Callable[..., Running]]:
-    """Factory for websockets' asyncio server, its event loop running in a thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="asyncio-loop", daemon=True)
-    thread.start()
-    servers: list[Any] = []
-
-    def start(handler: Callable[..., Any], **kwargs: Any) -> Running:
-        async def open_server() -> Any:
-            return await websockets.asyncio.server.serve(handler, HOST, 0, **kwargs)
-
-        server = asyncio.run_coroutine_threadsafe(open_server(), loop).result(10)
-        servers.append(server)
-        port = next(iter(server.sockets)).getsockname()[1]
-        return Running(server, thread, port)
-
-    yield start
-
-    async def close_all() -> None:
-        for server in servers:
-            server.close()
-            await server.wait_closed()
-
-    asyncio.run_coroutine_threadsafe(close_all(), loop).result(JOIN_TIMEOUT)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(JOIN_TIMEOUT)
-    assert not thread.is_alive(), "asyncio loop did not stop"
-    loop.close()
 
 
 @pytest.fixture(scope="session")

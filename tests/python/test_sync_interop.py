@@ -1,8 +1,11 @@
-"""ferrows against other implementations: websockets (sync and asyncio), websocket-client."""
+"""ferrows against other implementations: websockets (sync and asyncio), websocket-client.
+
+Messages of every kind and size, fragments, pings and closes with every peer are the interop
+matrix's (tests/interop/test_matrix.py); these tests cover the rest: pipelined messages,
+streaming, subprotocols, headers, compression offers, server shutdown."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -15,18 +18,6 @@ import websockets.sync.client
 import websockets.sync.server
 from ferrows.sync import ServerConnection, connect
 from wsutil import Outbox, Running, assert_fragments_joined, parse_close
-
-ONE_MIB = 2**20
-
-PAYLOADS = [
-    pytest.param("hello", id="text"),
-    pytest.param("café ☕ 𝄞", id="text-non-ascii"),
-    pytest.param(b"\x00\x01\xfe\xff", id="binary"),
-    pytest.param("", id="empty-text"),
-    pytest.param(b"", id="empty-binary"),
-    pytest.param("x" * ONE_MIB, id="1MiB-text"),
-    pytest.param(bytes(range(256)) * (ONE_MIB // 256), id="1MiB-binary"),
-]
 
 PAIRS = [
     "ferrows-client/ferrows-server",
@@ -94,14 +85,6 @@ def echo_peer(
             yield peer
         finally:
             peer.close()
-
-
-@pytest.mark.parametrize("payload", PAYLOADS)
-def test_echo(echo_peer: EchoPeer, payload: str | bytes) -> None:
-    echo_peer.send(payload)
-    echoed = echo_peer.recv()
-    assert type(echoed) is type(payload)
-    assert echoed == payload
 
 
 def test_echo_sequence(echo_peer: EchoPeer) -> None:
@@ -332,46 +315,6 @@ def test_websockets_client_compression_offer_is_accepted(echo_server: Running) -
         )
         ws.send("x" * 10000)
         assert ws.recv(timeout=5) == "x" * 10000
-
-
-# websockets asyncio client and server
-
-
-def test_asyncio_websockets_client_with_ferrows_server(echo_server: Running) -> None:
-    async def run() -> list[Any]:
-        async with websockets.asyncio.client.connect(
-            echo_server.url, open_timeout=5, proxy=None
-        ) as ws:
-            results = []
-            for message in ("text", b"binary", "", b""):
-                await ws.send(message)
-                results.append(await asyncio.wait_for(ws.recv(), 5))
-            await ws.send(["frag", "ments"])
-            results.append(await asyncio.wait_for(ws.recv(), 5))
-            pong = await ws.ping()
-            results.append(await asyncio.wait_for(pong, 5))
-            return results
-
-    results = asyncio.run(run())
-    assert results[:5] == ["text", b"binary", "", b"", "fragments"]
-    assert results[5] > 0
-
-
-def test_ferrows_client_with_asyncio_websockets_server(
-    asyncio_websockets_server: Callable[..., Running],
-) -> None:
-    async def handler(ws: Any) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    running = asyncio_websockets_server(handler)
-    with connect(running.url, open_timeout=5) as client:
-        for message in ("text", b"binary", "", b"", "y" * ONE_MIB):
-            client.send(message)
-            assert client.recv(timeout=10) == message
-        client.send(["a", "b"])
-        assert client.recv(timeout=5) == "ab"
-        assert client.ping().wait(timeout=5) > 0
 
 
 # websocket-client <-> ferrows server
