@@ -1710,6 +1710,28 @@ fn rfc6455_7_4_close_with_an_invalid_code_or_a_long_reason_is_a_config_error() {
     }
 }
 
+/// A TLS peer may close TCP without `close_notify` once the close frames are exchanged: the
+/// transport error that reports it ends the connection cleanly, as end of file would.
+#[test]
+fn rfc6455_7_1_1_transport_error_after_the_close_exchange_is_a_clean_end() {
+    let t0 = Instant::now();
+    let mut conn = open(Role::Client, t0);
+    conn.close(4000, "bye", t0).unwrap();
+    conn.receive_data(&Frame::close(4000, "bye").encode(), t0);
+    let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no close_notify");
+    conn.receive_transport_error(Error::Io(eof));
+    let events = take_events(&mut conn);
+    let (info, error) = closed_event(&events).expect("Closed event");
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(info.code(), 4000);
+    // Before the peer's close frame, the same error is abnormal.
+    let mut conn = open(Role::Client, t0);
+    conn.close(4000, "bye", t0).unwrap();
+    conn.receive_transport_error(Error::Io(std::io::Error::other("reset")));
+    let events = take_events(&mut conn);
+    assert!(closed_event(&events).expect("Closed event").1.is_some());
+}
+
 #[test]
 fn rfc6455_7_1_5_eof_without_a_close_frame_is_abnormal_1006() {
     let t0 = Instant::now();

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::config::ClientConfig;
 use super::connection::{Connection, HandshakeInfo, Setup};
 use super::slot::Slot;
-use super::transport::Transport;
+use super::transport::{SharedTcp, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::handshake::{ClientHandshake, HandshakeLimits, Response};
@@ -132,7 +132,7 @@ async fn open(
         Some(tls_config) => {
             let name = tls::server_name(&config.tls, &host)?;
             let stream = tokio_rustls::TlsConnector::from(tls_config)
-                .connect(name, tcp)
+                .connect(name, SharedTcp::new(tcp))
                 .await
                 .map_err(tls::handshake_error)?;
             Transport::Secure(Box::new(stream))

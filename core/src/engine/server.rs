@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use super::config::ServerConfig;
 use super::connection::{Connection, HandshakeInfo, Notifier, Setup};
 use super::slot::deadline_after;
-use super::transport::Transport;
+use super::transport::{SharedTcp, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::close::GOING_AWAY;
@@ -411,7 +411,7 @@ async fn accept_loop(
             let local_addr = tcp.local_addr().ok();
             let serve = async {
                 let transport = match acceptor {
-                    Some(acceptor) => match acceptor.accept(tcp).await {
+                    Some(acceptor) => match acceptor.accept(SharedTcp::new(tcp)).await {
                         Ok(stream) => Transport::Secure(Box::new(stream)),
                         Err(error) => {
                             log::debug!("TLS handshake from {remote_addr} failed: {error}");

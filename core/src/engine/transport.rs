@@ -63,9 +63,20 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// A TCP stream shared by the reader task, the writer task and inline writers.
+/// A TCP stream shared by the reader task, the writer task and inline writers; also what TLS
+/// runs on. Its writes are single `send`s with `MSG_NOSIGNAL` (std's, under tokio's
+/// `try_write`), never `writev`, which has no such flag: a write to a connection the peer
+/// reset must return EPIPE, not kill the process with SIGPIPE (C programs using libferrows
+/// must not have to ignore it).
 #[derive(Clone)]
 pub struct SharedTcp(pub Arc<TcpStream>);
+
+impl SharedTcp {
+    /// Takes over a stream.
+    pub fn new(tcp: TcpStream) -> Self {
+        Self(Arc::new(tcp))
+    }
+}
 
 impl AsyncRead for SharedTcp {
     fn poll_read(

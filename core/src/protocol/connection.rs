@@ -442,9 +442,13 @@ impl Connection {
         self.finish(error);
     }
 
-    /// The transport failed (reset, TLS error...): the connection ends abnormally.
+    /// The transport failed (reset, TLS error...): the connection ends abnormally, unless the
+    /// closing handshake is complete: then it ends as at end of file (a TLS peer that closes
+    /// TCP without `close_notify` after the close frames did nothing wrong by RFC 6455).
     pub fn receive_transport_error(&mut self, error: Error) {
-        if self.state != State::Closed {
+        if self.close.rcvd.is_some() && self.close.sent.is_some() {
+            self.receive_eof();
+        } else if self.state != State::Closed {
             self.finish(Some(error));
         }
     }
