@@ -3,14 +3,17 @@ message, and server memory per compressed connection.
 
 Clients: ferrows sync, ferrows asyncio, websockets (asyncio) and aiohttp each send MESSAGES
 64 KiB JSON-like text messages, WINDOW in flight, through one aiohttp echo server (a server
-that is not ferrows), every side at compression level 1 with context takeover. The client
-runs on core 0, the server on core 1. Reported: messages/s and the client's CPU time per
-message (all its threads), medians of RUNS runs after a warm-up.
+that is not ferrows), with context takeover. ferrows runs its defaults (zlib-rs level 2), the
+peers C zlib at level 1 (aiohttp's fixed level), which compress this text about as much
+(`cargo run --release -p ferrows-core --example deflate_levels` prints zlib-rs' ratios). The
+client runs on core 0, the server on core 1. Reported: messages/s and the client's CPU time
+per message (all its threads), medians of RUNS runs after a warm-up.
 
 Servers: ferrows sync, ferrows asyncio, websockets and aiohttp each accept CONNECTIONS
 connections from one aiohttp client process; every connection exchanges one 4 KiB compressed
 message each way and stays open. Reported: the server's RSS growth per connection, which
-includes what each side keeps for context takeover.
+includes what each side keeps for context takeover; and ferrows asyncio asking for
+``server_no_context_takeover``, which keeps no compressor per connection.
 
     python bench/deflate.py [--messages 2000] [--window 8] [--runs 5] [--connections 500]
 """
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,8 +60,8 @@ def document(size: int, seed: int = 1) -> str:
 
 # Servers, each run in its own process: `deflate.py serve NAME PORT`
 
-#: ferrows' server defaults compress as the peers below are set to: level 1, memLevel 5,
-#: 12-bit windows both ways, context takeover.
+#: ferrows' server defaults: 12-bit windows both ways, memLevel 5, context takeover, as the
+#: peers below are set to.
 FERROWS_SERVER = {"max_size": None, "ping_interval": None, "max_connections": 100_000}
 
 
@@ -84,10 +88,18 @@ def serve(name: str, port: int) -> None:
 
 async def serve_async(name: str, port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
-    if name == "ferrows-asyncio":
+    if name.startswith("ferrows-asyncio"):
+        import ferrows
         import ferrows.asyncio
 
-        async with ferrows.asyncio.serve(echo_async, HOST, port, **FERROWS_SERVER):
+        options: dict[str, Any] = dict(FERROWS_SERVER)
+        if name == "ferrows-asyncio-no-takeover":
+            options["compression"] = ferrows.Deflate(
+                server_max_window_bits=12,
+                client_max_window_bits=12,
+                server_no_context_takeover=True,
+            )
+        async with ferrows.asyncio.serve(echo_async, HOST, port, **options):
             print("ready", flush=True)
             await stop
     elif name == "websockets":
@@ -300,7 +312,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=500)
     args = parser.parse_args()
     text = document(64 * 1024)
-    compressed = len(__import__("zlib").compress(text.encode(), LEVEL))
+    compressed = len(zlib.compress(text.encode(), LEVEL))
     print(
         f"64 KiB JSON-like text ({len(text)} bytes, {compressed} at zlib level {LEVEL}); "
         f"{args.messages} messages, {args.window} in flight, medians of {args.runs} runs"
@@ -332,7 +344,8 @@ def main() -> None:
         f"\nserver RSS per compressed connection ({args.connections} connections, "
         "one 4 KiB message each way, context takeover)"
     )
-    for name in ("ferrows-sync", "ferrows-asyncio", "websockets", "aiohttp"):
+    servers = ["ferrows-sync", "ferrows-asyncio", "ferrows-asyncio-no-takeover"]
+    for name in [*servers, "websockets", "aiohttp"]:
         print(f"  {name:<26} {memory_per_connection(name, args.connections):>7.1f} KiB")
 
 

@@ -411,7 +411,7 @@ ferrows_result ferrows_config_add_allowed_origin(ferrows_config *config, const c
 /*
  Turns permessage-deflate on or off (`enabled` 0 or 1) for clients and servers alike. On by
  default: clients offer it (`permessage-deflate; client_max_window_bits`), servers accept
- it with 12-bit windows both ways; compression level 1, memLevel 5, messages under 32
+ it with 12-bit windows both ways; compression level 2, memLevel 5, messages under 32
  bytes sent uncompressed. Turning it on again restores those defaults.
 
  # Safety
@@ -420,7 +420,7 @@ ferrows_result ferrows_config_add_allowed_origin(ferrows_config *config, const c
 ferrows_result ferrows_config_set_compression(ferrows_config *config, uint32_t enabled);
 
 /*
- Sets how messages are compressed: `level` 0 (stored) to 9 (smallest, slowest; default 1),
+ Sets how messages are compressed: `level` 0 (stored) to 9 (smallest, slowest; default 2),
  zlib's `mem_level` 1 to 9 (default 5: less memory per connection, a little less
  compression), and `min_size`: messages shorter than this go uncompressed (default 32).
 

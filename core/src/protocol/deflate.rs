@@ -68,7 +68,7 @@ pub struct DeflateConfig {
 }
 
 /// The default compression level: see docs/compression.md for the measurement behind it.
-pub const DEFAULT_LEVEL: u8 = 1;
+pub const DEFAULT_LEVEL: u8 = 2;
 /// The default memLevel: zlib's buffers at 1/8 of memLevel 8, for a small loss of ratio.
 pub const DEFAULT_MEM_LEVEL: u8 = 5;
 /// The default size under which messages go uncompressed: smaller ones seldom shrink by

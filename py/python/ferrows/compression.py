@@ -27,7 +27,7 @@ class Deflate:
     (less compression, no compressor kept per idle connection).
     """
 
-    level: int = 1
+    level: int = 2
     mem_level: int = 5
     min_size: int = 32
     server_max_window_bits: int | None = None
