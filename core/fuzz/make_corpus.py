@@ -7,6 +7,7 @@ bytes the `frames` target reads first (flags, cut count plus cuts): see its doc 
 """
 
 import struct
+import zlib
 from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -37,9 +38,19 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
-def frames_input(flags, wire, cuts=()):
-    """A `frames` input: flags, the cut points, then the peer's bytes."""
-    return bytes([flags, len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + wire
+def frames_input(flags, wire, cuts=(), deflate=0):
+    """A `frames` input: flags, the cut points (with the deflate bits), then the peer's bytes."""
+    head = bytes([flags, deflate | len(cuts)])
+    return head + b"".join(struct.pack("<H", c) for c in cuts) + wire
+
+
+DEFLATE, NO_TAKEOVER = 8, 16
+
+
+def deflated(data, level=6):
+    """`data` compressed as one permessage-deflate message: raw deflate, sync tail removed."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def frame_seeds():
@@ -77,6 +88,23 @@ def frame_seeds():
     seeds["masked-to-client"] = frames_input(0, frame(1, b"x", mask=MASK))
     seeds["length-64-bit"] = frames_input(0, frame(2, bytes(70000))[:20])
     seeds["keepalive-timeout"] = frames_input(0x70, frame(1, b"a") * 4, cuts=(3, 6, 9))
+    json = b'{"id": 1, "user": "alpha", "tags": ["a", "b"]}' * 20
+    for role, flags, mask in [("to-client", 0, None), ("to-server", SERVER, MASK)]:
+        compressed = frame(1, deflated(json), rsv=4, mask=mask)
+        seeds[f"deflate-text-{role}"] = frames_input(flags, compressed * 2, deflate=DEFLATE)
+        seeds[f"deflate-no-takeover-{role}"] = frames_input(
+            flags, compressed * 2, cuts=(5, 40), deflate=DEFLATE | NO_TAKEOVER
+        )
+        payload = deflated(json)
+        fragmented = frame(1, payload[:7], fin=False, rsv=4, mask=mask) + frame(
+            0, payload[7:], mask=mask
+        )
+        seeds[f"deflate-fragmented-{role}"] = frames_input(flags, fragmented, deflate=DEFLATE)
+        bomb = frame(2, deflated(bytes(1 << 16), level=9), rsv=4, mask=mask)
+        seeds[f"deflate-bomb-tight-{role}"] = frames_input(flags | TIGHT, bomb, deflate=DEFLATE)
+        seeds[f"deflate-many-{role}"] = frames_input(flags, bomb * 8, deflate=DEFLATE)
+        corrupt = frame(1, b"\xff\xff\xff", rsv=4, mask=mask)
+        seeds[f"deflate-corrupt-{role}"] = frames_input(flags, corrupt, deflate=DEFLATE)
     return seeds
 
 
@@ -105,6 +133,18 @@ def request_seeds():
                 (
                     "Sec-WebSocket-Extensions",
                     'permessage-deflate; client_max_window_bits, x; a="1,2"',
+                ),
+            ],
+        ),
+        "deflate-offers": http(
+            get,
+            [
+                *base,
+                (
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; server_max_window_bits=8, permessage-deflate; "
+                    'server_max_window_bits="10"; client_max_window_bits=9; '
+                    "server_no_context_takeover, permessage-deflate; x",
                 ),
             ],
         ),

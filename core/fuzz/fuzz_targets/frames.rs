@@ -7,19 +7,25 @@
 //!   whole messages), bit 2 tight limits (64-byte messages, 32-byte frames), bit 3 at most
 //!   4 frames per message, bits 4-7 the clock step per piece (3 s units);
 //! - byte 1: the number of cut points (low 3 bits), followed by that many u16 LE offsets;
+//!   bit 3 permessage-deflate negotiated (with a 4 KiB inbox limit, so that input that
+//!   inflates past it is held), bit 4 without context takeover;
 //! - the rest: the bytes the peer sends.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use ferrows_core::protocol::message::CHUNK_OVERHEAD;
-use ferrows_core::protocol::{Chunk, Connection, Event, MessageKind, ProtocolConfig, Role};
+use ferrows_core::protocol::{
+    Agreement, Chunk, Connection, DeflateConfig, Event, MessageKind, ProtocolConfig, Role,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Output allowed per input byte: an empty ping (2 bytes) is answered by a masked pong (6).
 const OUTPUT_PER_INPUT_BYTE: usize = 3;
 /// Output allowed on top: our own close frame (at most 131 bytes) and one keepalive ping.
 const OUTPUT_SLACK: usize = 256;
+/// The inbox limit in deflate mode: input beyond it is held.
+const INBOX_LIMIT: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -59,8 +65,16 @@ fuzz_target!(|data: &[u8]| {
         config.max_fragments = Some(4);
     }
     let step = Duration::from_secs(3 * u64::from(flags >> 4));
-    let mut checker = Checker::new(&config, flags & 2 != 0);
-    drive(role, config, &pieces, step, &mut checker);
+    let deflate = (cut_count & 8 != 0).then(|| {
+        let no_takeover = cut_count & 16 != 0;
+        Agreement {
+            server_no_context_takeover: no_takeover,
+            client_no_context_takeover: no_takeover,
+            ..Agreement::default()
+        }
+    });
+    let mut checker = Checker::new(&config, flags & 2 != 0, deflate.is_some());
+    drive(role, config, deflate, &pieces, step, &mut checker);
     checker.finish();
 });
 
@@ -70,13 +84,18 @@ fuzz_target!(|data: &[u8]| {
 fn drive(
     role: Role,
     config: ProtocolConfig,
+    deflate: Option<Agreement>,
     pieces: &[&[u8]],
     step: Duration,
     checker: &mut Checker,
 ) {
     let mut now = Instant::now();
     let mut connection = Connection::new(role, config, now);
-    let drain = |connection: &mut Connection, checker: &mut Checker| {
+    if let Some(agreement) = deflate {
+        connection.enable_deflate(agreement, &DeflateConfig::server());
+        connection.set_inbox_limit(Some(INBOX_LIMIT));
+    }
+    let take_data = |connection: &mut Connection, checker: &mut Checker, now: Instant| loop {
         let inbox = connection.inbox();
         checker.inbox(inbox.len(), inbox.charged_bytes(), inbox.arrivals());
         if checker.chunks {
@@ -88,6 +107,14 @@ fn drive(
                 checker.message(kind, &data);
             }
         }
+        // Input held for room goes in once the inbox was emptied; it shrinks each time.
+        if !connection.holds_input() || connection.is_closed() {
+            break;
+        }
+        connection.receive_data(&[], now);
+    };
+    let drain = |connection: &mut Connection, checker: &mut Checker, now: Instant| {
+        take_data(connection, checker, now);
         while let Some(event) = connection.poll_event() {
             checker.event(event);
         }
@@ -96,13 +123,13 @@ fn drive(
     for piece in pieces {
         checker.input(piece.len());
         connection.receive_data(piece, now);
-        drain(&mut connection, checker);
+        drain(&mut connection, checker, now);
         now += step;
         connection.handle_timeout(now);
-        drain(&mut connection, checker);
+        drain(&mut connection, checker, now);
     }
     connection.receive_eof();
-    drain(&mut connection, checker);
+    drain(&mut connection, checker, now);
     assert!(connection.is_closed(), "end of file closes the connection");
 }
 
@@ -110,6 +137,8 @@ fn drive(
 struct Checker {
     /// Data is taken as chunks, else as whole messages.
     chunks: bool,
+    /// permessage-deflate: received data may be many times what was read.
+    inflates: bool,
     max_message_size: Option<usize>,
     input: usize,
     output: usize,
@@ -127,9 +156,10 @@ struct Checker {
 }
 
 impl Checker {
-    fn new(config: &ProtocolConfig, chunks: bool) -> Self {
+    fn new(config: &ProtocolConfig, chunks: bool, inflates: bool) -> Self {
         Self {
             chunks,
+            inflates,
             max_message_size: config.max_message_size,
             input: 0,
             output: 0,
@@ -169,8 +199,14 @@ impl Checker {
             "{items} chunks queued from {} bytes",
             self.input
         );
+        // Inflated data is bounded by the inbox limit plus one message instead.
+        let bound = if self.inflates {
+            INBOX_LIMIT + self.max_message_size.unwrap_or(usize::MAX - INBOX_LIMIT)
+        } else {
+            self.input
+        };
         assert!(
-            charged <= self.input + CHUNK_OVERHEAD * items,
+            charged <= bound + CHUNK_OVERHEAD * items,
             "{charged} bytes charged for {items} chunks from {} bytes read",
             self.input
         );
@@ -228,7 +264,7 @@ impl Checker {
             self.input
         );
         assert!(
-            self.event_bytes <= self.input,
+            self.inflates || self.event_bytes <= self.input,
             "{} bytes of events from {} read",
             self.event_bytes,
             self.input

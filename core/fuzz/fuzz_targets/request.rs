@@ -25,12 +25,19 @@ fn check(data: &[u8], limits: &HandshakeLimits) {
     let options = ServerOptions {
         subprotocols: vec!["chat".into(), "superchat".into()],
         origins: Some(vec![Some("https://example.com".into()), None]),
+        ..ServerOptions::default()
     };
     match validate_request(&request, &options) {
         Ok(valid) => {
             let subprotocol = select_subprotocol(&valid.subprotocols, &options.subprotocols);
-            let response =
-                accept_response(&valid.key, subprotocol.as_deref(), None, &Headers::new());
+            // Whatever the offers, an agreement is answered as a valid element.
+            let extensions = valid.deflate.map(|agreement| agreement.to_header());
+            let response = accept_response(
+                &valid.key,
+                subprotocol.as_deref(),
+                extensions.as_deref(),
+                &Headers::new(),
+            );
             assert_eq!(response.status, 101);
             round_trip(&response);
         }
