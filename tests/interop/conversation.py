@@ -69,6 +69,7 @@ class Plan:
     peer_closes: bool
     ferrows_fragments: bool  # ferrows sends FRAGMENTS as one fragmented message
     peer_fragments: bool  # ferrows asks the peer for a fragmented message
+    compressed: bool = False  # permessage-deflate is agreed (both ends' defaults)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def assert_same(received: Message, sent: Message) -> None:
 
 
 def sync_conversation(ws: ferrows.sync.connection.Connection, plan: Plan) -> None:
+    assert (ws.compression is not None) == plan.compressed, ws.compression
     for message in MESSAGES:
         ws.send(message)
         assert_same(ws.recv(timeout=WAIT), message)
@@ -189,6 +191,7 @@ async def bounded(awaitable: Awaitable[T]) -> T:
 
 
 async def asyncio_conversation(ws: ferrows.asyncio.connection.Connection, plan: Plan) -> None:
+    assert (ws.compression is not None) == plan.compressed, ws.compression
     for message in MESSAGES:
         await bounded(ws.send(message))
         assert_same(await bounded(ws.recv()), message)

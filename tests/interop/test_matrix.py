@@ -211,6 +211,20 @@ NEEDS = {
 }
 
 
+# Where permessage-deflate is agreed, every side at its defaults: (peer, ferrows' role).
+# picows, websocket-client and the libwebsockets peer have none; Node ws servers decline it
+# by default, its clients and Chromium offer it.
+COMPRESSED = {
+    *(
+        (peer, role)
+        for peer in ("websockets-asyncio", "websockets-sync", "aiohttp")
+        for role in ("client", "server")
+    ),
+    ("node-ws", "server"),
+    ("chromium", "server"),
+}
+
+
 def roles(peer: Peer) -> list[str]:
     """The roles ferrows can take with a peer: the client of its server, the server of its
     client."""
@@ -258,6 +272,7 @@ def test_conversation(
         peer_closes=closer == "peer-closes",
         ferrows_fragments=FACES[face].sends_fragments,
         peer_fragments=PEERS[peer].sends_fragments,
+        compressed=(peer, role) in COMPRESSED,
     )
     coroutine = converse(FACES[face], PEERS[peer], role, setting, plan)
     asyncio.run(asyncio.wait_for(coroutine, CELL_TIMEOUT))
