@@ -211,16 +211,15 @@ NEEDS = {
 }
 
 
-# Where permessage-deflate is agreed, every side at its defaults: (peer, ferrows' role).
-# picows, websocket-client and the libwebsockets peer have none; Node ws servers decline it
-# by default, its clients and Chromium offer it.
+# Where permessage-deflate is agreed: (peer, ferrows' role). ferrows and the peers run their
+# defaults, but for the Node ws server, given perMessageDeflate; picows, websocket-client and
+# the libwebsockets peer have none.
 COMPRESSED = {
     *(
         (peer, role)
-        for peer in ("websockets-asyncio", "websockets-sync", "aiohttp")
+        for peer in ("websockets-asyncio", "websockets-sync", "aiohttp", "node-ws")
         for role in ("client", "server")
     ),
-    ("node-ws", "server"),
     ("chromium", "server"),
 }
 

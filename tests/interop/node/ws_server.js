@@ -14,7 +14,8 @@ const cert = option("cert");
 const server = cert
   ? https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(option("key")) })
   : http.createServer();
-const wss = new WebSocketServer({ server, maxPayload: MAX_SIZE });
+// permessage-deflate on, as its clients have it by default (its servers do not).
+const wss = new WebSocketServer({ server, maxPayload: MAX_SIZE, perMessageDeflate: true });
 wss.on("connection", (ws) => {
   server.close(); // one connection
   follow(ws, end);
