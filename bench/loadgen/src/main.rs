@@ -6,8 +6,10 @@
 //!   load --port P --connections N --inflight K --size S [--raw] --pid SERVER
 //!        --warmup SECONDS --seconds SECONDS --runs R   one line per run: messages, seconds,
 //!                                                      server CPU, p50/p99 latency
-//!   idle --port P --connections N --pid SERVER    server RSS before and after N idle
-//!                                                 connections (each echoed once)
+//!   idle --port P --connections N --deadline SECONDS --pid SERVER
+//!                                                 server RSS before and after N idle
+//!                                                 connections (each echoed once), or as
+//!                                                 many as opened by the deadline
 //!   handshakes --port P --concurrency C [--ca PEM] --pid SERVER --warmup --seconds --runs
 //!                                                 opening + closing handshakes, plain or TLS
 
@@ -27,8 +29,10 @@ use tokio_rustls::rustls;
 
 /// Connections opening at once: more only overflows the servers' listen queues.
 const OPENING_AT_ONCE: usize = 64;
-/// How long all connections may take to open.
+/// How long the load's connections may take to open.
 const OPEN_DEADLINE: Duration = Duration::from_secs(120);
+/// How much longer than asked a window may last while nothing completes in it.
+const WINDOW_PATIENCE: Duration = Duration::from_secs(30);
 /// The idle connections' one message.
 const IDLE_MESSAGE: &[u8] = b"0123456789abcdef";
 
@@ -176,7 +180,19 @@ fn opened(shared: &Shared) {
 
 /// Waits until `count` connections opened; the first error or the deadline ends the wait.
 async fn all_opened(shared: &Shared, count: usize) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + OPEN_DEADLINE;
+    let opened = opened_by(shared, count, OPEN_DEADLINE).await?;
+    if opened < count {
+        return Err(io::Error::other(format!(
+            "{opened} of {count} connections opened"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until `count` connections opened or `limit` passed; returns how many did. The
+/// first error ends the wait.
+async fn opened_by(shared: &Shared, count: usize, limit: Duration) -> io::Result<usize> {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let changed = shared.1.notified();
         {
@@ -185,14 +201,11 @@ async fn all_opened(shared: &Shared, count: usize) -> io::Result<()> {
                 return Err(io::Error::other(error.clone()));
             }
             if tally.opened >= count {
-                return Ok(());
+                return Ok(tally.opened);
             }
         }
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            let opened = shared.0.borrow().opened;
-            return Err(io::Error::other(format!(
-                "{opened} of {count} connections opened"
-            )));
+            return Ok(shared.0.borrow().opened);
         }
     }
 }
@@ -214,8 +227,16 @@ impl Windows {
         for _ in 0..self.runs {
             let (completed, cpu, started) = self.snapshot(shared)?;
             shared.0.borrow_mut().latencies_ns.clear();
-            tokio::time::sleep(self.length).await;
-            let (completed_end, cpu_end, ended) = self.snapshot(shared)?;
+            // A window lasts `length`, longer (in steps of `length`) until something
+            // completes in it: a loaded machine may stall a server that long.
+            let give_up = Instant::now() + self.length + WINDOW_PATIENCE;
+            let (completed_end, cpu_end, ended) = loop {
+                tokio::time::sleep(self.length).await;
+                let end = self.snapshot(shared)?;
+                if end.0 > completed || Instant::now() >= give_up {
+                    break end;
+                }
+            };
             let mut latencies = std::mem::take(&mut shared.0.borrow_mut().latencies_ns);
             latencies.sort_unstable();
             let percentile = |p: f64| -> f64 {
@@ -397,11 +418,17 @@ async fn idle(args: &Args) -> io::Result<()> {
             }
         });
     }
-    all_opened(&shared, connections).await?;
+    let started = Instant::now();
+    let limit = Duration::from_secs_f64(args.number("deadline")?);
+    let opened = opened_by(&shared, connections, limit).await?;
+    if opened == 0 {
+        return Err(io::Error::other("no connection opened"));
+    }
     let after = resident_kib(pid)?;
     println!(
-        "{{\"connections\": {connections}, \"rss_before_kib\": {before}, \"rss_after_kib\": {after}, \"kib_per_connection\": {:.2}}}",
-        after.saturating_sub(before) as f64 / connections as f64
+        "{{\"connections\": {opened}, \"requested\": {connections}, \"open_s\": {:.3}, \"rss_before_kib\": {before}, \"rss_after_kib\": {after}, \"kib_per_connection\": {:.2}}}",
+        started.elapsed().as_secs_f64(),
+        after.saturating_sub(before) as f64 / opened as f64
     );
     Ok(())
 }
