@@ -162,6 +162,8 @@ struct Tally {
     completed: u64,
     latencies_ns: Vec<u64>,
     error: Option<String>,
+    /// Connections made by [`connect_from_next_source`].
+    sources: usize,
 }
 
 type Shared = Rc<(RefCell<Tally>, Notify)>;
@@ -479,8 +481,7 @@ async fn handshake_loop(
     shared: &Shared,
 ) -> io::Result<()> {
     loop {
-        let tcp = TcpStream::connect(address).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = connect_from_next_source(address, shared).await?;
         match tls {
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
@@ -491,6 +492,30 @@ async fn handshake_loop(
         }
         shared.0.borrow_mut().completed += 1;
     }
+}
+
+/// Connects from the next of 250 loopback source addresses (127.0.1.1-250). Thousands of
+/// connections a second from one address reuse its ports while the server still holds them
+/// in TIME_WAIT (the server closes first, as RFC 6455 asks), and such a SYN can wait a
+/// second for its retry: the figure would measure that wait, not the server.
+async fn connect_from_next_source(address: &str, shared: &Shared) -> io::Result<TcpStream> {
+    let index = {
+        let mut tally = shared.0.borrow_mut();
+        tally.sources = tally.sources.wrapping_add(1);
+        tally.sources % 250
+    };
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((
+        [127, 0, 1, 1 + index as u8],
+        0,
+    )))?;
+    let address = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::other("no address"))?;
+    let stream = socket.connect(address).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// One connection's life: the opening handshake, a close frame, and the server's answer.
