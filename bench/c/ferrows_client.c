@@ -1,13 +1,8 @@
 /* The ferrows C client (blocking calls) in the benchmark suite: see bench.h. */
-#include "bench.h"
-
-#include <ferrows.h>
+#include "ferrows_bench.h"
 
 static int fail(const char *what, ferrows_result result) {
-    char message[256] = "";
-    ferrows_last_error_message(message, sizeof message, NULL);
-    fprintf(stderr, "ferrows_client: %s: %s (%s)\n", what, ferrows_result_str(result), message);
-    return 1;
+    return bench_ferrows_fail("ferrows_client", what, result);
 }
 
 int main(int argc, char **argv) {

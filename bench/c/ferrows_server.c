@@ -1,14 +1,9 @@
 /* The ferrows C server in the benchmark suite: one thread, one event queue, every
  * connection echoed (see bench.h). */
-#include "bench.h"
-
-#include <ferrows.h>
+#include "ferrows_bench.h"
 
 static int fail(const char *what, ferrows_result result) {
-    char message[256] = "";
-    ferrows_last_error_message(message, sizeof message, NULL);
-    fprintf(stderr, "ferrows_server: %s: %s (%s)\n", what, ferrows_result_str(result), message);
-    return 1;
+    return bench_ferrows_fail("ferrows_server", what, result);
 }
 
 int main(int argc, char **argv) {
