@@ -16,7 +16,7 @@
 mod echo;
 mod ws;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::rc::Rc;
@@ -166,18 +166,46 @@ struct Tally {
     sources: usize,
 }
 
-type Shared = Rc<(RefCell<Tally>, Notify)>;
+/// What the connection tasks and the measuring loop share.
+#[derive(Default)]
+struct State {
+    tally: RefCell<Tally>,
+    /// Notified when a connection opens or fails.
+    changed: Notify,
+    /// Set, then notified, once every connection of a load has opened: the load starts
+    /// then, so that opening is not slowed by the echoes of the first connections.
+    go: Cell<bool>,
+    started: Notify,
+}
+
+type Shared = Rc<State>;
+
+/// Waits until the load may start.
+async fn wait_for_go(shared: &Shared) {
+    loop {
+        let started = shared.started.notified();
+        if shared.go.get() {
+            return;
+        }
+        started.await;
+    }
+}
+
+fn go(shared: &Shared) {
+    shared.go.set(true);
+    shared.started.notify_waiters();
+}
 
 fn fail(shared: &Shared, error: io::Error) {
-    let mut tally = shared.0.borrow_mut();
+    let mut tally = shared.tally.borrow_mut();
     tally.error.get_or_insert_with(|| error.to_string());
     drop(tally);
-    shared.1.notify_waiters();
+    shared.changed.notify_waiters();
 }
 
 fn opened(shared: &Shared) {
-    shared.0.borrow_mut().opened += 1;
-    shared.1.notify_waiters();
+    shared.tally.borrow_mut().opened += 1;
+    shared.changed.notify_waiters();
 }
 
 /// Waits until `count` connections opened; the first error or the deadline ends the wait.
@@ -196,9 +224,9 @@ async fn all_opened(shared: &Shared, count: usize) -> io::Result<()> {
 async fn opened_by(shared: &Shared, count: usize, limit: Duration) -> io::Result<usize> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let changed = shared.1.notified();
+        let changed = shared.changed.notified();
         {
-            let tally = shared.0.borrow();
+            let tally = shared.tally.borrow();
             if let Some(error) = &tally.error {
                 return Err(io::Error::other(error.clone()));
             }
@@ -207,7 +235,7 @@ async fn opened_by(shared: &Shared, count: usize, limit: Duration) -> io::Result
             }
         }
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return Ok(shared.0.borrow().opened);
+            return Ok(shared.tally.borrow().opened);
         }
     }
 }
@@ -228,7 +256,7 @@ impl Windows {
         tokio::time::sleep(self.warmup).await;
         for _ in 0..self.runs {
             let (completed, cpu, started) = self.snapshot(shared)?;
-            shared.0.borrow_mut().latencies_ns.clear();
+            shared.tally.borrow_mut().latencies_ns.clear();
             // A window lasts `length`, longer (in steps of `length`) until something
             // completes in it: a loaded machine may stall a server that long.
             let give_up = Instant::now() + self.length + WINDOW_PATIENCE;
@@ -239,7 +267,7 @@ impl Windows {
                     break end;
                 }
             };
-            let mut latencies = std::mem::take(&mut shared.0.borrow_mut().latencies_ns);
+            let mut latencies = std::mem::take(&mut shared.tally.borrow_mut().latencies_ns);
             latencies.sort_unstable();
             let percentile = |p: f64| -> f64 {
                 let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().max(1) - 1);
@@ -259,7 +287,7 @@ impl Windows {
     }
 
     fn snapshot(&self, shared: &Shared) -> io::Result<(u64, u64, Instant)> {
-        let tally = shared.0.borrow();
+        let tally = shared.tally.borrow();
         if let Some(error) = &tally.error {
             return Err(io::Error::other(error.clone()));
         }
@@ -356,6 +384,7 @@ async fn load(args: &Args) -> io::Result<()> {
         });
     }
     all_opened(&shared, connections).await?;
+    go(&shared);
     let windows = Windows {
         opening: started.elapsed(),
         ..args.windows()?
@@ -375,6 +404,7 @@ async fn drive(
 ) -> io::Result<()> {
     let message_len = burst.len() / inflight;
     let mut sent = VecDeque::with_capacity(inflight);
+    wait_for_go(shared).await;
     stream.write_all(burst).await?;
     sent.extend(std::iter::repeat_n(Instant::now(), inflight));
     let mut partial = 0;
@@ -383,7 +413,7 @@ async fn drive(
         if completed > 0 {
             let now = Instant::now();
             {
-                let mut tally = shared.0.borrow_mut();
+                let mut tally = shared.tally.borrow_mut();
                 tally.completed += completed as u64;
                 for started in sent.drain(..completed) {
                     tally.latencies_ns.push((now - started).as_nanos() as u64);
@@ -490,7 +520,7 @@ async fn handshake_loop(
             }
             None => open_and_close(tcp, address).await?,
         }
-        shared.0.borrow_mut().completed += 1;
+        shared.tally.borrow_mut().completed += 1;
     }
 }
 
@@ -500,7 +530,7 @@ async fn handshake_loop(
 /// second for its retry: the figure would measure that wait, not the server.
 async fn connect_from_next_source(address: &str, shared: &Shared) -> io::Result<TcpStream> {
     let index = {
-        let mut tally = shared.0.borrow_mut();
+        let mut tally = shared.tally.borrow_mut();
         tally.sources = tally.sources.wrapping_add(1);
         tally.sources % 250
     };
