@@ -2,8 +2,9 @@
 
 bench/run.sh installs and builds what it needs, then runs this. Loopback only; every server
 process runs on CPU 0 and every client process on CPU 1 (taskset), so that each message
-crosses cores the same way for every library. Each scenario is bounded in time: a warm-up
-run (full mode), then RUNS measured runs, each a warm-up of echoes then a measured window.
+crosses cores the same way for every library. Each scenario is bounded in time: RUNS runs,
+each a warm-up of echoes then a measured window (a server's load warms up once, before its
+first window).
 The table gives medians, the spread of the ranked figure ((max - min) / median) and its
 ratio to the best peer (above 1.00: behind it); bench/results/ gets the JSON.
 """
@@ -44,17 +45,17 @@ SLACK_SECONDS = 150
 
 @dataclass(frozen=True)
 class Profile:
-    warmup_runs: int  # whole runs discarded first
     runs: int  # measured runs per scenario
-    warmup: float  # seconds of load before each measured window
+    warmup: float  # seconds of echoes before a client's measured window
+    server_warmup: float  # seconds of load before a server's first window
     seconds: float  # length of a measured window
     idle_connections: int
     idle_deadline: float  # seconds the idle connections may take to open
 
 
 PROFILES = {
-    "full": Profile(1, 5, warmup=0.1, seconds=0.4, idle_connections=10_000, idle_deadline=60),
-    "quick": Profile(0, 1, warmup=0.02, seconds=0.05, idle_connections=1_000, idle_deadline=20),
+    "full": Profile(5, 0.1, 0.5, seconds=0.4, idle_connections=10_000, idle_deadline=30),
+    "quick": Profile(1, 0.02, 0.05, seconds=0.05, idle_connections=500, idle_deadline=10),
 }
 
 
@@ -252,13 +253,6 @@ class Suite:
         self.rows.append(row)
         return row
 
-    def runs(self) -> range:
-        return range(self.profile.warmup_runs + self.profile.runs)
-
-    def keep(self, run: int, figures: dict[str, float]) -> list[dict[str, float]]:
-        """A warm-up run's figures are dropped."""
-        return [figures] if run >= self.profile.warmup_runs else []
-
     def echo_server(self, raw: bool = False) -> tuple[Process, int]:
         port = free_port()
         command = [self.loadgen, "echo", "--port", port, *(["--raw"] if raw else [])]
@@ -307,7 +301,7 @@ class Suite:
             "compression": compression,
         }
 
-        def measure(kind: str, run: int) -> list[dict[str, float]]:
+        def measure(kind: str) -> list[dict[str, float]]:
             if kind not in workers:
                 command = [sys.executable, HERE / "clients.py", kind]
                 log = self.logs / f"client-{kind}.log"
@@ -319,11 +313,11 @@ class Suite:
                 raise
             if "error" in answer:
                 raise RuntimeError(answer["error"])
-            return self.keep(run, per_message(answer, "cpu_s"))
+            return [per_message(answer, "cpu_s")]
 
-        for run in self.runs():
+        for _ in range(self.profile.runs):
             for kind, row in rows.items():
-                row.add(measure, kind, run)
+                row.add(measure, kind)
 
     def c_clients(self) -> None:
         print("C clients against the reference echo server")
@@ -342,25 +336,24 @@ class Suite:
                         (self.row("C clients", scenario, name, role), program, target)
                         for name, role, program, target in clients
                     ]
-                    for run in self.runs():
+                    for _ in range(self.profile.runs):
                         for row, program, target in rows:
-                            row.add(self.c_client, program, target, size, inflight, run)
+                            row.add(self.c_client, program, target, size, inflight)
         finally:
             echo.stop()
             raw_echo.stop()
 
-    def c_client(self, program: str, port: int, size: int, inflight: int, run: int):
+    def c_client(self, program: str, port: int, size: int, inflight: int):
         profile = self.profile
         command = [self.bin_dir / program, port, size, inflight, profile.warmup, profile.seconds]
         (result,) = run_json(command, profile.warmup + profile.seconds + SLACK_SECONDS)
-        return self.keep(run, per_message(result, "cpu_s"))
+        return [per_message(result, "cpu_s")]
 
     # --- servers under the load generator
 
     def load(self, server: Process, port: int, connections: int, inflight: int, raw: bool):
         profile = self.profile
-        # The warm-up run is a longer warm-up of the same connections.
-        warmup = profile.warmup + profile.warmup_runs * profile.seconds
+        warmup = profile.server_warmup
         command = [
             self.loadgen, "load", "--port", port, "--pid", server.pid,
             "--connections", connections, "--inflight", inflight, "--size", SERVER_SIZE,
@@ -450,7 +443,7 @@ class Suite:
         port = free_port()
         command = [sys.executable, HERE / "servers.py", kind, port, *tls_files]
         with Process(SERVER_CPU, command, self.logs / f"handshakes-{kind}.log") as server:
-            warmup = profile.warmup + profile.warmup_runs * profile.seconds
+            warmup = profile.server_warmup
             args = [
                 "handshakes", "--port", port, "--pid", server.pid, *ca_args,
                 "--concurrency", HANDSHAKE_CONCURRENCY, "--warmup", warmup,
@@ -590,11 +583,18 @@ def main() -> int:
     suite = Suite(profile, args.bin_dir, args.loadgen, logs)
     started = time.monotonic()
     before = machine()
-    suite.python_clients()
-    suite.c_clients()
-    suite.python_servers()
-    suite.c_servers()
-    suite.handshakes()
+    sections = {}
+    for part in (
+        suite.python_clients,
+        suite.c_clients,
+        suite.python_servers,
+        suite.c_servers,
+        suite.handshakes,
+    ):
+        part_started = time.monotonic()
+        part()
+        sections[part.__name__] = round(time.monotonic() - part_started)
+        print(f"  {part.__name__}: {sections[part.__name__]} s")
     suite.summarize()
     elapsed = time.monotonic() - started
     pinning = (
@@ -616,6 +616,7 @@ def main() -> int:
         "machine": before,
         "load_average_after": os.getloadavg(),
         "seconds": elapsed,
+        "section_seconds": sections,
         "rows": [asdict(row) for row in suite.rows],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
