@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, builds ferrows, then
-# runs style checks, the Rust tests, the wheel on Python 3.9 and 3.13, the Python suite and
-# the Autobahn conformance suite (inside pytest, summarized at the end).
+# runs style checks, the Rust tests, the wheel on Python 3.9 and 3.13, the benchmark suite in
+# its quick mode (it must run, its figures are not judged), the Python suite and the Autobahn
+# conformance suite (inside pytest, summarized at the end).
 #   usage: tests/run.sh            (FERROWS_VENV overrides the virtualenv, default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,9 @@ for version in 3.9 3.13; do
   (cd target && "$env_dir/bin/python" -m pytest -q -p no:cacheprovider \
     "$ROOT/tests/python/test_sync_echo.py" "$ROOT/tests/asyncio/test_asyncio_messages.py")
 done
+
+step "Benchmarks, quick mode: every scenario still yields a figure (no figure is judged)"
+bash bench/run.sh --quick --installed
 
 step "Python suite and Autobahn conformance"
 "$PY" -m pytest tests -q

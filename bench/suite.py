@@ -1,0 +1,632 @@
+"""The ferrows benchmark suite: every scenario of docs/performance.md, one table.
+
+bench/run.sh installs and builds what it needs, then runs this. Loopback only; every server
+process runs on CPU 0 and every client process on CPU 1 (taskset), so that each message
+crosses cores the same way for every library. Each scenario is bounded in time: RUNS runs,
+each a warm-up of echoes then a measured window (a server's load warms up once, before its
+first window).
+The table gives medians, the spread of the ranked figure ((max - min) / median) and its
+ratio to the best peer (above 1.00: behind it); bench/results/ gets the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, Callable
+
+HERE = Path(__file__).resolve().parent
+SERVER_CPU, CLIENT_CPU = 0, 1
+SIZES = (256, 8 * 1024, 64 * 1024, 1024 * 1024)
+PIPELINED = 32
+# Deflate rows: once ferrows takes compression="deflate", add "deflate" here and the client
+# scenarios run again compressed, for the libraries bench/clients.py knows the option of.
+COMPRESSIONS: tuple[str | None, ...] = (None,)
+# The servers' load: (connections, messages in flight on each), messages of SERVER_SIZE.
+SERVER_LOADS = ((1, 1), (1, PIPELINED), (100, 1), (1000, 1))
+SERVER_SIZE = 256
+HANDSHAKE_CONCURRENCY = 16
+# How long a process may take beyond its measured time before it counts as failed: the
+# load generator may take 120 s to open its connections to a slow server.
+SLACK_SECONDS = 150
+
+
+@dataclass(frozen=True)
+class Profile:
+    runs: int  # measured runs per scenario
+    warmup: float  # seconds of echoes before a client's measured window
+    server_warmup: float  # seconds of load before a server's first window
+    seconds: float  # length of a measured window
+    idle_connections: int
+    idle_deadline: float  # seconds the idle connections may take to open
+
+
+PROFILES = {
+    "full": Profile(5, 0.1, 0.5, seconds=0.4, idle_connections=10_000, idle_deadline=30),
+    "quick": Profile(1, 0.02, 0.05, seconds=0.05, idle_connections=500, idle_deadline=10),
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    ranked: str  # the figure ranked against the best peer
+    lower_is_better: bool
+    columns: tuple[tuple[str, str], ...]  # (heading, figure)
+
+
+CLIENT_COLUMNS = (("msg/s", "rate"), ("CPU us/msg", "cpu_us"))
+SERVER_COLUMNS = (*CLIENT_COLUMNS, ("p50 us", "p50_us"), ("p99 us", "p99_us"))
+SECTIONS = {
+    section.title: section
+    for section in (
+        Section("asyncio clients", "cpu_us", True, CLIENT_COLUMNS),
+        Section("sync clients", "cpu_us", True, CLIENT_COLUMNS),
+        Section("C clients", "cpu_us", True, CLIENT_COLUMNS),
+        Section("Python servers", "cpu_us", True, SERVER_COLUMNS),
+        Section("C servers", "cpu_us", True, SERVER_COLUMNS),
+        Section(
+            "idle memory",
+            "kib_per_connection",
+            True,
+            (("KiB/conn", "kib_per_connection"), ("open s", "open_s")),
+        ),
+        Section("handshakes", "rate", False, (("hs/s", "rate"), ("CPU us/hs", "cpu_us"))),
+    )
+}
+
+# Python clients: kind (bench/clients.py), section, name in the table, role.
+PYTHON_CLIENTS = (
+    ("ferrows-await", "asyncio clients", "ferrows await", "ferrows"),
+    ("ferrows-callback", "asyncio clients", "ferrows callback", "ferrows"),
+    ("picows", "asyncio clients", "picows", "peer"),
+    ("aiohttp", "asyncio clients", "aiohttp", "peer"),
+    ("websockets", "asyncio clients", "websockets", "peer"),
+    ("ferrows-sync", "sync clients", "ferrows sync", "ferrows"),
+    ("websockets-sync", "sync clients", "websockets.sync", "peer"),
+    ("websocket-client", "sync clients", "websocket-client", "peer"),
+)
+# Python servers: kind (bench/servers.py), name, role.
+PYTHON_SERVERS = (
+    ("ferrows-handler", "ferrows handler", "ferrows"),
+    ("ferrows-callback", "ferrows callback", "ferrows"),
+    ("ferrows-sync", "ferrows sync", "ferrows"),
+    ("picows", "picows", "peer"),
+    ("aiohttp", "aiohttp", "peer"),
+    ("websockets", "websockets", "peer"),
+)
+HANDSHAKE_SERVERS = ("ferrows-handler", "ferrows-sync", "picows", "aiohttp", "websockets")
+LIBRARY_VERSIONS = ("ferrows", "picows", "aiohttp", "websockets", "websocket-client", "uvloop")
+
+
+@dataclass
+class Row:
+    section: str
+    scenario: str
+    name: str
+    role: str  # "ferrows", "peer", or "floor" (what no WebSocket library can beat)
+    samples: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+    note: str | None = None
+    median: dict[str, float] = field(default_factory=dict)
+    spread: float | None = None
+    ratio: float | None = None
+
+    def add(self, measure: Callable[..., list[dict[str, float]]], *args: Any) -> None:
+        """Adds what `measure(*args)` returns, or records why it failed (then measures no
+        more)."""
+        if self.error is not None:
+            return
+        try:
+            self.samples.extend(measure(*args))
+        except Exception as error:  # one failed scenario must not hide the others
+            self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = f"{type(error).__name__}: {error}"
+        print(f"  FAILED {self.section} / {self.scenario} / {self.name}: {self.error}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *map(str, command)]
+
+
+def read_line(stream: IO[str], timeout: float) -> str:
+    """The next line of `stream`, waiting `timeout` seconds at most."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise TimeoutError(f"no answer within {timeout:.0f} s")
+    line = stream.readline()
+    if not line:
+        raise RuntimeError("the process ended")
+    return line
+
+
+class Process:
+    """A process on one core, its stderr in a log file; a server is ready once it printed
+    ``ready``."""
+
+    def __init__(self, cpu: int, command: list[str], log: Path, wait_ready: bool = True) -> None:
+        self.log = log
+        with open(log, "a") as stderr:
+            self.process = subprocess.Popen(
+                pinned(cpu, command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        if wait_ready:
+            try:
+                line = read_line(self.process.stdout, 30)  # type: ignore[arg-type]
+            except Exception:
+                self.stop()
+                raise
+            if line.strip() != "ready":
+                self.stop()
+                raise RuntimeError(f"{command[0]} said {line!r}, see {log}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid  # taskset runs the command in its own process
+
+    def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Sends a JSON line and returns the JSON line answered (bench/clients.py)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return json.loads(read_line(self.process.stdout, timeout))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def run_json(command: list[str], timeout: float) -> list[dict[str, Any]]:
+    """Runs a client on the client core and returns its JSON lines."""
+    done = subprocess.run(
+        pinned(CLIENT_CPU, command), capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def per_message(result: dict[str, Any], cpu_key: str) -> dict[str, float]:
+    """Messages (or handshakes) per second and CPU microseconds per message of a window."""
+    count = result["count"]
+    if count <= 0:
+        raise RuntimeError("nothing completed in the measured window")
+    figures = {"rate": count / result["seconds"], "cpu_us": result[cpu_key] / count * 1e6}
+    figures.update({key: result[key] for key in ("p50_us", "p99_us", "open_s") if key in result})
+    return figures
+
+
+def size_label(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size >> 20} MiB"
+    if size >= 1 << 10:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
+
+
+def client_scenario(size: int, inflight: int, compression: str | None) -> str:
+    label = f"{size_label(size)} x{inflight}"
+    return f"{label} {compression}" if compression else label
+
+
+class Suite:
+    def __init__(self, profile: Profile, bin_dir: Path, loadgen: Path, logs: Path) -> None:
+        self.profile = profile
+        self.bin_dir = bin_dir
+        self.loadgen = loadgen
+        self.logs = logs
+        self.rows: list[Row] = []
+
+    def row(self, section: str, scenario: str, name: str, role: str) -> Row:
+        row = Row(section, scenario, name, role)
+        self.rows.append(row)
+        return row
+
+    def echo_server(self, raw: bool = False) -> tuple[Process, int]:
+        port = free_port()
+        command = [self.loadgen, "echo", "--port", port, *(["--raw"] if raw else [])]
+        return Process(SERVER_CPU, command, self.logs / "echo.log"), port
+
+    # --- clients against the reference echo server (bench/loadgen)
+
+    def python_clients(self) -> None:
+        print("Python clients against the reference echo server")
+        echo, port = self.echo_server()
+        workers: dict[str, Process] = {}
+        try:
+            for compression in COMPRESSIONS:
+                for size in SIZES:
+                    for inflight in (1, PIPELINED):
+                        self.python_client_scenario(workers, port, size, inflight, compression)
+        finally:
+            for worker in workers.values():
+                worker.stop()
+            echo.stop()
+
+    def python_client_scenario(
+        self,
+        workers: dict[str, Process],
+        port: int,
+        size: int,
+        inflight: int,
+        compression: str | None,
+    ) -> None:
+        from clients import CLIENTS, options
+
+        scenario = client_scenario(size, inflight, compression)
+        rows = {}
+        for kind, section, name, role in PYTHON_CLIENTS:
+            try:
+                options(CLIENTS[kind][0], compression)
+            except ValueError:
+                continue  # the library has no such compression
+            rows[kind] = self.row(section, scenario, name, role)
+        request = {
+            "port": port,
+            "size": size,
+            "inflight": inflight,
+            "warmup": self.profile.warmup,
+            "seconds": self.profile.seconds,
+            "compression": compression,
+        }
+
+        def measure(kind: str) -> list[dict[str, float]]:
+            if kind not in workers:
+                command = [sys.executable, HERE / "clients.py", kind]
+                log = self.logs / f"client-{kind}.log"
+                workers[kind] = Process(CLIENT_CPU, command, log, wait_ready=False)
+            try:
+                answer = workers[kind].ask(request, self.profile.seconds + SLACK_SECONDS)
+            except Exception:
+                workers.pop(kind).stop()
+                raise
+            if "error" in answer:
+                raise RuntimeError(answer["error"])
+            return [per_message(answer, "cpu_s")]
+
+        for _ in range(self.profile.runs):
+            for kind, row in rows.items():
+                row.add(measure, kind)
+
+    def c_clients(self) -> None:
+        print("C clients against the reference echo server")
+        echo, port = self.echo_server()
+        raw_echo, raw_port = self.echo_server(raw=True)
+        clients = (
+            ("ferrows (C)", "ferrows", "ferrows_client", port),
+            ("libwebsockets", "peer", "lws_client", port),
+            ("raw TCP", "floor", "tcp_client", raw_port),
+        )
+        try:
+            for size in SIZES:
+                for inflight in (1, PIPELINED):
+                    scenario = client_scenario(size, inflight, None)
+                    rows = [
+                        (self.row("C clients", scenario, name, role), program, target)
+                        for name, role, program, target in clients
+                    ]
+                    for _ in range(self.profile.runs):
+                        for row, program, target in rows:
+                            row.add(self.c_client, program, target, size, inflight)
+        finally:
+            echo.stop()
+            raw_echo.stop()
+
+    def c_client(self, program: str, port: int, size: int, inflight: int):
+        profile = self.profile
+        command = [self.bin_dir / program, port, size, inflight, profile.warmup, profile.seconds]
+        (result,) = run_json(command, profile.warmup + profile.seconds + SLACK_SECONDS)
+        return [per_message(result, "cpu_s")]
+
+    # --- servers under the load generator
+
+    def load(self, server: Process, port: int, connections: int, inflight: int, raw: bool):
+        profile = self.profile
+        warmup = profile.server_warmup
+        command = [
+            self.loadgen, "load", "--port", port, "--pid", server.pid,
+            "--connections", connections, "--inflight", inflight, "--size", SERVER_SIZE,
+            "--warmup", warmup, "--seconds", profile.seconds, "--runs", profile.runs,
+            *(["--raw"] if raw else []),
+        ]  # fmt: skip
+        timeout = warmup + profile.runs * profile.seconds + SLACK_SECONDS
+        return [per_message(result, "server_cpu_s") for result in run_json(command, timeout)]
+
+    def servers(self, section: str, servers: list[tuple[str, str, list[Any], bool]]) -> None:
+        """Each server (name, role, command taking the port last, raw TCP or not) under
+        each load of SERVER_LOADS, then, restarted, holding idle connections."""
+        print(f"{section} under the load generator")
+        for name, role, command, raw in servers:
+            loads = [
+                (self.row(section, f"{SERVER_SIZE} B {c} conn x{k}", name, role), c, k)
+                for c, k in SERVER_LOADS
+            ]
+            port = free_port()
+            try:
+                server = Process(SERVER_CPU, [*command, port], self.logs / f"{name}.log")
+            except Exception as error:
+                for row, _, _ in loads:
+                    row.fail(error)
+                continue
+            with server:
+                for row, connections, inflight in loads:
+                    row.add(self.load, server, port, connections, inflight, raw)
+            if not raw:
+                self.idle_memory(name, role, command)
+
+    def idle_memory(self, name: str, role: str, command: list[Any]) -> None:
+        connections = self.profile.idle_connections
+        deadline = self.profile.idle_deadline
+        row = self.row("idle memory", f"{connections:,} connections", name, role)
+
+        def measure() -> list[dict[str, float]]:
+            port = free_port()
+            with Process(SERVER_CPU, [*command, port], self.logs / f"{name}.log") as server:
+                args = ["idle", "--port", port, "--pid", server.pid]
+                args += ["--connections", connections, "--deadline", deadline]
+                (result,) = run_json([self.loadgen, *args], deadline + SLACK_SECONDS)
+            if result["connections"] < connections:
+                row.note = f"{result['connections']:,} of {connections:,} opened in {deadline} s"
+            return [{key: result[key] for key in ("kib_per_connection", "open_s")}]
+
+        row.add(measure)
+
+    def python_servers(self) -> None:
+        servers = [
+            (name, role, [sys.executable, HERE / "servers.py", kind], False)
+            for kind, name, role in PYTHON_SERVERS
+        ]
+        self.servers("Python servers", servers)
+
+    def c_servers(self) -> None:
+        servers = [
+            ("ferrows (C)", "ferrows", [self.bin_dir / "ferrows_server"], False),
+            ("libwebsockets", "peer", [self.bin_dir / "lws_server"], False),
+            ("raw TCP", "floor", [self.loadgen, "echo", "--raw", "--port"], True),
+        ]
+        self.servers("C servers", servers)
+
+    def handshakes(self) -> None:
+        print("Handshakes per second, plain and TLS")
+        import trustme
+
+        names = {kind: (name, role) for kind, name, role in PYTHON_SERVERS}
+        with tempfile.TemporaryDirectory() as directory:
+            ca = trustme.CA()
+            leaf = ca.issue_cert("127.0.0.1")
+            ca_pem, cert_pem, key_pem = (Path(directory) / n for n in ("ca", "cert", "key"))
+            ca.cert_pem.write_to_path(str(ca_pem))
+            cert_pem.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+            leaf.private_key_pem.write_to_path(str(key_pem))
+            for tls in (False, True):
+                for kind in HANDSHAKE_SERVERS:
+                    name, role = names[kind]
+                    scenario = f"{'TLS' if tls else 'plain'}, {HANDSHAKE_CONCURRENCY} at once"
+                    row = self.row("handshakes", scenario, name, role)
+                    keys = [cert_pem, key_pem] if tls else []
+                    ca_args = ["--ca", ca_pem] if tls else []
+                    row.add(self.handshake_run, kind, keys, ca_args)
+
+    def handshake_run(self, kind: str, tls_files: list[Path], ca_args: list[Any]):
+        profile = self.profile
+        port = free_port()
+        command = [sys.executable, HERE / "servers.py", kind, port, *tls_files]
+        with Process(SERVER_CPU, command, self.logs / f"handshakes-{kind}.log") as server:
+            warmup = profile.server_warmup
+            args = [
+                "handshakes", "--port", port, "--pid", server.pid, *ca_args,
+                "--concurrency", HANDSHAKE_CONCURRENCY, "--warmup", warmup,
+                "--seconds", profile.seconds, "--runs", profile.runs,
+            ]  # fmt: skip
+            timeout = warmup + profile.runs * profile.seconds + SLACK_SECONDS
+            return [
+                per_message(r, "server_cpu_s") for r in run_json([self.loadgen, *args], timeout)
+            ]
+
+    # --- results
+
+    def summarize(self) -> None:
+        """Medians, spreads and ratios to the best peer of the same scenario."""
+        for row in self.rows:
+            if row.samples:
+                keys = row.samples[0].keys()
+                row.median = {k: statistics.median(s[k] for s in row.samples) for k in keys}
+                ranked = [s[SECTIONS[row.section].ranked] for s in row.samples]
+                middle = statistics.median(ranked)
+                row.spread = (max(ranked) - min(ranked)) / middle if middle else None
+        for row in self.rows:
+            section = SECTIONS[row.section]
+            peers = [
+                r.median[section.ranked]
+                for r in self.rows
+                if r.section == row.section and r.scenario == row.scenario
+                and r.role == "peer" and r.median
+            ]  # fmt: skip
+            if row.median and peers:
+                best = min(peers) if section.lower_is_better else max(peers)
+                value = row.median[section.ranked]
+                row.ratio = value / best if section.lower_is_better else best / value
+
+    def furthest_behind(self, count: int = 3) -> list[Row]:
+        ranked = [r for r in self.rows if r.role == "ferrows" and r.ratio is not None]
+        return sorted(ranked, key=lambda r: r.ratio or 0, reverse=True)[:count]
+
+
+def number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table_line(cells: list[str], widths: list[int]) -> str:
+    """A Markdown table line, padded: names to the left, figures to the right."""
+    padded = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "| " + " | ".join(padded) + " |"
+
+
+def table(suite: Suite) -> str:
+    """The results as Markdown tables, one per section."""
+    lines = []
+    for section in SECTIONS.values():
+        rows = [r for r in suite.rows if r.section == section.title]
+        if not rows:
+            continue
+        ranked_heading = next(h for h, key in section.columns if key == section.ranked)
+        order = "lower" if section.lower_is_better else "higher"
+        headings = ["scenario", "library", *(h for h, _ in section.columns), "spread", "x best"]
+        widths = [20, 16, *(10 for _ in section.columns), 6, 6]
+        lines += ["", f"### {section.title} (ranked by {ranked_heading}, {order} is better)", ""]
+        lines.append(table_line(headings, widths))
+        lines.append(
+            table_line(
+                ["-" * w if i < 2 else "-" * (w - 1) + ":" for i, w in enumerate(widths)], widths
+            )
+        )
+        for row in rows:
+            cells = [row.scenario, row.name]
+            if row.median:
+                cells += [number(row.median[key]) for _, key in section.columns]
+                cells.append(f"{row.spread:.0%}" if row.spread is not None else "")
+                cells.append(f"{row.ratio:.2f}" if row.ratio is not None else "")
+            else:
+                cells += ["FAILED" if row.error else "-"]
+                cells += ["" for _ in range(len(section.columns) + 1)]
+            lines.append(table_line(cells, widths))
+        lines += [f"\n{row.name}, {row.scenario}: {row.note}" for row in rows if row.note]
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def output(command: list[str]) -> str | None:
+        try:
+            return subprocess.run(
+                command, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "libraries": {package: version(package) for package in LIBRARY_VERSIONS},
+        "libwebsockets": output(["pkg-config", "--modversion", "libwebsockets"]),
+        "rustc": output(["rustc", "--version"]),
+        "commit": output(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"]),
+        "load_average": os.getloadavg(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every scenario once, briefly")
+    parser.add_argument("--bin-dir", type=Path, required=True, help="the built bench/c programs")
+    parser.add_argument("--loadgen", type=Path, required=True, help="the built bench/loadgen")
+    parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/...)")
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        print("the suite pins servers and clients to two different cores: it needs two")
+        return 1
+    mode = "quick" if args.quick else "full"
+    profile = PROFILES[mode]
+    out = args.out or HERE / "results" / ("quick.json" if args.quick else "latest.json")
+    logs = args.bin_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    suite = Suite(profile, args.bin_dir, args.loadgen, logs)
+    started = time.monotonic()
+    before = machine()
+    sections = {}
+    for part in (
+        suite.python_clients,
+        suite.c_clients,
+        suite.python_servers,
+        suite.c_servers,
+        suite.handshakes,
+    ):
+        part_started = time.monotonic()
+        part()
+        sections[part.__name__] = round(time.monotonic() - part_started)
+        print(f"  {part.__name__}: {sections[part.__name__]} s")
+    suite.summarize()
+    elapsed = time.monotonic() - started
+    pinning = (
+        f"servers on CPU {SERVER_CPU}, clients and load generator on CPU {CLIENT_CPU} (taskset)"
+    )
+    print(table(suite))
+    load = f"load average {before['load_average']} -> {os.getloadavg()}"
+    print(f"\n{mode} mode, {elapsed:.0f} s; {pinning}; {load}")
+    behind = suite.furthest_behind()
+    if behind:
+        print(
+            "furthest behind the best peer: "
+            + "; ".join(f"{r.section} / {r.scenario} / {r.name} x{r.ratio:.2f}" for r in behind)
+        )
+    report = {
+        "mode": mode,
+        "profile": asdict(profile),
+        "pinning": pinning,
+        "machine": before,
+        "load_average_after": os.getloadavg(),
+        "seconds": elapsed,
+        "section_seconds": sections,
+        "rows": [asdict(row) for row in suite.rows],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"JSON: {out}; logs: {logs}")
+    missing = [row for row in suite.rows if not row.samples]
+    for row in missing:
+        print(f"no figure: {row.section} / {row.scenario} / {row.name}: {row.error}")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
