@@ -46,7 +46,11 @@ struct Pair {
     client: Connection,
 }
 
-fn open_pair(server_config: ServerConfig, client_config: ClientConfig) -> Pair {
+fn open_pair(server_config: ServerConfig, mut client_config: ClientConfig) -> Pair {
+    // Uncompressed: these tests are about bytes on the wire and in the budgets, and their
+    // patterned messages would shrink a thousandfold (compression through the engine is
+    // tested from the faces: tests/python, tests/c, the interop matrix, Autobahn).
+    client_config.handshake.deflate = None;
     let server = Server::bind("127.0.0.1", 0, server_config).expect("bind");
     let port = server.local_addr().port();
     let pending = connect(&format!("ws://127.0.0.1:{port}/"), client_config).expect("connect");
