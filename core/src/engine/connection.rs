@@ -750,7 +750,6 @@ async fn read_loop_plain(connection: Connection, socket: Arc<TcpStream>) {
 
 async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
     let mut closed = connection.shared.closed_tx.subscribe();
-    let mut buffer = vec![0u8; READ_BUFFER];
     loop {
         let (paused, inline) = {
             let inner = connection.lock();
@@ -771,7 +770,7 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
             ready = socket.readable() => {
                 if let Err(error) = ready {
                     let mut inner = connection.lock();
-                    connection.absorb_read(&mut inner, Err(error), &buffer);
+                    connection.absorb_read(&mut inner, Err(error), &[]);
                     return;
                 }
             }
@@ -781,6 +780,9 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
         if inner.inline_reading || inner.reading_paused {
             continue;
         }
+        // The buffer lives on this poll's stack, not in the task: an idle connection holds
+        // none (16 KiB each, on servers with many connections).
+        let mut buffer = [0u8; READ_BUFFER];
         // try_io clears tokio's readiness when the socket turns out empty (an inline reader
         // may have emptied it), so the next readable() really waits.
         let read = socket.try_io(tokio::io::Interest::READABLE, || {
