@@ -265,16 +265,24 @@ def test_a_million_one_byte_fragments_without_a_frame_limit_cost_one_buffer(face
     attack_with_probe(server, attack, busy=True)
 
 
+def pausing_flood(
+    frame: bytes, count: int, batch: int = 4096
+) -> Callable[[RawStream, Memory], None]:
+    """An attack sending `frame` `count` times that the server must stop reading."""
+
+    def attack(stream: RawStream, memory: Memory) -> None:
+        sent, outcome = flood(stream, frame, count, batch)
+        memory.sample()
+        assert outcome == "paused", (sent, outcome)
+
+    return attack
+
+
 @pytest.mark.parametrize("face", FACES)
 def test_tiny_message_flood_to_a_busy_handler_pauses_reading(face, start_server):
     server = start_server(face)
-
-    def attack(stream: RawStream, memory: Memory) -> None:
-        sent, outcome = flood(stream, encode_frame(OP_TEXT, b""), 3_000_000)
-        memory.sample()
-        # Each queued message is charged a fixed overhead: the inbox fills, reading stops.
-        assert outcome == "paused", (sent, outcome)
-
+    # Each queued message is charged a fixed overhead: the inbox fills, reading stops.
+    attack = pausing_flood(encode_frame(OP_TEXT, b""), 3_000_000)
     attack_with_probe(server, attack, busy=True)
 
 
@@ -285,12 +293,6 @@ def test_compressed_flood_to_a_busy_handler_holds_the_inbox_to_its_limit(face, s
     # messages inflates to dozens of MiB, unless the server holds what the inbox has no room for.
     deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
     payload = deflater.compress(bytes((1 << 20) - 1024)) + deflater.flush(zlib.Z_SYNC_FLUSH)
-    frame = encode_frame(OP_BINARY, payload[:-4], rsv=4)
-
-    def attack(stream: RawStream, memory: Memory) -> None:
-        sent, outcome = flood(stream, frame, 100_000, batch=64)
-        memory.sample()
-        # The inbox fills to its limit, the rest is held compressed, reading stops.
-        assert outcome == "paused", (sent, outcome)
-
+    # The inbox fills to its limit, the rest is held compressed, reading stops.
+    attack = pausing_flood(encode_frame(OP_BINARY, payload[:-4], rsv=4), 100_000, batch=64)
     attack_with_probe(server, attack, busy=True, offer="permessage-deflate")
