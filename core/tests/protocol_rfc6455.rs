@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use ferrows_core::protocol::config::DEFAULT_MAX_FRAGMENTS;
 use ferrows_core::protocol::connection::{MAX_OWED_PONGS, MAX_PENDING_PINGS};
-use ferrows_core::protocol::message::CHUNK_OVERHEAD;
+use ferrows_core::protocol::message::{
+    recycle_message_buffer, CHUNK_OVERHEAD, INITIAL_MESSAGE_BUFFER, MAX_SPARE_BUFFER,
+};
 use ferrows_core::protocol::{
     Chunk, Connection, Event, MessageKind, PingAck, ProtocolConfig, Role, State,
 };
@@ -178,15 +180,54 @@ fn rfc6455_5_2_sent_lengths_use_the_minimal_7_16_and_64_bit_forms() {
 }
 
 #[test]
+fn a_recycled_message_buffer_assembles_the_next_large_message_on_its_thread() {
+    let t0 = Instant::now();
+    let large = vec![7u8; INITIAL_MESSAGE_BUFFER * 4];
+    for role in ROLES {
+        let mut conn = Connection::new(role, unlimited(), t0);
+        let receive = |conn: &mut Connection, payload: &[u8]| {
+            conn.receive_data(&Frame::binary(payload).to(role).encode(), t0);
+            let (_, data) = conn.pop_message().expect("a whole message");
+            assert_eq!(data, payload);
+            data
+        };
+        let first = receive(&mut conn, &large);
+        let address = first.as_ptr();
+        recycle_message_buffer(first);
+        // A small message leaves the spare alone; the next large one is assembled in it.
+        recycle_message_buffer(receive(&mut conn, b"small"));
+        let second = receive(&mut conn, &large);
+        assert_eq!(
+            second.as_ptr(),
+            address,
+            "{role:?}: the spare was not reused"
+        );
+        // Taken, it is no one's spare: the next large message gets a buffer of its own.
+        let third = receive(&mut conn, &large);
+        assert_ne!(third.as_ptr(), second.as_ptr(), "{role:?}");
+        // A buffer above the cap does not replace the spare.
+        let third_address = third.as_ptr();
+        recycle_message_buffer(third);
+        recycle_message_buffer(Vec::with_capacity(MAX_SPARE_BUFFER + 1));
+        let after = receive(&mut conn, &large);
+        assert_eq!(
+            after.as_ptr(),
+            third_address,
+            "{role:?}: the cap was not kept"
+        );
+        drop(second);
+    }
+}
+
+#[test]
 fn rfc6455_5_2_messages_encoded_in_place_match_queued_ones() {
     let t0 = Instant::now();
     for role in ROLES {
         for len in [0usize, 125, 126, 65535, 65536, 70000] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
             let mut conn = open(role, t0);
-            let mut out = vec![0u8; conn.message_frame_len(len)];
-            conn.encode_message_into(MessageKind::Text, &payload, &mut out)
-                .unwrap();
+            let frame_len = conn.message_frame_len(len);
+            let out = encode_in_place(&mut conn, MessageKind::Text, &payload, frame_len).unwrap();
             let frames = parse_wire(&out);
             assert_eq!(frames.len(), 1, "{role:?} len {len}");
             assert_eq!(frames[0].opcode, TEXT);
@@ -197,13 +238,11 @@ fn rfc6455_5_2_messages_encoded_in_place_match_queued_ones() {
         }
         // A wrong size, or output still pending, is refused rather than reordered.
         let mut conn = open(role, t0);
-        assert!(conn
-            .encode_message_into(MessageKind::Binary, b"abc", &mut [0u8; 3])
-            .is_err());
+        assert!(encode_in_place(&mut conn, MessageKind::Binary, b"abc", 3).is_err());
         conn.send_ping(b"p", t0).unwrap();
-        let mut out = vec![0u8; conn.message_frame_len(3)];
+        let frame_len = conn.message_frame_len(3);
         assert!(matches!(
-            conn.encode_message_into(MessageKind::Binary, b"abc", &mut out),
+            encode_in_place(&mut conn, MessageKind::Binary, b"abc", frame_len),
             Err(Error::Concurrency(_))
         ));
     }
@@ -957,10 +996,10 @@ fn rfc6455_5_5_2_owed_pong_is_written_by_every_output_accessor() {
 
         // A message cannot be encoded in place ahead of an owed pong.
         conn.receive_data(&Frame::ping("d").to(role).encode(), t0);
-        let mut buf = vec![0u8; conn.message_frame_len(3)];
+        let frame_len = conn.message_frame_len(3);
         assert!(
             matches!(
-                conn.encode_message_into(MessageKind::Binary, b"abc", &mut buf),
+                encode_in_place(&mut conn, MessageKind::Binary, b"abc", frame_len),
                 Err(Error::Concurrency(_))
             ),
             "{role:?}: encoded in place while a pong is owed"
@@ -970,8 +1009,7 @@ fn rfc6455_5_5_2_owed_pong_is_written_by_every_output_accessor() {
             [(PONG, b"d".to_vec())],
             "{role:?}"
         );
-        conn.encode_message_into(MessageKind::Binary, b"abc", &mut buf)
-            .unwrap();
+        encode_in_place(&mut conn, MessageKind::Binary, b"abc", frame_len).unwrap();
 
         // Queued output and an owed pong are counted together, and both are written.
         conn.receive_data(&Frame::ping("e").to(role).encode(), t0);

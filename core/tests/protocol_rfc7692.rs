@@ -583,10 +583,8 @@ fn per_message_opt_out_and_size_threshold() {
         [(MessageKind::Text, format!("{long}!").into_bytes())]
     );
     // A message encoded in place goes uncompressed, and the context stays in step.
-    let mut out = vec![0; client.message_frame_len(long.len())];
-    client
-        .encode_message_into(MessageKind::Text, long.as_bytes(), &mut out)
-        .unwrap();
+    let frame_len = client.message_frame_len(long.len());
+    let out = encode_in_place(&mut client, MessageKind::Text, long.as_bytes(), frame_len).unwrap();
     assert_eq!(parse_wire(&out)[0].rsv, 0);
     server.receive_data(&out, Instant::now());
     client

@@ -2,6 +2,7 @@
 //! by `ferrows.asyncio` on the event-loop thread. No runtime and no other thread is involved:
 //! a hop between threads per message costs more than a whole small round trip.
 
+use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use ferrows_core::protocol::handshake::{
@@ -9,7 +10,9 @@ use ferrows_core::protocol::handshake::{
     HandshakeLimits, Response, ServerOptions,
 };
 use ferrows_core::protocol::uri::WsUri;
-use ferrows_core::protocol::{Agreement, Connection, DeflateConfig, Event, Role};
+use ferrows_core::protocol::{
+    recycle_message_buffer, Agreement, Connection, DeflateConfig, Event, MessageKind, Role,
+};
 use ferrows_core::{CloseFrame, Error};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
@@ -41,6 +44,39 @@ pub struct PyAgreement(Agreement);
 impl PyAgreement {
     fn __str__(&self) -> String {
         self.0.to_header()
+    }
+}
+
+/// Received data as a Python object; its buffer goes back to the core for the next large
+/// message (every connection of this thread's event loop shares one spare).
+fn message_to_py(py: Python<'_>, kind: MessageKind, data: Vec<u8>) -> Bound<'_, PyAny> {
+    let object = data_to_py(py, kind, &data);
+    recycle_message_buffer(data);
+    object
+}
+
+/// A new `bytes` object of `length` bytes, every one written by `write`. Unlike
+/// `PyBytes::new_with`, the buffer is not zeroed first: for a large message that fill is a
+/// pass over memory the kernel has just handed over, as costly as the write itself.
+fn bytes_written_by<'py>(
+    py: Python<'py>,
+    length: usize,
+    write: impl FnOnce(&mut [MaybeUninit<u8>]) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = isize::try_from(length)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("message too large"))?;
+    // SAFETY: PyBytes_FromStringAndSize with a null pointer allocates `length` bytes to fill
+    // before the object is shared; it is owned here and reaches Python only once `write` has
+    // initialized every byte (on failure it is dropped unread).
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyBytes>();
+        let buffer = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<MaybeUninit<u8>>();
+        write(std::slice::from_raw_parts_mut(buffer, length))?;
+        Ok(bytes)
     }
 }
 
@@ -117,7 +153,7 @@ impl PyProtocolCore {
         // With input held for room, the face's data path takes the messages and the rest.
         if self.direct && inbox.len() == 1 && inbox.has_message() && !self.inner.holds_input() {
             if let Some((kind, data)) = self.inner.pop_message() {
-                return Ok(data_to_py(py, kind, &data));
+                return Ok(message_to_py(py, kind, data));
             }
         }
         Ok(self
@@ -184,14 +220,14 @@ impl PyProtocolCore {
             .inner
             .next_message()
             .map_err(|e| to_py_err(py, e, None))?;
-        Ok(message.map(|(kind, data)| data_to_py(py, kind, &data)))
+        Ok(message.map(|(kind, data)| message_to_py(py, kind, data)))
     }
 
     /// Takes the next chunk of received data as `(data, fin)`, or None.
     fn next_chunk<'py>(&mut self, py: Python<'py>) -> Option<(Bound<'py, PyAny>, bool)> {
         self.inner
             .pop_chunk()
-            .map(|chunk| (data_to_py(py, chunk.kind, &chunk.data), chunk.fin))
+            .map(|chunk| (message_to_py(py, chunk.kind, chunk.data), chunk.fin))
     }
 
     /// True while input waits for room in the inbox (over `inbox_limit`): `receive(b"")`
@@ -264,10 +300,11 @@ impl PyProtocolCore {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let (kind, data) = message.parts();
         if !self.inner.has_output() && !self.inner.compresses(data.len(), compress) {
-            // Encoded straight into the bytes object handed to the transport: one copy.
+            // Encoded straight into the bytes object handed to the transport: one pass over
+            // the data, no zero fill.
             let length = self.inner.message_frame_len(data.len());
             let inner = &mut self.inner;
-            return PyBytes::new_with(py, length, |out| {
+            return bytes_written_by(py, length, |out| {
                 inner
                     .encode_message_into(kind, data, out)
                     .map_err(|e| to_py_err(py, e, None))

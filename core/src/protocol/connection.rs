@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::Cursor;
+use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -10,8 +11,8 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use super::close::{self, INTERNAL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
 use super::deflate::{Agreement, Compressor, DeflateConfig, InflateError, Inflater};
-use super::mask::apply_mask;
-use super::message::{Chunk, Inbox};
+use super::mask::{apply_mask, copy_into, extend_masked, mask_into};
+use super::message::{message_buffer, Chunk, Inbox};
 use super::utf8::Utf8Validator;
 use super::ProtocolConfig;
 use crate::error::{CloseFrame, CloseInfo, Error};
@@ -497,15 +498,15 @@ impl Connection {
     }
 
     /// Encodes a whole message straight into `out`, which must be exactly
-    /// [`Connection::message_frame_len`] bytes: a driver that owns its output buffers (a
-    /// Python bytes object) is spared a copy. Only when no other output is pending, so that
-    /// frames stay in order. The message goes uncompressed: a driver asks
-    /// [`Connection::compresses`] first.
+    /// [`Connection::message_frame_len`] bytes and may be uninitialized: a driver that owns
+    /// its output buffers (a Python bytes object) is spared a copy and a zero fill. Only when
+    /// no other output is pending, so that frames stay in order. The message goes
+    /// uncompressed: a driver asks [`Connection::compresses`] first.
     pub fn encode_message_into(
         &mut self,
         kind: MessageKind,
         data: &[u8],
-        out: &mut [u8],
+        out: &mut [MaybeUninit<u8>],
     ) -> Result<(), Error> {
         self.check_can_send()?;
         if self.sending_fragmented.is_some() || self.has_output() {
@@ -517,14 +518,16 @@ impl Connection {
             return Err(Error::Config("output buffer of the wrong size".into()));
         }
         let header = self.frame_header(data_opcode(kind), true);
-        let mut cursor = std::io::Cursor::new(&mut *out);
+        let mut head = [0u8; MAX_HEADER];
+        let mut cursor = Cursor::new(&mut head[..]);
         header
             .format(data.len() as u64, &mut cursor)
-            .expect("the buffer was sized for the header");
-        let start = cursor.position() as usize;
-        out[start..].copy_from_slice(data);
-        if let Some(key) = header.mask {
-            apply_mask(&mut out[start..], key, 0);
+            .expect("the longest header fits");
+        let (head_out, payload_out) = out.split_at_mut(cursor.position() as usize);
+        copy_into(&head[..head_out.len()], head_out);
+        match header.mask {
+            Some(key) => mask_into(data, payload_out, key, 0),
+            None => copy_into(data, payload_out),
         }
         Ok(())
     }
@@ -672,11 +675,7 @@ impl Connection {
         header
             .format(payload.len() as u64, &mut self.output)
             .expect("writing to a Vec cannot fail");
-        let start = self.output.len();
-        self.output.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut self.output[start..], key, 0);
-        }
+        extend_masked(&mut self.output, payload, mask, 0);
     }
 
     /// Writes a data frame whose payload is `data` compressed: RSV1 on a message's first
@@ -832,7 +831,7 @@ impl Connection {
                 };
                 self.incoming = Some(Incoming {
                     kind,
-                    data: Vec::with_capacity(length.min(1 << 16) as usize),
+                    data: message_buffer(length),
                     size: 0,
                     frames: 0,
                     utf8: Utf8Validator::default(),
@@ -973,10 +972,9 @@ impl Connection {
             if incoming.compressed {
                 incoming.wire += take as u64;
                 let input = match mask {
-                    Some(key) => {
+                    Some(_) => {
                         self.unmasked.clear();
-                        self.unmasked.extend_from_slice(chunk);
-                        apply_mask(&mut self.unmasked, key, offset);
+                        extend_masked(&mut self.unmasked, chunk, mask, offset);
                         &self.unmasked[..]
                     }
                     None => chunk,
@@ -988,11 +986,8 @@ impl Connection {
                     return take;
                 }
             } else {
-                incoming.data.extend_from_slice(chunk);
+                extend_masked(&mut incoming.data, chunk, mask, offset);
                 incoming.size += take;
-                if let Some(key) = mask {
-                    apply_mask(&mut incoming.data[start..], key, offset);
-                }
             }
             if incoming.kind == MessageKind::Text
                 && incoming.utf8.feed(&incoming.data[start..]).is_err()
@@ -1001,11 +996,7 @@ impl Connection {
                 return take;
             }
         } else {
-            let start = self.control.len();
-            self.control.extend_from_slice(chunk);
-            if let Some(key) = mask {
-                apply_mask(&mut self.control[start..], key, offset);
-            }
+            extend_masked(&mut self.control, chunk, mask, offset);
         }
         if done {
             self.end_frame(now);

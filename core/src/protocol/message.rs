@@ -8,9 +8,56 @@
 //! own. A message being reassembled by a receiver that stopped waiting (a timeout, an
 //! interrupt) stays here, so the next receive goes on where the last one stopped.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use super::connection::MessageKind;
+
+/// A message announced at most this long gets a buffer of its announced size at once; a
+/// longer one starts at this size and grows as its data arrives, so that a frame header
+/// alone cannot make us allocate much. Also the smallest buffer worth keeping as a spare.
+pub const INITIAL_MESSAGE_BUFFER: usize = 64 << 10;
+
+/// The largest buffer a thread keeps as its spare (see [`recycle_message_buffer`]).
+pub const MAX_SPARE_BUFFER: usize = 4 << 20;
+
+thread_local! {
+    static SPARE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The buffer a message whose first frame announces `length` bytes is assembled in: for a
+/// large one, the calling thread's spare if it has one.
+pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
+    if length <= INITIAL_MESSAGE_BUFFER as u64 {
+        return Vec::with_capacity(length as usize);
+    }
+    let spare = SPARE_BUFFER.take();
+    if spare.capacity() > INITIAL_MESSAGE_BUFFER {
+        spare
+    } else {
+        Vec::with_capacity(INITIAL_MESSAGE_BUFFER)
+    }
+}
+
+/// Hands back the buffer of a received message whose bytes the caller has copied out, for
+/// the next large message received on this thread. A driver that copies every message into
+/// objects of its own, on one thread (the asyncio face), then receives large messages
+/// without allocating and freeing megabytes each time: freed, such blocks go back to the
+/// kernel and the next message faults every page in again. Each thread keeps one spare, of
+/// at most [`MAX_SPARE_BUFFER`] bytes.
+pub fn recycle_message_buffer(mut buffer: Vec<u8>) {
+    let capacity = buffer.capacity();
+    if capacity <= INITIAL_MESSAGE_BUFFER || capacity > MAX_SPARE_BUFFER {
+        return;
+    }
+    buffer.clear();
+    let current = SPARE_BUFFER.take();
+    SPARE_BUFFER.set(if current.capacity() >= capacity {
+        current
+    } else {
+        buffer
+    });
+}
 
 /// What a queued chunk costs beyond its payload: its place in the queue, the buffer's header
 /// and the allocator's rounding. Charged so that empty or tiny chunks are not free.

@@ -14,4 +14,4 @@ pub mod utf8;
 pub use config::ProtocolConfig;
 pub use connection::{Connection, Event, MessageKind, PingAck, Role, State};
 pub use deflate::{Agreement, DeflateConfig};
-pub use message::{Chunk, Inbox};
+pub use message::{recycle_message_buffer, Chunk, Inbox};

@@ -428,3 +428,18 @@ pub fn assert_inbox_empty(conn: &Connection, what: &str) {
         inbox.charged_bytes()
     );
 }
+
+/// [`Connection::encode_message_into`] into a new buffer of `len` bytes, left uninitialized
+/// as a driver's own buffers may be.
+pub fn encode_in_place(
+    conn: &mut Connection,
+    kind: MessageKind,
+    data: &[u8],
+    len: usize,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(len);
+    conn.encode_message_into(kind, data, &mut out.spare_capacity_mut()[..len])?;
+    // SAFETY: encode_message_into succeeded, so it wrote all `len` bytes.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
