@@ -2,6 +2,7 @@
 //! by `ferrows.asyncio` on the event-loop thread. No runtime and no other thread is involved:
 //! a hop between threads per message costs more than a whole small round trip.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
@@ -9,13 +10,14 @@ use ferrows_core::protocol::handshake::{
     self, accept_response, parse_request, validate_request, ClientHandshake, ClientOptions,
     HandshakeLimits, Response, ServerOptions,
 };
+use ferrows_core::protocol::message::{INITIAL_MESSAGE_BUFFER, MAX_SPARE_BUFFER};
 use ferrows_core::protocol::uri::WsUri;
 use ferrows_core::protocol::{
     recycle_message_buffer, Agreement, Connection, DeflateConfig, Event, MessageKind, Role,
 };
 use ferrows_core::{CloseFrame, Error};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 
 use crate::connection::{data_to_py, Outgoing};
 use crate::convert::{headers_from, request_tuple, response_tuple, RequestTuple};
@@ -77,6 +79,59 @@ fn bytes_written_by<'py>(
         let buffer = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<MaybeUninit<u8>>();
         write(std::slice::from_raw_parts_mut(buffer, length))?;
         Ok(bytes)
+    }
+}
+
+thread_local! {
+    /// The buffer of the last large frame sent from this thread, reused by the next one once
+    /// the transport has let go of it.
+    static SEND_BUFFER: RefCell<Option<Py<PyByteArray>>> = const { RefCell::new(None) };
+}
+
+/// A frame of `length` bytes (at least [`INITIAL_MESSAGE_BUFFER`]), written by `write`, as a
+/// memoryview over a bytearray that the thread reuses once nothing else refers to it (the
+/// transport wrote it all, or finished writing it). A new object of a megabyte per message,
+/// freed soon after, is handed back to the kernel by the allocator and faulted in again by
+/// the next message; one thread's reused buffer (at most [`MAX_SPARE_BUFFER`]) is not.
+fn large_frame<'py>(
+    py: Python<'py>,
+    length: usize,
+    write: impl FnOnce(&mut [MaybeUninit<u8>]) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY (Py_REFCNT): a valid object; only this slot's reference left means no
+    // memoryview or transport holds it, so it may be resized and overwritten.
+    let reusable = SEND_BUFFER
+        .with_borrow_mut(Option::take)
+        .filter(|buffer| unsafe { pyo3::ffi::Py_REFCNT(buffer.as_ptr()) } == 1);
+    let buffer = match reusable {
+        Some(buffer) => {
+            let buffer = buffer.into_bound(py);
+            buffer.resize(length)?;
+            buffer
+        }
+        None => new_bytearray(py, length)?,
+    };
+    // SAFETY: `buffer` is `length` bytes long and no one else refers to it yet.
+    let out =
+        unsafe { std::slice::from_raw_parts_mut(buffer.data().cast::<MaybeUninit<u8>>(), length) };
+    write(out)?;
+    if length <= MAX_SPARE_BUFFER {
+        SEND_BUFFER.set(Some(buffer.clone().unbind()));
+    }
+    Ok(PyMemoryView::from(&buffer)?.into_any())
+}
+
+/// A bytearray of `length` bytes left unfilled, for the caller to write before sharing it.
+fn new_bytearray(py: Python<'_>, length: usize) -> PyResult<Bound<'_, PyByteArray>> {
+    let size = isize::try_from(length)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("message too large"))?;
+    // SAFETY: a null source allocates without copying; the new object is owned here.
+    unsafe {
+        Ok(Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyByteArray>())
     }
 }
 
@@ -290,30 +345,36 @@ impl PyProtocolCore {
     }
 
     /// Encodes a whole message (str: text, bytes: binary), compressed when permessage-deflate
-    /// was negotiated unless `compress` is False; returns the bytes to write.
+    /// was negotiated unless `compress` is False; returns the bytes to write (a memoryview
+    /// over the thread's reused send buffer for a large uncompressed frame).
     #[pyo3(signature = (message, compress=true))]
     fn send<'py>(
         &mut self,
         py: Python<'py>,
         message: Outgoing,
         compress: bool,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (kind, data) = message.parts();
         if !self.inner.has_output() && !self.inner.compresses(data.len(), compress) {
-            // Encoded straight into the bytes object handed to the transport: one pass over
-            // the data, no zero fill.
+            // Encoded straight into the object handed to the transport: one pass over the
+            // data, no zero fill.
             let length = self.inner.message_frame_len(data.len());
             let inner = &mut self.inner;
-            return bytes_written_by(py, length, |out| {
+            let encode = |out: &mut [MaybeUninit<u8>]| {
                 inner
                     .encode_message_into(kind, data, out)
                     .map_err(|e| to_py_err(py, e, None))
-            });
+            };
+            return if length >= INITIAL_MESSAGE_BUFFER {
+                large_frame(py, length, encode)
+            } else {
+                Ok(bytes_written_by(py, length, encode)?.into_any())
+            };
         }
         self.inner
             .send_message_with(kind, data, compress)
             .map_err(|e| self.closed_error(py, e))?;
-        Ok(self.output(py))
+        Ok(self.output(py).into_any())
     }
 
     /// Encodes one fragment (the first one's `compress` counts); returns the bytes to write.

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvloop
-from ferrows.asyncio import ServerConnection
+from ferrows.asyncio import ServerConnection, connect
 from wsutil import accept_value, parse_frame
+
+MIB = 1 << 20
 
 HOST = "127.0.0.1"
 TEST_TIMEOUT = 30.0
@@ -232,3 +234,20 @@ async def read_until_close(reader: asyncio.StreamReader, limit: int = 10_000) ->
         if frame[1] == 0x8:
             return frames
     raise AssertionError(f"no close frame within {limit} frames")
+
+
+async def send_large_messages_back_to_back(url: str, **options: Any) -> None:
+    """Large frames are written from one buffer per thread, reused only once the transport
+    has let go of it: messages queued in the transport before any is written (8 MiB at once)
+    must each arrive as sent, whatever their sizes."""
+    messages = [bytes([i]) * (MIB - 4096 * i) for i in range(8)] + [b"small", b"z" * MIB]
+    async with connect(url, max_size=None, **options) as ws:
+        for message in messages:
+            ws.send_nowait(message)
+        for message in messages:
+            answer = await bounded(ws.recv())
+            assert len(answer) == len(message) and answer == message
+        # One after another, the buffer is reused and resized.
+        for message in reversed(messages):
+            await ws.send(message)
+            assert await bounded(ws.recv()) == message

@@ -10,7 +10,18 @@ import threading
 import pytest
 import websockets.asyncio.client
 import websockets.asyncio.server
-from aiosupport import HOST, aiotest, bounded, drain, echo, settle, still_pending, ws_url
+from aiosupport import (
+    HOST,
+    aiotest,
+    bounded,
+    drain,
+    echo,
+    send_large_messages_back_to_back,
+    settle,
+    still_pending,
+    ws_url,
+)
+from ferrows import _ferrows
 from ferrows.asyncio import ServerConnection, connect, serve
 from ferrows.exceptions import (
     ConcurrencyError,
@@ -54,6 +65,25 @@ async def test_text_binary_empty_and_one_mebibyte():
                 answer = await bounded(ws.recv())
                 assert type(answer) is type(message)
                 assert answer == message
+
+
+@aiotest
+async def test_large_messages_sent_back_to_back_arrive_intact():
+    async with serve(echo, HOST, 0, max_size=None) as server:
+        await send_large_messages_back_to_back(ws_url(server.port))
+
+
+def test_a_large_frame_still_referenced_is_never_overwritten():
+    """The send buffer that large frames reuse: while anything refers to one (a transport
+    keeping what it could not write yet), the next frame is written elsewhere."""
+    core = _ferrows.ProtocolCore(False, {})  # a server's frames: payloads unmasked
+    first = core.send(b"a" * MIB)
+    second = core.send(b"b" * MIB)
+    assert bytes(first[-MIB:]) == b"a" * MIB
+    assert bytes(second[-MIB:]) == b"b" * MIB
+    del first, second
+    third = core.send(b"c" * (MIB // 2))
+    assert len(third) == 10 + MIB // 2 and bytes(third[10:]) == b"c" * (MIB // 2)
 
 
 @aiotest

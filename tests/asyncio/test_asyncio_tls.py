@@ -8,7 +8,7 @@ import ssl
 import ferrows.sync
 import pytest
 import websockets.asyncio.client
-from aiosupport import HOST, aiotest, bounded, echo, ws_url
+from aiosupport import HOST, aiotest, bounded, echo, send_large_messages_back_to_back, ws_url
 from ferrows.asyncio import connect, serve
 from ferrows.exceptions import TLSError
 
@@ -27,6 +27,13 @@ async def test_wss_with_trusted_ca(tls):
                 await ws.send(message)
                 assert await bounded(ws.recv()) == message
         assert ws.close_code == 1000
+
+
+@aiotest
+async def test_large_messages_sent_back_to_back_over_tls_arrive_intact(tls):
+    async with serve(echo, HOST, 0, ssl=tls.server_context(), max_size=None) as server:
+        url = ws_url(server.port, scheme="wss")
+        await send_large_messages_back_to_back(url, ssl=tls.client_context())
 
 
 @aiotest
