@@ -563,19 +563,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+# The suite's parts, in the order they run.
+PARTS = ("python_clients", "c_clients", "python_servers", "c_servers", "handshakes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every scenario once, briefly")
     parser.add_argument("--bin-dir", type=Path, required=True, help="the built bench/c programs")
     parser.add_argument("--loadgen", type=Path, required=True, help="the built bench/loadgen")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/...)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run this part only (repeatable); the JSON then goes to bench/results/only.json",
+    )
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         print("the suite pins servers and clients to two different cores: it needs two")
         return 1
     mode = "quick" if args.quick else "full"
     profile = PROFILES[mode]
-    out = args.out or HERE / "results" / ("quick.json" if args.quick else "latest.json")
+    default_out = "only.json" if args.only else "quick.json" if args.quick else "latest.json"
+    out = args.out or HERE / "results" / default_out
     logs = args.bin_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(HERE))
@@ -584,13 +595,7 @@ def main() -> int:
     started = time.monotonic()
     before = machine()
     sections = {}
-    for part in (
-        suite.python_clients,
-        suite.c_clients,
-        suite.python_servers,
-        suite.c_servers,
-        suite.handshakes,
-    ):
+    for part in (getattr(suite, name) for name in PARTS if name in (args.only or PARTS)):
         part_started = time.monotonic()
         part()
         sections[part.__name__] = round(time.monotonic() - part_started)

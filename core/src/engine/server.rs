@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::ServerConfig;
 use super::connection::{Connection, HandshakeInfo, Notifier, Setup};
@@ -403,7 +403,6 @@ async fn accept_loop(
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let deadline = shared
                 .config
                 .handshake_timeout
@@ -429,10 +428,23 @@ async fn accept_loop(
                 return;
             };
             let connection = accepted.open(deadline).await;
-            connection.closed().await;
-            shared.forget(&connection);
+            // This task's state is sized for a TLS and WebSocket handshake (about 10 KiB):
+            // a task of a few hundred bytes waits for the end instead, so that an open
+            // connection does not keep it.
+            tokio::spawn(forget_when_closed(connection, shared, slot));
         });
     }
+}
+
+/// Waits for `connection` to end, then removes it from the server's list and frees its slot.
+async fn forget_when_closed(
+    connection: Connection,
+    shared: Arc<ServerShared>,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    connection.closed().await;
+    shared.forget(&connection);
+    drop(slot);
 }
 
 /// Runs `work` until `deadline`; `None` if it passed first.
