@@ -49,7 +49,8 @@ class ServerConnection(Connection):
         self._server = server
         self._head: bytearray | None = bytearray()
         self._has_slot = False
-        self._handshake_task: asyncio.Task[None] | None = None
+        # The handshake's task, then the handler's (the loop keeps only weak references).
+        self._task: asyncio.Task[None] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,7 +97,7 @@ class ServerConnection(Connection):
             return
         self.request = _request_from_core(raw_request)
         self._transport.pause_reading()  # type: ignore[union-attr]
-        self._handshake_task = self._loop.create_task(self._handshake(raw_request, rest))
+        self._task = self._loop.create_task(self._handshake(raw_request, rest))
 
     def respond(self, status: int | http.HTTPStatus, text: str) -> Response:
         """Builds a plain-text HTTP response, for ``process_request`` to return."""
@@ -167,7 +168,9 @@ class ServerConnection(Connection):
         self._start(rest)
         self._transport.resume_reading()
         if server._handler is not None:
-            await self._run_handler(server._handler)
+            # In a task of its own, so that this one's frame (the request as parsed, the
+            # response's bytes) is not kept for as long as the handler runs.
+            self._task = self._loop.create_task(self._run_handler(server._handler))
 
     async def _run_handler(self, handler: Handler) -> None:
         try:
