@@ -8,7 +8,8 @@ use ferrows_core::protocol::MessageKind;
 use ferrows_core::Error;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::exceptions::PyTypeError;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use crate::convert::{address_tuple, request_tuple, response_tuple, RequestTuple};
 use crate::errors::{shared_to_py_err, to_py_err};
@@ -27,10 +28,31 @@ pub fn data_to_py<'py>(py: Python<'py>, kind: MessageKind, data: &[u8]) -> Bound
 }
 
 /// Data to send: text or binary.
-#[derive(FromPyObject)]
 pub enum Outgoing {
     Text(PyBackedStr),
     Binary(PyBackedBytes),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Outgoing {
+    type Error = PyErr;
+
+    /// Tries each type with a plain check: a derived extraction builds (and formats) a
+    /// Python exception for every variant that does not match, on every binary message.
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(bytes) = obj.cast::<PyBytes>() {
+            return Ok(Outgoing::Binary(PyBackedBytes::from(bytes.to_owned())));
+        }
+        if let Ok(text) = obj.cast::<PyString>() {
+            return Ok(Outgoing::Text(PyBackedStr::try_from(text.to_owned())?));
+        }
+        if let Ok(bytearray) = obj.cast::<PyByteArray>() {
+            return Ok(Outgoing::Binary(PyBackedBytes::from(bytearray.to_owned())));
+        }
+        Err(PyTypeError::new_err(format!(
+            "a message is str or bytes, not {}",
+            obj.get_type().name()?
+        )))
+    }
 }
 
 impl Outgoing {
