@@ -82,6 +82,10 @@ fn bytes_written_by<'py>(
     }
 }
 
+/// How much output `ProtocolCore.queue` lets wait for a batch's single write: enough for
+/// many small messages, little enough to keep the transport's flow control in charge.
+const BATCH_LIMIT: usize = 64 << 10;
+
 thread_local! {
     /// The buffer of the last large frame sent from this thread, reused by the next one once
     /// the transport has let go of it.
@@ -375,6 +379,35 @@ impl PyProtocolCore {
             .send_message_with(kind, data, compress)
             .map_err(|e| self.closed_error(py, e))?;
         Ok(self.output(py).into_any())
+    }
+
+    /// Encodes a whole message as `send` does, but leaves it in the core after whatever
+    /// output waits there, for `take_output` to return it all in one write. Returns what to
+    /// write now instead: a large frame with nothing before it (to be written from its own
+    /// buffer: waiting would only add a copy), or everything once [`BATCH_LIMIT`] bytes wait.
+    #[pyo3(signature = (message, compress=true))]
+    fn queue<'py>(
+        &mut self,
+        py: Python<'py>,
+        message: Outgoing,
+        compress: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (kind, data) = message.parts();
+        if data.len() >= INITIAL_MESSAGE_BUFFER && !self.inner.has_output() {
+            return self.send(py, message, compress).map(Some);
+        }
+        self.inner
+            .send_message_with(kind, data, compress)
+            .map_err(|e| self.closed_error(py, e))?;
+        if self.inner.output_len() >= BATCH_LIMIT {
+            return Ok(self.take_output(py).map(Bound::into_any));
+        }
+        Ok(None)
+    }
+
+    /// The output waiting in the core, or None (none, or the transport paused writing).
+    fn take_output<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.output_due().then(|| self.output(py))
     }
 
     /// Encodes one fragment (the first one's `compress` counts); returns the bytes to write.

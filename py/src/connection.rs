@@ -6,9 +6,9 @@ use std::time::Duration;
 use ferrows_core::engine::{self, Chunk, PendingConnect};
 use ferrows_core::protocol::MessageKind;
 use ferrows_core::Error;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::exceptions::PyTypeError;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use crate::convert::{address_tuple, request_tuple, response_tuple, RequestTuple};

@@ -87,6 +87,26 @@ def test_a_large_frame_still_referenced_is_never_overwritten():
 
 
 @aiotest
+async def test_messages_sent_in_one_turn_keep_their_order_among_pings_and_fragments():
+    """Whole messages sent in one turn of the loop wait in the core for one write; a ping,
+    a fragmented message or a close written meanwhile goes after them, never before."""
+    recorder = Recorder()
+    async with websockets.asyncio.server.serve(recorder, HOST, 0) as server:
+        async with connect(ws_url(websockets_port(server))) as ws:
+            ws.send_nowait("one")
+            await ws.send(b"two")
+            pong = await ws.ping(b"p")
+            ws.send_nowait("three")
+            await ws.send(["fr", "ag"])
+            await ws.send("four")
+            ws.send_nowait("five")
+            await ws.close()
+        expected = [["one"], [b"two"], ["three"], ["fr", "ag"], ["four"], ["five"]]
+        assert [await recorder.next() for _ in expected] == expected
+        assert await bounded(pong) >= 0
+
+
+@aiotest
 async def test_bytes_like_messages_are_sent_as_binary():
     recorder = Recorder()
     async with websockets.asyncio.server.serve(recorder, HOST, 0) as server:

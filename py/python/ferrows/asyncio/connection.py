@@ -120,6 +120,12 @@ class Connection(asyncio.BufferedProtocol):
         # While the transport has paused writing, what the peer alone makes us send (pongs,
         # the close frame) stays in the core, where owed pongs stay bounded.
         self._writing_paused = False
+        # Messages sent in one turn of the loop wait in the core for one write (a system
+        # call) instead of one each: _batched is set while some wait, _batching while a
+        # read's messages go to the listener (the read then ends with the write; otherwise
+        # it is scheduled for later in this turn).
+        self._batching = False
+        self._batched = False
         self._recv_waiter: asyncio.Future[None] | None = None
         self._receiving = False
         self._streaming = False
@@ -186,17 +192,25 @@ class Connection(asyncio.BufferedProtocol):
             return
         received = core.receive_into(self._buffer, nbytes)
         kind = type(received)
-        if kind is int:
-            # The common case: only data arrived; `received` is the inbox's charged size.
-            self._data_arrived(received)
-        elif kind is list:
-            self._process(received)
-        else:
-            # A listener's common case: one whole message and nothing else.
-            try:
-                self.listener.on_message(self, received)  # type: ignore[union-attr]
-            except Exception:
-                self._listener_failed("on_message")
+        # What the listener sends while this read's messages are delivered goes out in one
+        # write once they all are (see _send_message).
+        self._batching = True
+        try:
+            if kind is int:
+                # The common case: only data arrived; `received` is the inbox's charged size.
+                self._data_arrived(received)
+            elif kind is list:
+                self._process(received)
+            else:
+                # A listener's common case: one whole message and nothing else.
+                try:
+                    self.listener.on_message(self, received)  # type: ignore[union-attr]
+                except Exception:
+                    self._listener_failed("on_message")
+        finally:
+            self._batching = False
+            if self._batched:
+                self._write_batch()
 
     def eof_received(self) -> bool | None:
         if self._core is not None:
@@ -475,9 +489,9 @@ class Connection(asyncio.BufferedProtocol):
         while self._fragmenting is not None:
             await asyncio.shield(self._fragmenting)
         if isinstance(message, (str, bytes)) and text is None:
-            self._write(self._sender().send(message, compress))
+            self._send_message(self._sender(), message, compress)
         elif isinstance(message, (str, bytes, bytearray, memoryview)):
-            self._write(self._sender().send(typed(payload(message), text), compress))
+            self._send_message(self._sender(), typed(payload(message), text), compress)
         elif isinstance(message, AsyncIterable):
             await self._send_fragments(message.__aiter__(), text, compress)
         elif isinstance(message, Iterable):
@@ -497,7 +511,25 @@ class Connection(asyncio.BufferedProtocol):
             core = self._sender()  # raises the right exception
         if self._fragmenting is not None:
             raise ConcurrencyError("a fragmented message is being sent; use await send()")
-        self._transport.write(core.send(message, compress))
+        self._send_message(core, message, compress)
+
+    def _send_message(self, core: Any, message: Data, compress: bool) -> None:
+        """Encodes a whole message, to be written with the others sent in this turn of the
+        loop: before the loop next waits for events, and at once past 64 KiB."""
+        data = core.queue(message, compress)
+        if data is not None:
+            self._transport.write(data)  # type: ignore[union-attr]
+        elif not self._batched:
+            self._batched = True
+            if not self._batching:
+                self._loop.call_soon(self._write_batch)
+
+    def _write_batch(self) -> None:
+        """Writes the messages waiting in the core since the last write, if any."""
+        self._batched = False
+        data = self._core.take_output()
+        if data is not None and not self._transport.is_closing():  # type: ignore[union-attr]
+            self._transport.write(data)  # type: ignore[union-attr]
 
     @property
     def write_buffer_size(self) -> int:
