@@ -108,6 +108,11 @@ enum ferrows_result
    other TLS failure is `FERROWS_ERR_TLS`).
    */
   FERROWS_ERR_TLS_UNTRUSTED = -14,
+  /*
+   The proxy refused the tunnel (the last error gives its HTTP status or SOCKS reply),
+   rejected the credentials, or broke its protocol.
+   */
+  FERROWS_ERR_PROXY = -15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -526,6 +531,29 @@ ferrows_result ferrows_config_tls_set_server_name(ferrows_config *config, const 
  `config` must be a valid config.
  */
 ferrows_result ferrows_config_tls_skip_verification(ferrows_config *config, bool skip);
+
+/*
+ Makes clients connect through the proxy at `url`: `http://`, `https://` (TLS to the
+ proxy, verified like servers), `socks5://` (the client resolves the server's name) or
+ `socks5h://` (the proxy does), with optional `user:password@`. NULL connects directly.
+ Replaces `ferrows_config_set_proxy_from_environment`.
+
+ # Safety
+ `config` must be a valid config and `url` NULL or a NUL-terminated string.
+ */
+ferrows_result ferrows_config_set_proxy(ferrows_config *config, const char *url);
+
+/*
+ With `enabled`, clients choose their proxy from the environment at each connect, as
+ Python's `websockets` does (`wss_proxy`/`ws_proxy`, `socks_proxy`, `https_proxy`,
+ `http_proxy`, `no_proxy`; docs/proxies.md); without, they connect directly. Off unless
+ set: a C program reads no environment it did not ask for. Replaces
+ `ferrows_config_set_proxy`.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_proxy_from_environment(ferrows_config *config, bool enabled);
 
 /*
  Opens a client connection to `url` (ws:// or wss://) without waiting: `out` receives the

@@ -22,6 +22,11 @@ if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! comman
   apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind g++ make binutils openssl >/dev/null
 fi
 
+step "Proxies for the proxy tests: tinyproxy and microsocks (apt-get)"
+if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq tinyproxy microsocks >/dev/null
+fi
+
 step "Interop peers: Chromium and libwebsockets (apt-get), Node ws (npm ci)"
 if ! command -v chromium >/dev/null || ! pkg-config --exists libwebsockets; then
   apt-get update -qq && apt-get install -y -qq chromium libwebsockets-dev >/dev/null

@@ -4,8 +4,11 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
+use ferrows_core::engine::{
+    ClientConfig, ProxySetting, ServerConfig, TlsServerOptions, Watermarks,
+};
 use ferrows_core::protocol::handshake::{validate_header, Headers};
+use ferrows_core::protocol::proxy::Proxy;
 use ferrows_core::protocol::{DeflateConfig, ProtocolConfig};
 
 use crate::boundary::{
@@ -697,6 +700,66 @@ pub unsafe extern "C" fn ferrows_config_tls_skip_verification(
     unsafe {
         with_config(config, |c| {
             c.client.tls.insecure_skip_verify = skip;
+            FERROWS_OK
+        })
+    }
+}
+
+/// Makes clients connect through the proxy at `url`: `http://`, `https://` (TLS to the
+/// proxy, verified like servers), `socks5://` (the client resolves the server's name) or
+/// `socks5h://` (the proxy does), with optional `user:password@`. NULL connects directly.
+/// Replaces `ferrows_config_set_proxy_from_environment`.
+///
+/// # Safety
+/// `config` must be a valid config and `url` NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_proxy(
+    config: *mut ferrows_config,
+    url: *const c_char,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on (`url` is read only when not NULL).
+    unsafe {
+        with_config(config, |c| {
+            if url.is_null() {
+                c.client.proxy = ProxySetting::Off;
+                return FERROWS_OK;
+            }
+            let url = match utf8_arg(url, "url") {
+                Ok(url) => url,
+                Err(code) => return code,
+            };
+            match Proxy::parse(url) {
+                Ok(proxy) => {
+                    c.client.proxy = ProxySetting::Url(proxy);
+                    FERROWS_OK
+                }
+                Err(error) => fail(&error),
+            }
+        })
+    }
+}
+
+/// With `enabled`, clients choose their proxy from the environment at each connect, as
+/// Python's `websockets` does (`wss_proxy`/`ws_proxy`, `socks_proxy`, `https_proxy`,
+/// `http_proxy`, `no_proxy`; docs/proxies.md); without, they connect directly. Off unless
+/// set: a C program reads no environment it did not ask for. Replaces
+/// `ferrows_config_set_proxy`.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_proxy_from_environment(
+    config: *mut ferrows_config,
+    enabled: bool,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            c.client.proxy = if enabled {
+                ProxySetting::FromEnvironment
+            } else {
+                ProxySetting::Off
+            };
             FERROWS_OK
         })
     }

@@ -12,12 +12,17 @@ use tokio::task::JoinHandle;
 use super::config::ClientConfig;
 use super::connection::{Connection, HandshakeInfo, Setup};
 use super::slot::Slot;
-use super::transport::{SharedTcp, Transport};
+use super::tls::TlsClientOptions;
+use super::transport::{SharedTcp, Stream, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::handshake::{ClientHandshake, HandshakeLimits, Response};
+use crate::protocol::proxy::{Proxy, ProxyHandshake};
 use crate::protocol::uri::WsUri;
 use crate::protocol::Role;
+
+/// The local and remote addresses of the TCP connection (to the proxy, if there is one).
+type Addresses = (Option<SocketAddr>, Option<SocketAddr>);
 
 /// The most body read from a refused handshake response, for the error report.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -82,10 +87,11 @@ pub fn connect_then(
         None
     };
     let handshake = ClientHandshake::new(&uri, &config.handshake)?;
+    let proxy = config.proxy.resolve(&uri)?;
     let runtime = runtime::handle()?;
     let spawn_handle = runtime.clone();
     let task = runtime.spawn(async move {
-        let open = open(&spawn_handle, uri, handshake, tls, config.clone());
+        let open = open(&spawn_handle, uri, handshake, tls, proxy, config.clone());
         let result = match config.open_timeout {
             Some(limit) => tokio::time::timeout(limit, open)
                 .await
@@ -121,23 +127,25 @@ async fn open(
     runtime: &tokio::runtime::Handle,
     uri: WsUri,
     handshake: ClientHandshake,
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    proxy: Option<Proxy>,
     config: ClientConfig,
 ) -> Result<Connection> {
     let (host, port) = uri.authority();
-    let tcp = connect_tcp(&host, port).await?;
-    let local_addr = tcp.local_addr().ok();
-    let remote_addr = tcp.peer_addr().ok();
-    let transport = match tls {
-        Some(tls_config) => {
-            let name = tls::server_name(&config.tls, &host)?;
-            let stream = tokio_rustls::TlsConnector::from(tls_config)
-                .connect(name, SharedTcp::new(tcp))
-                .await
-                .map_err(tls::handshake_error)?;
-            Transport::Secure(Box::new(stream))
+    let ((local_addr, remote_addr), transport) = match &proxy {
+        None => {
+            let tcp = connect_tcp(&host, port).await?;
+            let addresses = (tcp.local_addr().ok(), tcp.peer_addr().ok());
+            let transport = match tls {
+                Some(tls_config) => {
+                    let name = tls::server_name(&config.tls, &host)?;
+                    secure(SharedTcp::new(tcp), tls_config, name).await?
+                }
+                None => Transport::Plain(tcp),
+            };
+            (addresses, transport)
         }
-        None => Transport::Plain(tcp),
+        Some(proxy) => tunnel(proxy, &host, port, tls, &config).await?,
     };
     finish_handshake(
         runtime,
@@ -148,6 +156,83 @@ async fn open(
         remote_addr,
     )
     .await
+}
+
+/// Runs TLS over `stream`, checking the certificate against `name`.
+async fn secure<S: Stream>(
+    stream: S,
+    tls_config: Arc<rustls::ClientConfig>,
+    name: rustls_pki_types::ServerName<'static>,
+) -> Result<Transport> {
+    let stream = tokio_rustls::TlsConnector::from(tls_config)
+        .connect(name, stream)
+        .await
+        .map_err(tls::handshake_error)?;
+    Ok(Transport::Secure(Box::new(stream)))
+}
+
+/// Opens a tunnel to `host:port` through `proxy` (over TLS to an `https://` proxy), then TLS
+/// to the server inside it for wss://. Returns the addresses of the socket to the proxy and
+/// the transport.
+async fn tunnel(
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    config: &ClientConfig,
+) -> Result<(Addresses, Transport)> {
+    let target = if proxy.resolves_locally() {
+        resolve(host, port).await?.ip().to_string()
+    } else {
+        host.to_owned()
+    };
+    let user_agent = config.handshake.user_agent.as_deref();
+    let mut handshake = ProxyHandshake::new(proxy, &target, port, user_agent)?;
+    let tcp = connect_tcp(&proxy.host, proxy.port).await?;
+    let addresses = (tcp.local_addr().ok(), tcp.peer_addr().ok());
+    let mut stream = if proxy.is_tls() {
+        // The proxy is verified with the same roots as servers, by its own name.
+        let proxy_tls = tls::client_config(&config.tls)?;
+        let name = tls::server_name(&TlsClientOptions::default(), &proxy.host)?;
+        secure(SharedTcp::new(tcp), proxy_tls, name).await?
+    } else {
+        Transport::Plain(tcp)
+    };
+    let mut chunk = [0u8; 1024];
+    while !handshake.is_open() {
+        let output = handshake.output();
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Error::Proxy(
+                "the proxy closed the connection before the tunnel opened".into(),
+            ));
+        }
+        handshake.receive(&chunk[..n])?;
+    }
+    let transport = match tls {
+        Some(tls_config) => {
+            let name = tls::server_name(&config.tls, host)?;
+            secure(stream, tls_config, name).await?
+        }
+        None => stream,
+    };
+    Ok((addresses, transport))
+}
+
+/// The first address of `host`, for SOCKS5 proxies that expect the client to resolve.
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no address found for {host}"),
+            ))
+        })
 }
 
 async fn finish_handshake(

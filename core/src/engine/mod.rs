@@ -13,7 +13,7 @@ pub mod transport;
 
 pub use crate::protocol::Chunk;
 pub use client::{connect, connect_then, ConnectAttempt, PendingConnect};
-pub use config::{ClientConfig, ServerConfig, Watermarks};
+pub use config::{ClientConfig, ProxySetting, ServerConfig, Watermarks};
 pub use connection::{Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
 pub use server::{PendingHandshake, Server};
 pub use tls::{TlsClientOptions, TlsServerOptions};

@@ -14,11 +14,19 @@ from types import TracebackType
 from typing import Any, Callable
 
 from .. import _ferrows
+from .._proxy import ProxyOption, proxy_url
 from ..compression import Compression
-from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, TLSError
+from ..exceptions import (
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxyMessage,
+    InvalidStatus,
+    InvalidURI,
+    TLSError,
+)
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
-from .connection import Connection, Listener
+from .connection import Connection, Listener, _read_buffer
 from .options import Limit, connection_options
 
 __all__ = ["ClientConnection", "connect", "unix_connect"]
@@ -45,6 +53,9 @@ class ClientConnection(Connection):
         self._head_size: int | None = None
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self.request = _request_from_core(handshake.request())
+        # Through a proxy, start_tls asks for a buffer (to read a TLS session ticket) before
+        # connection_made.
+        self._buffer, self._view = _read_buffer()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -109,6 +120,9 @@ class connect:
     ``ssl``: True or an :class:`ssl.SSLContext` (wss:// URIs get a default context);
     ``server_hostname`` overrides the name checked; ``sock`` is a connected socket to use.
     ``listener`` (a factory of :class:`~ferrows.asyncio.Listener`) selects the callback API.
+    ``proxy``: as :func:`ferrows.sync.client.connect` (True: from the environment; not used
+    with ``sock`` or ``unix_path``); an ``https://`` proxy is verified with ``ssl`` if it is
+    a context, else the default one.
     Limits and timeouts as in :func:`ferrows.sync.client.connect`; ``read_limit`` pauses
     reading above it (bytes), ``write_limit`` makes ``send()`` wait above it.
     """
@@ -137,8 +151,10 @@ class connect:
         listener: Callable[[], Listener] | None = None,
         logger: logging.Logger | None = None,
         unix_path: str | None = None,
+        proxy: ProxyOption = True,
     ) -> None:
         self.uri = uri
+        self._proxy = proxy
         self._handshake_options = {
             "origin": origin,
             "subprotocols": list(subprotocols) if subprotocols else None,
@@ -187,8 +203,12 @@ class connect:
         kwargs: dict[str, Any] = {"ssl": context}
         if context is not None:
             kwargs["server_hostname"] = self._server_hostname or host
+        direct = self._unix_path is not None or self._sock is not None
+        proxy = None if direct else proxy_url(self._proxy, self.uri)
         try:
-            if self._unix_path is not None:
+            if proxy is not None:
+                connection = await self._open_tunnel(proxy, factory, host, port, **kwargs)
+            elif self._unix_path is not None:
                 _, connection = await loop.create_unix_connection(
                     factory, self._unix_path, sock=self._sock, **kwargs
                 )
@@ -207,6 +227,49 @@ class connect:
             # The traceback keeps this frame, and the connection keeps the exception: without
             # this, they would wait in a cycle for the garbage collector.
             del connection
+            raise
+        return connection
+
+    async def _open_tunnel(
+        self,
+        proxy: str,
+        factory: Callable[[], ClientConnection],
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None,
+        server_hostname: str | None = None,
+    ) -> ClientConnection:
+        """Opens a tunnel to ``host:port`` through ``proxy`` (the core's handshake), then
+        TLS inside it for wss://, and hands the transport to a new connection."""
+        loop = asyncio.get_running_loop()
+        handshake = _ferrows.ProxyHandshake(proxy)
+        if handshake.resolves_locally():
+            addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            host = addresses[0][4][0]
+        handshake.start(host, port, self._handshake_options["user_agent"])
+        proxy_host, proxy_port = handshake.address()
+        proxy_kwargs: dict[str, Any] = {}
+        if handshake.is_tls():
+            proxy_context = self._ssl if isinstance(self._ssl, ssl_module.SSLContext) else None
+            proxy_kwargs["ssl"] = proxy_context or ssl_module.create_default_context()
+            proxy_kwargs["server_hostname"] = proxy_host
+        transport, tunnel = await loop.create_connection(
+            lambda: _Tunnel(handshake), proxy_host, proxy_port, **proxy_kwargs
+        )
+        try:
+            await tunnel.opened
+            connection = factory()
+            if ssl is not None:
+                # start_tls leaves connection_made to the caller.
+                transport = await loop.start_tls(
+                    transport, connection, ssl, server_hostname=server_hostname
+                )
+            else:
+                transport.set_protocol(connection)
+            connection.connection_made(transport)
+        except BaseException:
+            transport.abort()
             raise
         return connection
 
@@ -251,6 +314,39 @@ class connect:
                 yield connection
             finally:
                 await connection.close()
+
+
+class _Tunnel(asyncio.Protocol):
+    """Moves the bytes of a proxy handshake until the tunnel opens."""
+
+    def __init__(self, handshake: Any) -> None:
+        self._handshake = handshake
+        self._transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._transport.write(self._handshake.output())  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if self.opened.done():
+            return
+        try:
+            if self._handshake.receive(data):
+                self.opened.set_result(None)
+                return
+        except Exception as exc:
+            self.opened.set_exception(exc.with_traceback(None))
+            return
+        output = self._handshake.output()
+        if output:
+            self._transport.write(output)  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            error = InvalidProxyMessage("the proxy closed the connection before the tunnel opened")
+            error.__cause__ = exc
+            self.opened.set_exception(error)
 
 
 def _backoff() -> Generator[float, None, None]:

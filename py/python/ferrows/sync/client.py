@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from .. import _ferrows
+from .._proxy import ProxyOption, proxy_url
 from ..compression import Compression
 from ..http11 import Headers, HeadersLike
 from .connection import Connection
@@ -45,6 +46,7 @@ def connect(
     read_limit: Limits = None,
     write_limit: Limits = None,
     compression: Compression = "deflate",
+    proxy: ProxyOption = True,
 ) -> ClientConnection:
     """Opens a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
 
@@ -63,11 +65,18 @@ def connect(
     watermark or a ``(high, low)`` pair. Keepalive pings every ``ping_interval`` seconds
     and closes with 1011 if no pong comes within ``ping_timeout`` (None disables either).
 
+    Proxy: ``proxy=True`` (the default) connects through the proxy the environment names,
+    as websockets does (``wss_proxy``/``ws_proxy``, ``socks_proxy``, ``https_proxy``,
+    ``http_proxy``, ``no_proxy``); None connects directly; a URL (``http://``, ``https://``,
+    ``socks5://``, ``socks5h://``, with optional ``user:password@``) names the proxy
+    (docs/proxies.md). The open timeout covers the proxy too.
+
     Compression: ``compression="deflate"`` offers permessage-deflate, None does not, a
     :class:`~ferrows.Deflate` sets its parameters (docs/compression.md).
 
     Raises :class:`~ferrows.exceptions.InvalidURI`,
-    :class:`~ferrows.exceptions.InvalidHandshake` and subclasses,
+    :class:`~ferrows.exceptions.InvalidProxy`,
+    :class:`~ferrows.exceptions.InvalidHandshake` and subclasses (``ProxyError``...),
     :class:`~ferrows.exceptions.TimeoutError`, :class:`~ferrows.exceptions.TLSError` or
     :class:`OSError`.
     """
@@ -101,6 +110,7 @@ def connect(
         key_data=key,
         server_hostname=server_hostname,
         insecure_skip_verify=insecure_skip_verify,
+        proxy=proxy_url(proxy, uri),
     )
     pending = _ferrows.connect(uri, options)
     connection = ClientConnection(pending.wait(), logger)
