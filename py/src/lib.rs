@@ -7,6 +7,7 @@ mod convert;
 mod errors;
 mod options;
 mod proxy;
+mod reconnect;
 mod server;
 mod wait;
 
@@ -33,6 +34,7 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(connection::connect, module)?)?;
     module.add_function(wrap_pyfunction!(set_runtime_threads, module)?)?;
     module.add_class::<proxy::PyProxyHandshake>()?;
+    module.add_class::<reconnect::PyBackoff>()?;
     module.add_function(wrap_pyfunction!(proxy::proxy_from_environment, module)?)?;
     module.add_class::<aio::PyProtocolCore>()?;
     module.add_class::<aio::PyClientHandshake>()?;

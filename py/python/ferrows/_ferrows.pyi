@@ -76,6 +76,13 @@ def connect(uri: str, options: dict[str, Any]) -> PendingConnect: ...
 def proxy_from_environment(uri: str, environ: Mapping[str, str]) -> str | None:
     """The proxy URL ``environ`` names for ``uri``, as websockets chooses it, or None."""
 
+class Backoff:
+    """Delays in seconds between reconnection attempts (the core's policy), endless."""
+
+    def __init__(self, initial_delay: float, factor: float, max_delay: float) -> None: ...
+    def __iter__(self) -> Backoff: ...
+    def __next__(self) -> float: ...
+
 class ProxyHandshake:
     """A tunnel being opened through a proxy (the core's sans-IO handshake)."""
 

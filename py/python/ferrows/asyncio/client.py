@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Generator, Sequence
@@ -15,15 +13,9 @@ from typing import Any, Callable
 
 from .. import _ferrows
 from .._proxy import ProxyOption, proxy_url
+from .._reconnect import backoff, is_transient
 from ..compression import Compression
-from ..exceptions import (
-    InvalidHandshake,
-    InvalidMessage,
-    InvalidProxyMessage,
-    InvalidStatus,
-    InvalidURI,
-    TLSError,
-)
+from ..exceptions import InvalidMessage, InvalidProxyMessage, TLSError
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
 from .connection import Connection, Listener, _read_buffer
@@ -32,13 +24,6 @@ from .options import Limit, connection_options
 __all__ = ["ClientConnection", "connect", "unix_connect"]
 
 client_logger = logging.getLogger("ferrows.client")
-
-#: Reconnection backoff: the first delay is random up to this (seconds), ...
-BACKOFF_INITIAL_DELAY = float(os.environ.get("FERROWS_BACKOFF_INITIAL_DELAY", "5"))
-#: ... then delays grow by this factor ...
-BACKOFF_FACTOR = float(os.environ.get("FERROWS_BACKOFF_FACTOR", "1.618"))
-#: ... up to this many seconds.
-BACKOFF_MAX_DELAY = float(os.environ.get("FERROWS_BACKOFF_MAX_DELAY", "90"))
 
 _MAX_ERROR_BODY = 65536
 
@@ -296,12 +281,12 @@ class connect:
         await self._connection.__aexit__(exc_type, exc_value, traceback)
 
     async def __aiter__(self) -> AsyncIterator[ClientConnection]:
-        delays = _backoff()
+        delays = backoff()
         while True:
             try:
                 connection = await self._open_with_timeout()
             except Exception as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise
                 delay = next(delays)
                 client_logger.info(
@@ -309,7 +294,7 @@ class connect:
                 )
                 await asyncio.sleep(delay)
                 continue
-            delays = _backoff()
+            delays = backoff()
             try:
                 yield connection
             finally:
@@ -347,27 +332,6 @@ class _Tunnel(asyncio.Protocol):
             error = InvalidProxyMessage("the proxy closed the connection before the tunnel opened")
             error.__cause__ = exc
             self.opened.set_exception(error)
-
-
-def _backoff() -> Generator[float, None, None]:
-    """Delays between attempts: random up to the initial delay, then growing with jitter."""
-    yield random.random() * BACKOFF_INITIAL_DELAY
-    delay = BACKOFF_INITIAL_DELAY
-    while True:
-        delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_DELAY)
-        yield delay * (0.5 + random.random() / 2)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help: network errors, timeouts and 5xx answers, not a 4xx or a
-    bad URI."""
-    if isinstance(exc, InvalidURI):
-        return False
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code >= 500
-    if isinstance(exc, InvalidHandshake):
-        return isinstance(exc, InvalidMessage)
-    return isinstance(exc, (OSError, asyncio.TimeoutError, WsTimeoutError))
 
 
 def unix_connect(path: str, uri: str = "ws://localhost/", **kwargs: Any) -> connect:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .. import _ferrows
 from .._proxy import ProxyOption, proxy_url
+from .._reconnect import backoff, is_transient
 from ..compression import Compression
 from ..http11 import Headers, HeadersLike
 from .connection import Connection
 from .options import Limits, protocol_options, read_pem
 
-__all__ = ["ClientConnection", "connect"]
+__all__ = ["ClientConnection", "connect", "reconnect"]
 
 logger = logging.getLogger("ferrows.client")
 
@@ -116,3 +119,34 @@ def connect(
     connection = ClientConnection(pending.wait(), logger)
     logger.debug("connected to %s as %s", uri, connection.id)
     return connection
+
+
+def reconnect(uri: str, **options: Any) -> Iterator[ClientConnection]:
+    """Connects to ``uri`` again and again: ``for websocket in reconnect(uri): ...``.
+
+    Each connection is yielded, then closed when the loop body moves on (or leaves the
+    loop). After a transient failure (refused, reset, timeouts, TLS failures, 5xx answers
+    from the server or the proxy) it waits with exponential backoff and jitter, the same
+    policy and settings as the asyncio face's ``async for`` (docs/sync.md), and tries
+    again; after a 4xx, an invalid URI or another handshake error it raises. ``options``
+    are :func:`connect`'s.
+
+    The sync spelling of asyncio's ``async for websocket in connect(uri)``: here
+    ``connect()`` returns an open connection, whose iteration yields messages.
+    """
+    delays = backoff()
+    while True:
+        try:
+            connection = connect(uri, **options)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            delay = next(delays)
+            logger.info("connect to %s failed (%s); retrying in %.1f s", uri, exc, delay)
+            time.sleep(delay)
+            continue
+        delays = backoff()
+        try:
+            yield connection
+        finally:
+            connection.close()
