@@ -93,6 +93,11 @@
     X(proxy_that_never_answers_hits_the_open_timeout)                                    \
     X(proxy_from_environment_only_when_asked)                                            \
     X(proxy_invalid_urls)                                                                \
+    /* reconnection (test_reconnect.c) */                                                  \
+    X(reconnect_keeps_one_handle_across_a_server_restart)                                \
+    X(reconnect_retries_after_503_not_after_403)                                         \
+    X(connect_retrying_returns_the_next_connected_handle)                                \
+    X(reconnect_policy_is_checked)                                                       \
     /* permessage-deflate (test_deflate.c) */                                              \
     X(deflate_defaults_agree_and_messages_flow)                                          \
     X(deflate_configured_and_turned_off)                                                 \

@@ -80,6 +80,17 @@ pub fn connect_then(
     config: ClientConfig,
     done: impl FnOnce(Result<Connection>) + Send + 'static,
 ) -> Result<ConnectAttempt> {
+    connect_after(Duration::ZERO, uri, config, done)
+}
+
+/// [`connect_then`] after waiting `delay` on the runtime (a reconnection's backoff); the
+/// open timeout starts after it, and dropping the attempt cancels the wait too.
+pub fn connect_after(
+    delay: Duration,
+    uri: &str,
+    config: ClientConfig,
+    done: impl FnOnce(Result<Connection>) + Send + 'static,
+) -> Result<ConnectAttempt> {
     let uri = WsUri::parse(uri)?;
     let tls = if uri.secure {
         Some(tls::client_config(&config.tls)?)
@@ -91,6 +102,9 @@ pub fn connect_then(
     let runtime = runtime::handle()?;
     let spawn_handle = runtime.clone();
     let task = runtime.spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let open = open(&spawn_handle, uri, handshake, tls, proxy, config.clone());
         let result = match config.open_timeout {
             Some(limit) => tokio::time::timeout(limit, open)
