@@ -123,6 +123,7 @@ pub fn client_config(options: &Bound<'_, PyDict>) -> PyResult<ClientConfig> {
             client_key_pem: get(options, "key_data")?,
             server_name: get(options, "server_hostname")?,
             insecure_skip_verify: get(options, "insecure_skip_verify")?.unwrap_or(false),
+            no_session_resumption: !get(options, "tls_session_resumption")?.unwrap_or(true),
         },
         ..defaults
     };

@@ -373,6 +373,80 @@ mod tests {
         assert_eq!(server.shutdown(WAIT).unwrap(), 0);
     }
 
+    /// Opens a TLS connection to `server` with `config` (the engine's configuration for some
+    /// options), completes the WebSocket handshake (so the session tickets sent after the
+    /// TLS handshake are read), and says how the TLS handshake went.
+    fn tls_handshake_kind(
+        server: &Server,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> rustls::HandshakeKind {
+        let address = server.local_addr();
+        runtime::handle().unwrap().block_on(async {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = tls::server_name(&TlsClientOptions::default(), "127.0.0.1").unwrap();
+            let mut stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let uri = WsUri::parse(&format!("wss://{address}/")).unwrap();
+            let handshake = ClientHandshake::new(&uri, &Default::default()).unwrap();
+            stream.write_all(&handshake.to_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while ClientHandshake::parse_response(&response, &HandshakeLimits::default())
+                .unwrap()
+                .is_none()
+            {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the server closed before its response");
+                response.extend_from_slice(&chunk[..n]);
+            }
+            stream.get_ref().1.handshake_kind().unwrap()
+        })
+    }
+
+    #[test]
+    fn connections_with_the_same_options_resume_the_tls_session() {
+        use rustls::HandshakeKind::{Full, Resumed};
+        let tls = TlsServerOptions {
+            cert_chain_pem: test_pem::SERVER_CERT.into(),
+            key_pem: test_pem::SERVER_KEY.into(),
+        };
+        let config = ServerConfig {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        let server = Server::bind("127.0.0.1", 0, config).unwrap();
+        let options = TlsClientOptions {
+            // Options of their own (the CA and a blank line): other tests connect to other
+            // servers at the same address, whose sessions would replace this server's in a
+            // shared configuration.
+            ca_pem: Some(format!("{}\n", test_pem::CA).into_bytes()),
+            no_system_roots: true,
+            ..Default::default()
+        };
+        // Held here: other tests fill the bounded cache of configurations, which may drop
+        // this one between the connections.
+        let resuming = tls::client_config(&options).unwrap();
+        let not_resuming = tls::client_config(&TlsClientOptions {
+            no_session_resumption: true,
+            ..options
+        })
+        .unwrap();
+        let kinds = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..4 {
+                    let pending = server.accept(WAIT).unwrap().expect("a handshake");
+                    pending.accept(None, &Headers::new()).unwrap();
+                }
+            });
+            [&resuming, &resuming, &not_resuming, &not_resuming]
+                .map(|options| tls_handshake_kind(&server, options))
+        });
+        assert_eq!(kinds, [Full, Resumed, Full, Full]);
+        server.shutdown(WAIT).unwrap();
+    }
+
     #[test]
     fn a_server_speaking_no_tls_is_another_tls_failure() {
         let server = Server::bind("127.0.0.1", 0, ServerConfig::default()).unwrap();

@@ -39,6 +39,7 @@ def connect(
     server_hostname: str | None = None,
     use_system_roots: bool = True,
     insecure_skip_verify: bool = False,
+    tls_session_resumption: bool = True,
     open_timeout: float | None = 10,
     close_timeout: float | None = 10,
     ping_interval: float | None = 20,
@@ -60,7 +61,8 @@ def connect(
     ``cadata`` (PEM) if given (``use_system_roots=False`` trusts only those).
     ``certfile``/``keyfile`` present a client certificate. ``server_hostname`` verifies
     against another name than the URI's host. ``insecure_skip_verify=True`` disables
-    verification: never use it outside tests.
+    verification: never use it outside tests. TLS sessions are resumed on the next connection
+    with the same TLS options (to the same host), unless ``tls_session_resumption=False``.
 
     Limits: ``max_size`` bounds a message, ``max_frame_size`` a frame and ``max_fragments``
     the frames of one message (None: no limit);
@@ -113,6 +115,7 @@ def connect(
         key_data=key,
         server_hostname=server_hostname,
         insecure_skip_verify=insecure_skip_verify,
+        tls_session_resumption=tls_session_resumption,
         proxy=proxy_url(proxy, uri),
     )
     pending = _ferrows.connect(uri, options)
