@@ -22,9 +22,9 @@ if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! comman
   apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind g++ make binutils openssl >/dev/null
 fi
 
-step "Proxies for the proxy tests: tinyproxy and microsocks (apt-get)"
-if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq tinyproxy microsocks >/dev/null
+step "Proxies for the proxy tests: tinyproxy, microsocks and stunnel (apt-get)"
+if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v stunnel >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq tinyproxy microsocks stunnel4 >/dev/null
 fi
 
 step "Interop peers: Chromium and libwebsockets (apt-get), Node ws (npm ci)"

@@ -3,15 +3,11 @@ core's proxy handshake; refusals, a silent proxy, and the environment's choice."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from aiosupport import HOST, aiotest, bounded, echo, ws_url
 from ferrows.asyncio import connect, serve
 from ferrows.exceptions import InvalidProxyMessage, InvalidProxyStatus, TimeoutError
-from proxies import PROXY_KINDS, ProxyProcess
-
-StartProxy = Callable[[str], ProxyProcess]
+from proxies import PROXY_KINDS
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
@@ -28,6 +24,23 @@ async def test_echo_through_each_proxy(kind, scheme, start_proxy, tls):
             for message in ["through the proxy", bytes(range(256)) * 1024]:
                 await ws.send(message)
                 assert await bounded(ws.recv()) == message
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+@aiotest
+async def test_echo_through_an_https_proxy(scheme, start_proxy, tls):
+    # TLS to the proxy (stunnel), verified with proxy_ssl; for wss, start_tls inside it.
+    proxy = start_proxy("tinyproxy-auth-tls", tls.cert_pem, tls.key_pem)
+    server_ssl = tls.server_context() if scheme == "wss" else None
+    client_ssl = tls.client_context() if scheme == "wss" else None
+    async with serve(echo, HOST, 0, ssl=server_ssl) as server:
+        uri = ws_url(server.port, scheme=scheme)
+        async with connect(
+            uri, proxy=proxy.url(), ssl=client_ssl, proxy_ssl=tls.client_context(), open_timeout=5
+        ) as ws:
+            assert ws.remote_address[:2] == (HOST, proxy.port)
+            await ws.send("through TLS to the proxy")
+            assert await bounded(ws.recv()) == "through TLS to the proxy"
 
 
 @aiotest

@@ -88,6 +88,7 @@
     X(tls_without_ca_fails)                                                              \
     /* proxies (test_proxy.c) */                                                           \
     X(proxy_http_connect_ws_and_wss)                                                     \
+    X(proxy_https_connect_ws_and_wss)                                                    \
     X(proxy_socks5_with_credentials_ws_and_wss)                                          \
     X(proxy_refusals_are_proxy_errors)                                                   \
     X(proxy_that_never_answers_hits_the_open_timeout)                                    \

@@ -1,6 +1,7 @@
-/* Proxies: tinyproxy (HTTP CONNECT with Basic auth) and microsocks (SOCKS5 with
- * username/password), started by tests/c/run.sh, which passes their URLs (with the right
- * credentials) in FERROWS_TEST_HTTP_PROXY and FERROWS_TEST_SOCKS_PROXY. */
+/* Proxies: tinyproxy (HTTP CONNECT with Basic auth), stunnel in front of it (an https://
+ * proxy with the suite's server certificate) and microsocks (SOCKS5 with username/password),
+ * started by tests/c/run.sh, which passes their URLs (with the right credentials) in
+ * FERROWS_TEST_HTTP_PROXY, FERROWS_TEST_HTTPS_PROXY and FERROWS_TEST_SOCKS_PROXY. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -82,6 +83,10 @@ done:
 
 void test_proxy_http_connect_ws_and_wss(void) {
     echo_ws_and_wss("FERROWS_TEST_HTTP_PROXY");
+}
+
+void test_proxy_https_connect_ws_and_wss(void) {
+    echo_ws_and_wss("FERROWS_TEST_HTTPS_PROXY");
 }
 
 void test_proxy_socks5_with_credentials_ws_and_wss(void) {

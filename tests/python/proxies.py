@@ -1,6 +1,7 @@
-"""Real proxies for the tests: tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), the Debian
-packages tests/run.sh installs, each started on a free port of 127.0.0.1 for one test; and a
-"proxy" that accepts and never answers."""
+"""Real proxies for the tests: tinyproxy (HTTP CONNECT), microsocks (SOCKS5) and stunnel (TLS
+in front of tinyproxy: an https:// proxy), the Debian packages tests/run.sh installs, each
+started on a free port of 127.0.0.1 for one test; and a "proxy" that accepts and never
+answers."""
 
 from __future__ import annotations
 
@@ -76,20 +77,7 @@ def start_tinyproxy(directory: Path, auth: bool) -> ProxyProcess:
         stderr=subprocess.STDOUT,
     )
     proxy = ProxyProcess("http", port, process, (USER, PASSWORD) if auth else None)
-    ready = threading.Event()
-
-    def follow() -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            proxy.log.append(line)
-            if "Accepting connections" in line:
-                ready.set()
-
-    threading.Thread(target=follow, name=f"tinyproxy-{port}", daemon=True).start()
-    if not ready.wait(START_TIMEOUT):
-        proxy.stop()
-        raise RuntimeError("tinyproxy did not start:\n" + "\n".join(proxy.log))
+    _wait_for_line(proxy, "Accepting connections", "tinyproxy")
     return proxy
 
 
@@ -132,20 +120,78 @@ class SilentProxy:
 
 
 PROXY_KINDS = ["tinyproxy", "tinyproxy-auth", "microsocks", "microsocks-auth"]
+"""Plain TCP to the proxy; ``tinyproxy-tls`` and ``tinyproxy-auth-tls`` put stunnel in front
+(an ``https://`` proxy) and need a certificate."""
+
+
+def start_stunnel(directory: Path, upstream: ProxyProcess, cert: Path, key: Path) -> ProxyProcess:
+    """stunnel (TLS) in front of `upstream`: an https:// proxy with its credentials. Ready
+    once it logs that it accepts connections."""
+    port = free_port()
+    config = directory / f"stunnel-{port}.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "foreground = yes",
+                "pid =",
+                "debug = info",
+                "[https-proxy]",
+                f"accept = {HOST}:{port}",
+                f"connect = {HOST}:{upstream.port}",
+                f"cert = {cert}",
+                f"key = {key}",
+            ]
+        )
+        + "\n"
+    )
+    process = subprocess.Popen(
+        [_need("stunnel"), str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    proxy = ProxyProcess("https", port, process, upstream.credentials)
+    _wait_for_line(proxy, "Accepting new connections", "stunnel")
+    return proxy
+
+
+def _wait_for_line(proxy: ProxyProcess, text: str, name: str) -> None:
+    """Follows the proxy's output (kept in ``proxy.log``) until a line holds ``text``."""
+    ready = threading.Event()
+
+    def follow() -> None:
+        assert proxy.process.stdout is not None
+        for raw in proxy.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            proxy.log.append(line)
+            if text in line:
+                ready.set()
+
+    threading.Thread(target=follow, name=f"{name}-{proxy.port}", daemon=True).start()
+    if not ready.wait(START_TIMEOUT):
+        proxy.stop()
+        raise RuntimeError(f"{name} did not start:\n" + "\n".join(proxy.log))
+
+
+StartProxy = Callable[..., ProxyProcess]
 
 
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[Callable[[str], ProxyProcess]]:
-    """Factory: ``start_proxy(kind)`` with a kind of :data:`PROXY_KINDS`; stopped at teardown."""
+def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
+    """Factory: ``start_proxy(kind, cert=None, key=None)`` with a kind of
+    :data:`PROXY_KINDS` (or a ``-tls`` one, with the certificate and key of the proxy);
+    stopped at teardown."""
     started: list[ProxyProcess] = []
 
-    def start(kind: str) -> ProxyProcess:
-        program, _, auth = kind.partition("-")
+    def start(kind: str, cert: Path | None = None, key: Path | None = None) -> ProxyProcess:
+        program, *options = kind.split("-")
+        auth = "auth" in options
         if program == "tinyproxy":
-            proxy = start_tinyproxy(tmp_path, auth=bool(auth))
+            proxy = start_tinyproxy(tmp_path, auth=auth)
         else:
-            proxy = start_microsocks(auth=bool(auth))
+            proxy = start_microsocks(auth=auth)
         started.append(proxy)
+        if "tls" in options:
+            assert cert is not None and key is not None, "a TLS proxy needs a certificate"
+            proxy = start_stunnel(tmp_path, proxy, cert, key)
+            started.append(proxy)
         return proxy
 
     yield start

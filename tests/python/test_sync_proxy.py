@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import trustme
 from ferrows.exceptions import (
     InvalidProxy,
     InvalidProxyMessage,
     InvalidProxyStatus,
     TimeoutError,
+    TLSError,
 )
 from ferrows.sync.client import connect
-from proxies import PROXY_KINDS, ProxyProcess, SilentProxy
+from proxies import PROXY_KINDS, SilentProxy, StartProxy
 from wsutil import Running, TlsFiles
 
-StartProxy = Callable[[str], ProxyProcess]
+OTHER_CA = trustme.CA().cert_pem.bytes()
 
 
 @pytest.fixture(params=["ws", "wss"])
@@ -41,6 +43,27 @@ def test_echo_through_each_proxy(
         big = bytes(range(256)) * 1024
         ws.send(big)
         assert ws.recv(timeout=5) == big
+
+
+@pytest.mark.parametrize("kind", ["tinyproxy-tls", "tinyproxy-auth-tls"])
+def test_echo_through_an_https_proxy(
+    kind: str, start_proxy: StartProxy, server: Running, tls_files: TlsFiles
+) -> None:
+    # TLS to the proxy (stunnel, verified with the same CA), then, for wss, TLS inside it.
+    proxy = start_proxy(kind, tls_files.cert_pem, tls_files.key_pem)
+    assert proxy.url().startswith("https://")
+    with connect(server.url, proxy=proxy.url(), cafile=tls_files.ca_pem, open_timeout=5) as ws:
+        assert ws.remote_address == ("127.0.0.1", proxy.port)
+        ws.send("through TLS to the proxy")
+        assert ws.recv(timeout=5) == "through TLS to the proxy"
+
+
+def test_an_untrusted_https_proxy_is_a_tls_error(
+    start_proxy: StartProxy, echo_server: Running, tls_files: TlsFiles
+) -> None:
+    proxy = start_proxy("tinyproxy-tls", tls_files.cert_pem, tls_files.key_pem)
+    with pytest.raises(TLSError):
+        connect(echo_server.url, proxy=proxy.url(), use_system_roots=False, cadata=OTHER_CA)
 
 
 def test_socks5_resolving_locally(

@@ -106,8 +106,8 @@ class connect:
     ``server_hostname`` overrides the name checked; ``sock`` is a connected socket to use.
     ``listener`` (a factory of :class:`~ferrows.asyncio.Listener`) selects the callback API.
     ``proxy``: as :func:`ferrows.sync.client.connect` (True: from the environment; not used
-    with ``sock`` or ``unix_path``); an ``https://`` proxy is verified with ``ssl`` if it is
-    a context, else the default one.
+    with ``sock`` or ``unix_path``); TLS to an ``https://`` proxy uses ``proxy_ssl`` (an
+    :class:`ssl.SSLContext`), else ``ssl`` if it is a context, else the default context.
     Limits and timeouts as in :func:`ferrows.sync.client.connect`; ``read_limit`` pauses
     reading above it (bytes), ``write_limit`` makes ``send()`` wait above it.
     """
@@ -137,9 +137,11 @@ class connect:
         logger: logging.Logger | None = None,
         unix_path: str | None = None,
         proxy: ProxyOption = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.uri = uri
         self._proxy = proxy
+        self._proxy_ssl = proxy_ssl
         self._handshake_options = {
             "origin": origin,
             "subprotocols": list(subprotocols) if subprotocols else None,
@@ -236,7 +238,9 @@ class connect:
         proxy_host, proxy_port = handshake.address()
         proxy_kwargs: dict[str, Any] = {}
         if handshake.is_tls():
-            proxy_context = self._ssl if isinstance(self._ssl, ssl_module.SSLContext) else None
+            proxy_context = self._proxy_ssl
+            if proxy_context is None and isinstance(self._ssl, ssl_module.SSLContext):
+                proxy_context = self._ssl
             proxy_kwargs["ssl"] = proxy_context or ssl_module.create_default_context()
             proxy_kwargs["server_hostname"] = proxy_host
         transport, tunnel = await loop.create_connection(
