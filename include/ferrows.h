@@ -108,6 +108,11 @@ enum ferrows_result
    other TLS failure is `FERROWS_ERR_TLS`).
    */
   FERROWS_ERR_TLS_UNTRUSTED = -14,
+  /*
+   The proxy refused the tunnel (the last error gives its HTTP status or SOCKS reply),
+   rejected the credentials, or broke its protocol.
+   */
+  FERROWS_ERR_PROXY = -15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -175,6 +180,14 @@ enum ferrows_event_kind
    A server accepted a connection: take it with `ferrows_event_take_conn`.
    */
   FERROWS_EVENT_ACCEPT = 6,
+  /*
+   A connection with a reconnection policy (`ferrows_config_set_reconnect`) ended, or
+   an attempt to open it failed, and it will try again after the backoff; an OPEN event
+   follows when it is connected again, on the same handle. `ferrows_event_result` and
+   `ferrows_event_message` say why; `ferrows_event_close_code` is the code the
+   connection ended with (0 after a failed attempt).
+   */
+  FERROWS_EVENT_RECONNECTING = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -528,6 +541,51 @@ ferrows_result ferrows_config_tls_set_server_name(ferrows_config *config, const 
 ferrows_result ferrows_config_tls_skip_verification(ferrows_config *config, bool skip);
 
 /*
+ Makes clients connect through the proxy at `url`: `http://`, `https://` (TLS to the
+ proxy, verified like servers), `socks5://` (the client resolves the server's name) or
+ `socks5h://` (the proxy does), with optional `user:password@`. NULL connects directly.
+ Replaces `ferrows_config_set_proxy_from_environment`.
+
+ # Safety
+ `config` must be a valid config and `url` NULL or a NUL-terminated string.
+ */
+ferrows_result ferrows_config_set_proxy(ferrows_config *config, const char *url);
+
+/*
+ With `enabled`, clients choose their proxy from the environment at each connect, as
+ Python's `websockets` does (`wss_proxy`/`ws_proxy`, `socks_proxy`, `https_proxy`,
+ `http_proxy`, `no_proxy`; docs/proxies.md); without, they connect directly. Off unless
+ set: a C program reads no environment it did not ask for. Replaces
+ `ferrows_config_set_proxy`.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_proxy_from_environment(ferrows_config *config, bool enabled);
+
+/*
+ Makes clients reconnect: a connection opened with `ferrows_connect` then survives server
+ restarts on one handle (a RECONNECTING event, then OPEN again), and
+ `ferrows_connect_retrying` retries until connected. After a transient failure (refused,
+ reset, timeouts, TLS, 5xx answers), the next attempt waits: at first a random delay up to
+ `initial_delay_ms`, then each delay `factor` (>= 1) times the previous one, up to
+ `max_delay_ms`, of which the fraction `jitter` (0 to 1) is random. After a 4xx or
+ another handshake error, or once `max_attempts` failures in a row (a dropped connection
+ counts as one; 0: no limit), it gives up. `enabled` false turns reconnection off (the
+ default); the other values are then ignored. websockets' values: 5000, 1.618, 90000, 0.5.
+
+ # Safety
+ `config` must be a valid config.
+ */
+ferrows_result ferrows_config_set_reconnect(ferrows_config *config,
+                                            bool enabled,
+                                            uint32_t initial_delay_ms,
+                                            double factor,
+                                            uint32_t max_delay_ms,
+                                            double jitter,
+                                            uint32_t max_attempts);
+
+/*
  Opens a client connection to `url` (ws:// or wss://) without waiting: `out` receives the
  connection at once, and `queue` gets a `FERROWS_EVENT_OPEN` or `FERROWS_EVENT_ERROR`
  event, then its messages and its `FERROWS_EVENT_CLOSED`. Events carry `userdata`.
@@ -551,6 +609,24 @@ ferrows_result ferrows_connect(const ferrows_config *config,
  `config` must be valid; `url` NUL-terminated; `out` valid.
  */
 ferrows_result ferrows_connect_blocking(const ferrows_config *config,
+                                        const char *url,
+                                        int32_t timeout_ms,
+                                        void *userdata,
+                                        ferrows_conn **out);
+
+/*
+ Like `ferrows_connect_blocking`, but retries after transient failures (refused, reset,
+ timeouts, TLS, 5xx answers) with the config's reconnection policy
+ (`ferrows_config_set_reconnect`; without one, websockets' values), waiting between
+ attempts on this thread; returns the first connection that opens. It gives up on a 4xx
+ or another handshake error (that error), once the policy's `max_attempts` attempts failed
+ (the last error), or when `timeout_ms` (-1: none) has passed over all attempts
+ (`FERROWS_TIMEOUT`). Blocking programs call it again when their connection ends.
+
+ # Safety
+ `config` must be valid; `url` NUL-terminated; `out` valid.
+ */
+ferrows_result ferrows_connect_retrying(const ferrows_config *config,
                                         const char *url,
                                         int32_t timeout_ms,
                                         void *userdata,
@@ -616,6 +692,8 @@ ferrows_result ferrows_conn_ping(ferrows_conn *conn,
  Starts the closing handshake with `code` and `reason` (NULL: none). What was sent before
  is delivered first. Codes: 1000-1003, 1007-1014, 3000-4999; 1005 sends a close frame
  without a status (then `reason` must be empty); others are `FERROWS_ERR_INVALID_ARG`. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
+ A reconnecting handle then does not reconnect; between connections, the call stops the
+ attempts, and no event follows.
 
  # Safety
  `conn` must be valid; `reason` NULL or NUL-terminated.
@@ -732,8 +810,8 @@ void *ferrows_event_userdata(const ferrows_event *event);
 const uint8_t *ferrows_event_data(const ferrows_event *event, size_t *len);
 
 /*
- A CLOSED event's close code: the peer's, else ours, else 1006 (no close frame). 0 for
- other events.
+ A CLOSED (or RECONNECTING) event's close code: the peer's, else ours, else 1006 (no
+ close frame). 0 for other events.
 
  # Safety
  `event` must be NULL or a valid event.
@@ -741,7 +819,7 @@ const uint8_t *ferrows_event_data(const ferrows_event *event, size_t *len);
 uint16_t ferrows_event_close_code(const ferrows_event *event);
 
 /*
- Why a CLOSED or ERROR event happened: `FERROWS_OK` for a clean close, else the error.
+ Why a CLOSED, ERROR or RECONNECTING event happened: `FERROWS_OK` for a clean close, else the error.
  `FERROWS_ERR_NULL_PARAM` (with a last error) for NULL.
 
  # Safety
@@ -750,7 +828,8 @@ uint16_t ferrows_event_close_code(const ferrows_event *event);
 int32_t ferrows_event_result(const ferrows_event *event);
 
 /*
- Copies a CLOSED event's close reason, or an ERROR event's description, into `(buf, len)`
+ Copies a CLOSED event's close reason, or an ERROR or RECONNECTING event's description,
+ into `(buf, len)`
  (NUL-terminated), its length in `out_len`.
 
  # Safety

@@ -22,6 +22,11 @@ if ! command -v cmake >/dev/null || ! command -v valgrind >/dev/null || ! comman
   apt-get update -qq && apt-get install -y -qq cmake pkg-config valgrind g++ make binutils openssl >/dev/null
 fi
 
+step "Proxies for the proxy tests: tinyproxy, microsocks and stunnel (apt-get)"
+if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v stunnel >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq tinyproxy microsocks stunnel4 >/dev/null
+fi
+
 step "Interop peers: Chromium and libwebsockets (apt-get), Node ws (npm ci)"
 if ! command -v chromium >/dev/null || ! pkg-config --exists libwebsockets; then
   apt-get update -qq && apt-get install -y -qq chromium libwebsockets-dev >/dev/null

@@ -136,6 +136,20 @@ pub enum Error {
     /// The server's certificate failed verification: unknown issuer, wrong name, expired...
     #[error("TLS: untrusted certificate: {0}")]
     UntrustedCertificate(String),
+    /// The proxy URL is not a valid http, https, socks5 or socks5h URL.
+    #[error("invalid proxy {proxy:?}: {reason}")]
+    InvalidProxy {
+        /// The proxy URL as given, without its credentials.
+        proxy: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The proxy broke its protocol, refused the credentials or (SOCKS) the connection.
+    #[error("proxy: {0}")]
+    Proxy(String),
+    /// The HTTP proxy answered CONNECT with a status other than 2xx.
+    #[error("proxy rejected connection: HTTP {}", .0.status)]
+    ProxyStatus(Box<Response>),
     /// An invalid option or argument.
     #[error("invalid configuration: {0}")]
     Config(String),

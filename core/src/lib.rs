@@ -9,5 +9,6 @@
 pub mod engine;
 pub mod error;
 pub mod protocol;
+pub mod reconnect;
 
 pub use error::{CloseFrame, CloseInfo, Error, Result};

@@ -50,6 +50,9 @@ pub enum ferrows_result {
     /// The server's certificate was not trusted: unknown issuer, wrong name, expired... (any
     /// other TLS failure is `FERROWS_ERR_TLS`).
     FERROWS_ERR_TLS_UNTRUSTED = -14,
+    /// The proxy refused the tunnel (the last error gives its HTTP status or SOCKS reply),
+    /// rejected the credentials, or broke its protocol.
+    FERROWS_ERR_PROXY = -15,
 }
 
 use ferrows_result::*;
@@ -86,7 +89,8 @@ pub fn code_of(error: &Error) -> ferrows_result {
         Error::WouldDeadlock => FERROWS_ERR_WOULD_DEADLOCK,
         Error::Tls(_) => FERROWS_ERR_TLS,
         Error::UntrustedCertificate(_) => FERROWS_ERR_TLS_UNTRUSTED,
-        Error::Config(_) => FERROWS_ERR_INVALID_ARG,
+        Error::Config(_) | Error::InvalidProxy { .. } => FERROWS_ERR_INVALID_ARG,
+        Error::Proxy(_) | Error::ProxyStatus(_) => FERROWS_ERR_PROXY,
         Error::Io(_) => FERROWS_ERR_IO,
     }
 }
@@ -266,6 +270,7 @@ pub extern "C" fn ferrows_result_str(result: i32) -> *const c_char {
         -12 => b"buffer too small\0",
         -13 => b"invalid state\0",
         -14 => b"untrusted TLS certificate\0",
+        -15 => b"proxy refused or failed\0",
         _ => b"unknown result\0",
     };
     text.as_ptr().cast()

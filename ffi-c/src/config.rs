@@ -4,9 +4,13 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use ferrows_core::engine::{ClientConfig, ServerConfig, TlsServerOptions, Watermarks};
+use ferrows_core::engine::{
+    ClientConfig, ProxySetting, ServerConfig, TlsServerOptions, Watermarks,
+};
 use ferrows_core::protocol::handshake::{validate_header, Headers};
+use ferrows_core::protocol::proxy::Proxy;
 use ferrows_core::protocol::{DeflateConfig, ProtocolConfig};
+use ferrows_core::reconnect::BackoffPolicy;
 
 use crate::boundary::{
     bytes_arg, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null, utf8_arg,
@@ -18,6 +22,8 @@ use crate::boundary::{
 pub struct ferrows_config {
     pub(crate) client: ClientConfig,
     pub(crate) server: ServerConfig,
+    /// How clients reconnect (None: they do not).
+    pub(crate) reconnect: Option<BackoffPolicy>,
 }
 
 /// Applies `change` to the config behind `config`.
@@ -101,6 +107,7 @@ pub unsafe extern "C" fn ferrows_config_new(out: *mut *mut ferrows_config) -> fe
         let config = ferrows_config {
             client: ClientConfig::default(),
             server: ServerConfig::default(),
+            reconnect: None,
         };
         // SAFETY: not NULL, and the caller promises a writable pointer.
         unsafe { *out = Box::into_raw(Box::new(config)) };
@@ -698,6 +705,113 @@ pub unsafe extern "C" fn ferrows_config_tls_skip_verification(
         with_config(config, |c| {
             c.client.tls.insecure_skip_verify = skip;
             FERROWS_OK
+        })
+    }
+}
+
+/// Makes clients connect through the proxy at `url`: `http://`, `https://` (TLS to the
+/// proxy, verified like servers), `socks5://` (the client resolves the server's name) or
+/// `socks5h://` (the proxy does), with optional `user:password@`. NULL connects directly.
+/// Replaces `ferrows_config_set_proxy_from_environment`.
+///
+/// # Safety
+/// `config` must be a valid config and `url` NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_proxy(
+    config: *mut ferrows_config,
+    url: *const c_char,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on (`url` is read only when not NULL).
+    unsafe {
+        with_config(config, |c| {
+            if url.is_null() {
+                c.client.proxy = ProxySetting::Off;
+                return FERROWS_OK;
+            }
+            let url = match utf8_arg(url, "url") {
+                Ok(url) => url,
+                Err(code) => return code,
+            };
+            match Proxy::parse(url) {
+                Ok(proxy) => {
+                    c.client.proxy = ProxySetting::Url(proxy);
+                    FERROWS_OK
+                }
+                Err(error) => fail(&error),
+            }
+        })
+    }
+}
+
+/// With `enabled`, clients choose their proxy from the environment at each connect, as
+/// Python's `websockets` does (`wss_proxy`/`ws_proxy`, `socks_proxy`, `https_proxy`,
+/// `http_proxy`, `no_proxy`; docs/proxies.md); without, they connect directly. Off unless
+/// set: a C program reads no environment it did not ask for. Replaces
+/// `ferrows_config_set_proxy`.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_proxy_from_environment(
+    config: *mut ferrows_config,
+    enabled: bool,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            c.client.proxy = if enabled {
+                ProxySetting::FromEnvironment
+            } else {
+                ProxySetting::Off
+            };
+            FERROWS_OK
+        })
+    }
+}
+
+/// Makes clients reconnect: a connection opened with `ferrows_connect` then survives server
+/// restarts on one handle (a RECONNECTING event, then OPEN again), and
+/// `ferrows_connect_retrying` retries until connected. After a transient failure (refused,
+/// reset, timeouts, TLS, 5xx answers), the next attempt waits: at first a random delay up to
+/// `initial_delay_ms`, then each delay `factor` (>= 1) times the previous one, up to
+/// `max_delay_ms`, of which the fraction `jitter` (0 to 1) is random. After a 4xx or
+/// another handshake error, or once `max_attempts` failures in a row (a dropped connection
+/// counts as one; 0: no limit), it gives up. `enabled` false turns reconnection off (the
+/// default); the other values are then ignored. websockets' values: 5000, 1.618, 90000, 0.5.
+///
+/// # Safety
+/// `config` must be a valid config.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_config_set_reconnect(
+    config: *mut ferrows_config,
+    enabled: bool,
+    initial_delay_ms: u32,
+    factor: f64,
+    max_delay_ms: u32,
+    jitter: f64,
+    max_attempts: u32,
+) -> ferrows_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        with_config(config, |c| {
+            if !enabled {
+                c.reconnect = None;
+                return FERROWS_OK;
+            }
+            let policy = BackoffPolicy {
+                initial_delay: Duration::from_millis(initial_delay_ms.into()),
+                factor,
+                max_delay: Duration::from_millis(max_delay_ms.into()),
+                jitter,
+                max_attempts: (max_attempts > 0).then_some(max_attempts),
+            };
+            match policy.validate() {
+                Ok(()) => {
+                    c.reconnect = Some(policy);
+                    FERROWS_OK
+                }
+                Err(error) => fail(&error),
+            }
         })
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use ferrows_core::engine::{self, ConnectAttempt, Ended};
 use ferrows_core::protocol::MessageKind;
+use ferrows_core::reconnect::{Backoff, BackoffPolicy};
 use ferrows_core::Error;
+use std::time::{Duration, Instant};
 
 use crate::boundary::{
     bytes_arg, code_of, copy_out, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null,
@@ -45,10 +47,31 @@ pub(crate) struct ConnState {
     userdata: AtomicUsize,
     queue: Mutex<Weak<QueueShared>>,
     pub(crate) queued: AtomicBool,
+    /// How to open the connection again when it ends (`ferrows_config_set_reconnect`).
+    reconnect: Option<Reconnect>,
+    /// Set by `ferrows_conn_close`: the end that follows is final.
+    closing: AtomicBool,
+}
+
+/// What a reconnecting handle needs to open its connection again.
+struct Reconnect {
+    url: String,
+    client: engine::ClientConfig,
+    policy: BackoffPolicy,
+    /// The current run of failures; a new one starts when the connection opens.
+    backoff: Mutex<Backoff>,
 }
 
 impl ConnState {
     pub(crate) fn new(connection: Option<engine::Connection>, userdata: *mut c_void) -> Arc<Self> {
+        Self::build(connection, userdata, None)
+    }
+
+    fn build(
+        connection: Option<engine::Connection>,
+        userdata: *mut c_void,
+        reconnect: Option<Reconnect>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             connection: Mutex::new(connection),
             attempt: Mutex::new(None),
@@ -58,6 +81,8 @@ impl ConnState {
             userdata: AtomicUsize::new(userdata as usize),
             queue: Mutex::new(Weak::new()),
             queued: AtomicBool::new(false),
+            reconnect,
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -117,7 +142,7 @@ impl ConnState {
     }
 
     /// The next event without waiting, for a queue; None when there is nothing.
-    pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
+    pub(crate) fn poll_event(self: &Arc<Self>) -> Option<Box<ferrows_event>> {
         self.next_event(Some(std::time::Duration::ZERO))
             .ok()
             .flatten()
@@ -125,7 +150,7 @@ impl ConnState {
 
     /// Waits up to `timeout` for the next message or the end of the connection.
     fn next_event(
-        &self,
+        self: &Arc<Self>,
         timeout: Option<std::time::Duration>,
     ) -> Result<Option<Box<ferrows_event>>, ferrows_result> {
         let connection = self.connection()?;
@@ -149,10 +174,144 @@ impl ConnState {
                     return Err(FERROWS_CLOSED);
                 }
                 let ended = connection.ended().expect("a closed connection has ended");
+                if let Some(event) = self.reconnect_after_end(&connection, &ended) {
+                    return Ok(Some(event));
+                }
                 Ok(Some(self.closed_event(&ended)))
             }
             Err(error) => Err(fail(&error)),
         }
+    }
+
+    /// Starts opening the connection again after `delay`, reporting to the handle's queue.
+    /// Nothing starts once the handle is freed.
+    fn start_attempt(self: &Arc<Self>, delay: Duration) -> Result<(), Error> {
+        let Some(reconnect) = &self.reconnect else {
+            return Ok(());
+        };
+        let state = self.clone();
+        let attempt = engine::connect_after(
+            delay,
+            &reconnect.url,
+            reconnect.client.clone(),
+            move |result| state.report_attempt(result),
+        )?;
+        let mut slot = self.attempt.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock the free takes the attempt with: a freed handle drops it.
+        if !self.freed.load(Ordering::Acquire) {
+            *slot = Some(attempt);
+        }
+        Ok(())
+    }
+
+    /// Reports how an attempt ended to the queue: OPEN, or RECONNECTING and another attempt
+    /// after the backoff, or ERROR when there is no retrying.
+    fn report_attempt(self: &Arc<Self>, result: Result<engine::Connection, Error>) {
+        let Some(queue) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+        else {
+            return;
+        };
+        let event = match result {
+            Ok(connection) => {
+                if self.closing.load(Ordering::Acquire) {
+                    abandon(&connection);
+                    return;
+                }
+                if !self.adopt(connection) {
+                    return;
+                }
+                self.closed_reported.store(false, Ordering::Release);
+                if let Some(reconnect) = &self.reconnect {
+                    *reconnect.backoff.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Backoff::new(reconnect.policy.clone());
+                }
+                self.attach(&queue);
+                ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_OPEN, self.userdata())
+            }
+            Err(error) => match self.retry_delay(&error) {
+                Some(delay) => {
+                    let mut event = self.reconnecting_event(&error, delay);
+                    if let Err(failure) = self.start_attempt(delay) {
+                        event = self.error_event(&failure);
+                    }
+                    event
+                }
+                None => self.error_event(&error),
+            },
+        };
+        queue.push_event(Source::Conn(self.clone()), event);
+    }
+
+    /// The wait before trying again after `error`, if this handle reconnects, was not
+    /// closed or freed, the error is transient and the policy allows another attempt.
+    fn retry_delay(&self, error: &Error) -> Option<Duration> {
+        if !error.is_transient() {
+            return None;
+        }
+        self.next_delay()
+    }
+
+    /// The next delay of the backoff, unless this handle does not reconnect, was closed or
+    /// freed, or the policy gives up.
+    fn next_delay(&self) -> Option<Duration> {
+        let reconnect = self.reconnect.as_ref()?;
+        if self.closing.load(Ordering::Acquire) || self.freed.load(Ordering::Acquire) {
+            return None;
+        }
+        reconnect
+            .backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_delay()
+    }
+
+    /// After the connection ended without `ferrows_conn_close`: the RECONNECTING event, with
+    /// the next attempt started, or None when the end is final.
+    fn reconnect_after_end(
+        self: &Arc<Self>,
+        connection: &engine::Connection,
+        ended: &Ended,
+    ) -> Option<Box<ferrows_event>> {
+        let cause = Error::ConnectionClosed(ended.info.clone());
+        // A dropped connection is transient: it counts as the first failure of a new run.
+        let reconnect = self.reconnect.as_ref()?;
+        *reconnect.backoff.lock().unwrap_or_else(|e| e.into_inner()) =
+            Backoff::new(reconnect.policy.clone());
+        let delay = self.next_delay()?;
+        connection.set_notifier(None);
+        self.connection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut event = self.reconnecting_event(&cause, delay);
+        event.close_code = ended.info.code();
+        event.result = self.closed_event(ended).result;
+        if let Err(failure) = self.start_attempt(delay) {
+            return Some(self.error_event(&failure));
+        }
+        Some(event)
+    }
+
+    fn reconnecting_event(&self, cause: &Error, delay: Duration) -> Box<ferrows_event> {
+        let mut event = ferrows_event::new(
+            ferrows_event_kind::FERROWS_EVENT_RECONNECTING,
+            self.userdata(),
+        );
+        event.result = code_of(cause);
+        event.data = format!("{cause}; reconnecting in {} ms", delay.as_millis()).into_bytes();
+        event
+    }
+
+    fn error_event(&self, error: &Error) -> Box<ferrows_event> {
+        let mut event =
+            ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_ERROR, self.userdata());
+        event.result = code_of(error);
+        event.data = error.to_string().into_bytes();
+        event
     }
 
     fn closed_event(&self, ended: &Ended) -> Box<ferrows_event> {
@@ -253,38 +412,23 @@ pub unsafe extern "C" fn ferrows_connect(
             Ok(url) => url,
             Err(code) => return code,
         };
-        let state = ConnState::new(None, userdata);
+        // SAFETY: not NULL, and the caller promises a live config.
+        let config = unsafe { &*config };
+        let reconnect = config.reconnect.clone().map(|policy| Reconnect {
+            url: url.to_owned(),
+            client: config.client.clone(),
+            backoff: Mutex::new(Backoff::new(policy.clone())),
+            policy,
+        });
+        let state = ConnState::build(None, userdata, reconnect);
         // SAFETY: not NULL, and the caller promises a live queue.
         let queue = unsafe { &*queue }.shared.clone();
         *state.queue.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&queue);
         // The outcome holds the state until it is reported, so a connection that opens after
         // the handle was freed is still found, and closed.
         let outcome_state = state.clone();
-        let done = move |result: Result<engine::Connection, Error>| {
-            let state = outcome_state;
-            let event = match result {
-                Ok(connection) => {
-                    if !state.adopt(connection) {
-                        return;
-                    }
-                    state.attach(&queue);
-                    ferrows_event::new(ferrows_event_kind::FERROWS_EVENT_OPEN, state.userdata())
-                }
-                Err(error) => {
-                    let mut event = ferrows_event::new(
-                        ferrows_event_kind::FERROWS_EVENT_ERROR,
-                        state.userdata(),
-                    );
-                    event.result = code_of(&error);
-                    event.data = error.to_string().into_bytes();
-                    event
-                }
-            };
-            queue.push_event(Source::Conn(state), event);
-        };
-        // SAFETY: not NULL, and the caller promises a live config.
-        let client = unsafe { &*config }.client.clone();
-        match engine::connect_then(url, client, done) {
+        let done = move |result| outcome_state.report_attempt(result);
+        match engine::connect_then(url, config.client.clone(), done) {
             Ok(attempt) => {
                 *state.attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(attempt);
                 // SAFETY: not NULL, and the caller promises a writable pointer.
@@ -337,6 +481,69 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
             }
             Ok(None) => status(FERROWS_TIMEOUT, "opening the connection"),
             Err(error) => fail(&error),
+        }
+    })
+}
+
+/// Like `ferrows_connect_blocking`, but retries after transient failures (refused, reset,
+/// timeouts, TLS, 5xx answers) with the config's reconnection policy
+/// (`ferrows_config_set_reconnect`; without one, websockets' values), waiting between
+/// attempts on this thread; returns the first connection that opens. It gives up on a 4xx
+/// or another handshake error (that error), once the policy's `max_attempts` attempts failed
+/// (the last error), or when `timeout_ms` (-1: none) has passed over all attempts
+/// (`FERROWS_TIMEOUT`). Blocking programs call it again when their connection ends.
+///
+/// # Safety
+/// `config` must be valid; `url` NUL-terminated; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_connect_retrying(
+    config: *const ferrows_config,
+    url: *const c_char,
+    timeout_ms: i32,
+    userdata: *mut c_void,
+    out: *mut *mut ferrows_conn,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(config, url, out);
+        // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+        let (url, timeout) = match (unsafe { utf8_arg(url, "url") }, timeout_arg(timeout_ms)) {
+            (Ok(url), Ok(timeout)) => (url, timeout),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+        if timeout_ms == 0 {
+            return invalid("a retrying connect needs timeout_ms -1 or > 0");
+        }
+        if let Err(error) = engine::runtime::check_may_block() {
+            return fail(&error);
+        }
+        // SAFETY: not NULL, and the caller promises a live config.
+        let config = unsafe { &*config };
+        let mut backoff = Backoff::new(config.reconnect.clone().unwrap_or_default());
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        loop {
+            if remaining() == Some(Duration::ZERO) {
+                return status(FERROWS_TIMEOUT, "opening the connection, retrying");
+            }
+            let pending = match engine::connect(url, config.client.clone()) {
+                Ok(pending) => pending,
+                Err(error) => return fail(&error),
+            };
+            let error = match pending.wait(remaining()) {
+                Ok(Some(connection)) => {
+                    let state = ConnState::new(Some(connection), userdata);
+                    // SAFETY: not NULL, and the caller promises a writable pointer.
+                    unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
+                    return FERROWS_OK;
+                }
+                Ok(None) => return status(FERROWS_TIMEOUT, "opening the connection, retrying"),
+                Err(error) => error,
+            };
+            let delay = match backoff.next_delay() {
+                Some(delay) if error.is_transient() => delay,
+                _ => return fail(&error),
+            };
+            std::thread::sleep(remaining().map_or(delay, |left| delay.min(left)));
         }
     })
 }
@@ -516,6 +723,8 @@ pub unsafe extern "C" fn ferrows_conn_ping(
 /// Starts the closing handshake with `code` and `reason` (NULL: none). What was sent before
 /// is delivered first. Codes: 1000-1003, 1007-1014, 3000-4999; 1005 sends a close frame
 /// without a status (then `reason` must be empty); others are `FERROWS_ERR_INVALID_ARG`. The CLOSED event (or `ferrows_conn_wait_closed`) tells when it is done.
+/// A reconnecting handle then does not reconnect; between connections, the call stops the
+/// attempts, and no event follows.
 ///
 /// # Safety
 /// `conn` must be valid; `reason` NULL or NUL-terminated.
@@ -537,8 +746,19 @@ pub unsafe extern "C" fn ferrows_conn_close(
             }
         };
         // SAFETY: not NULL, and the caller promises a live handle.
-        let connection = match unsafe { connection_of(conn) } {
+        let state = unsafe { conn_ref(conn) };
+        state.closing.store(true, Ordering::Release);
+        let connection = match state.connection() {
             Ok(connection) => connection,
+            Err(_) if state.reconnect.is_some() => {
+                // Between connections: no more attempts, and no more events.
+                state
+                    .attempt
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                return FERROWS_OK;
+            }
             Err(code) => return code,
         };
         match connection.start_close(code, reason) {

@@ -24,6 +24,12 @@ pub enum ferrows_event_kind {
     FERROWS_EVENT_ERROR = 5,
     /// A server accepted a connection: take it with `ferrows_event_take_conn`.
     FERROWS_EVENT_ACCEPT = 6,
+    /// A connection with a reconnection policy (`ferrows_config_set_reconnect`) ended, or
+    /// an attempt to open it failed, and it will try again after the backoff; an OPEN event
+    /// follows when it is connected again, on the same handle. `ferrows_event_result` and
+    /// `ferrows_event_message` say why; `ferrows_event_close_code` is the code the
+    /// connection ended with (0 after a failed attempt).
+    FERROWS_EVENT_RECONNECTING = 7,
 }
 
 /// An event. Owned by whoever received it; free it with `ferrows_event_free`. The data it
@@ -111,8 +117,8 @@ pub unsafe extern "C" fn ferrows_event_data(
     })
 }
 
-/// A CLOSED event's close code: the peer's, else ours, else 1006 (no close frame). 0 for
-/// other events.
+/// A CLOSED (or RECONNECTING) event's close code: the peer's, else ours, else 1006 (no
+/// close frame). 0 for other events.
 ///
 /// # Safety
 /// `event` must be NULL or a valid event.
@@ -124,7 +130,7 @@ pub unsafe extern "C" fn ferrows_event_close_code(event: *const ferrows_event) -
     })
 }
 
-/// Why a CLOSED or ERROR event happened: `FERROWS_OK` for a clean close, else the error.
+/// Why a CLOSED, ERROR or RECONNECTING event happened: `FERROWS_OK` for a clean close, else the error.
 /// `FERROWS_ERR_NULL_PARAM` (with a last error) for NULL.
 ///
 /// # Safety
@@ -139,7 +145,8 @@ pub unsafe extern "C" fn ferrows_event_result(event: *const ferrows_event) -> i3
     result as i32
 }
 
-/// Copies a CLOSED event's close reason, or an ERROR event's description, into `(buf, len)`
+/// Copies a CLOSED event's close reason, or an ERROR or RECONNECTING event's description,
+/// into `(buf, len)`
 /// (NUL-terminated), its length in `out_len`.
 ///
 /// # Safety
@@ -156,9 +163,9 @@ pub unsafe extern "C" fn ferrows_event_message(
         // SAFETY: not NULL, and the caller promises a live event.
         let event = unsafe { &*event };
         let text: &[u8] = match event.kind {
-            ferrows_event_kind::FERROWS_EVENT_CLOSED | ferrows_event_kind::FERROWS_EVENT_ERROR => {
-                &event.data
-            }
+            ferrows_event_kind::FERROWS_EVENT_CLOSED
+            | ferrows_event_kind::FERROWS_EVENT_ERROR
+            | ferrows_event_kind::FERROWS_EVENT_RECONNECTING => &event.data,
             _ => &[],
         };
         // SAFETY: the caller's promise about `buf` and `out_len`, passed on.

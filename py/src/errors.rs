@@ -45,6 +45,14 @@ fn build(py: Python<'_>, error: &Error, ended: Option<&Ended>) -> PyResult<PyErr
         Error::InvalidHeader { name, reason } => {
             ("invalid_header", (name, reason).into_pyobject(py)?)
         }
+        Error::InvalidProxy { proxy, reason } => {
+            ("invalid_proxy", (proxy, reason).into_pyobject(py)?)
+        }
+        Error::ProxyStatus(response) => (
+            "proxy_status",
+            (response_tuple(py, response)?,).into_pyobject(py)?,
+        ),
+        Error::Proxy(_) => ("proxy", (message,).into_pyobject(py)?),
         Error::InvalidOrigin(origin) => ("invalid_origin", (origin,).into_pyobject(py)?),
         Error::InvalidMessage(_) => ("invalid_message", (message,).into_pyobject(py)?),
         Error::Negotiation(_) => ("negotiation", (message,).into_pyobject(py)?),

@@ -6,6 +6,8 @@ mod connection;
 mod convert;
 mod errors;
 mod options;
+mod proxy;
+mod reconnect;
 mod server;
 mod wait;
 
@@ -31,6 +33,9 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<server::PyPendingHandshake>()?;
     module.add_function(wrap_pyfunction!(connection::connect, module)?)?;
     module.add_function(wrap_pyfunction!(set_runtime_threads, module)?)?;
+    module.add_class::<proxy::PyProxyHandshake>()?;
+    module.add_class::<reconnect::PyBackoff>()?;
+    module.add_function(wrap_pyfunction!(proxy::proxy_from_environment, module)?)?;
     module.add_class::<aio::PyProtocolCore>()?;
     module.add_class::<aio::PyClientHandshake>()?;
     module.add_class::<aio::PyAgreement>()?;

@@ -4,15 +4,17 @@
 use std::time::Duration;
 
 use ferrows_core::engine::{
-    ClientConfig, ServerConfig, TlsClientOptions, TlsServerOptions, Watermarks,
+    ClientConfig, ProxySetting, ServerConfig, TlsClientOptions, TlsServerOptions, Watermarks,
 };
 use ferrows_core::protocol::handshake::Headers;
+use ferrows_core::protocol::proxy::Proxy;
 use ferrows_core::protocol::{DeflateConfig, ProtocolConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::headers_from;
+use crate::errors::to_py_err;
 
 /// Reads `key` from `options`; absent or None both give `None`.
 fn get<'py, T: FromPyObjectOwned<'py>>(
@@ -121,6 +123,7 @@ pub fn client_config(options: &Bound<'_, PyDict>) -> PyResult<ClientConfig> {
             client_key_pem: get(options, "key_data")?,
             server_name: get(options, "server_hostname")?,
             insecure_skip_verify: get(options, "insecure_skip_verify")?.unwrap_or(false),
+            no_session_resumption: !get(options, "tls_session_resumption")?.unwrap_or(true),
         },
         ..defaults
     };
@@ -129,6 +132,12 @@ pub fn client_config(options: &Bound<'_, PyDict>) -> PyResult<ClientConfig> {
     config.handshake.additional_headers = headers(options, "additional_headers")?;
     config.handshake.user_agent = get(options, "user_agent")?;
     config.handshake.deflate = deflate(options, DeflateConfig::client())?;
+    // The Python package resolves `proxy=True` from `os.environ` itself (crate::proxy).
+    if let Some(url) = get::<String>(options, "proxy")? {
+        let py = options.py();
+        let proxy = Proxy::parse(&url).map_err(|e| to_py_err(py, e, None))?;
+        config.proxy = ProxySetting::Url(proxy);
+    }
     Ok(config)
 }
 

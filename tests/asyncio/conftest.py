@@ -23,6 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
 import ferrows.sync
 from aiosupport import HOST, LOOP_FACTORIES
+from proxies import (  # noqa: F401 (fixtures of the proxy tests)
+    no_proxy_environment,
+    silent_proxy,
+    start_proxy,
+)
 from wsutil import RawServer
 
 JOIN_TIMEOUT = 10.0

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import ferrows._reconnect as reconnect_module
 import ferrows.asyncio.client as client_module
 import pytest
 from aiosupport import HOST, aiotest, bounded, echo, settle, ws_url
@@ -30,10 +31,10 @@ from ferrows.http11 import Request
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect delays of tens of milliseconds (the module reads these at each attempt)."""
-    monkeypatch.setattr(client_module, "BACKOFF_INITIAL_DELAY", 0.05)
-    monkeypatch.setattr(client_module, "BACKOFF_FACTOR", 1.5)
-    monkeypatch.setattr(client_module, "BACKOFF_MAX_DELAY", 0.2)
+    """Reconnect delays of tens of milliseconds (read at each run of attempts)."""
+    monkeypatch.setattr(reconnect_module, "BACKOFF_INITIAL_DELAY", 0.05)
+    monkeypatch.setattr(reconnect_module, "BACKOFF_FACTOR", 1.5)
+    monkeypatch.setattr(reconnect_module, "BACKOFF_MAX_DELAY", 0.2)
 
 
 class FailedAttempts(logging.Handler):
@@ -226,9 +227,9 @@ async def test_reconnecting_iterator_gives_up_on_an_invalid_uri(fast_backoff, ur
 
 def test_backoff_constants_come_from_the_environment():
     code = (
-        "import ferrows.asyncio.client as c;"
+        "import ferrows._reconnect as c;"
         "print(c.BACKOFF_INITIAL_DELAY, c.BACKOFF_FACTOR, c.BACKOFF_MAX_DELAY);"
-        "import itertools; d = list(itertools.islice(c._backoff(), 6));"
+        "import itertools; d = list(itertools.islice(c.backoff(), 6));"
         "assert 0 <= d[0] <= 0.05 and all(x <= 0.2 for x in d), d"
     )
     env = dict(

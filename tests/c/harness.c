@@ -193,6 +193,8 @@ const char *event_kind_name(uint32_t kind) {
         return "ERROR";
     case FERROWS_EVENT_ACCEPT:
         return "ACCEPT";
+    case FERROWS_EVENT_RECONNECTING:
+        return "RECONNECTING";
     default:
         return "unknown";
     }

@@ -229,6 +229,18 @@ void closed_port_release(int fd);
  * forever. */
 int raw_listen(uint16_t *port);
 
+/* The test CA, server certificate and key that tests/c/run.sh generates. */
+typedef struct {
+    uint8_t *ca, *cert, *key;
+    size_t ca_len, cert_len, key_len;
+} pems;
+
+/* Loads them from FERROWS_TEST_CERT_DIR (false, with the failure recorded, if unset). */
+bool load_pems(pems *p);
+void free_pems(pems *p);
+/* An echo server speaking TLS with that certificate. */
+echo_server *tls_echo_start(const pems *p);
+
 /* Reads a whole file; caller frees. NULL on error. */
 uint8_t *read_file(const char *path, size_t *len);
 

@@ -40,7 +40,8 @@ trap 'rm -rf "$BUILD"' EXIT
 WARNINGS=(-Wall -Wextra -Wpedantic -Werror)
 CFLAGS=(-std=c99 "${WARNINGS[@]}" -O1 -g -pthread -I"$INCLUDE")
 SOURCES=("$SRC"/test_ferrows.c "$SRC"/harness.c "$SRC"/test_conn.c "$SRC"/test_queue.c
-         "$SRC"/test_boundary.c "$SRC"/test_peers.c "$SRC"/test_deflate.c)
+         "$SRC"/test_boundary.c "$SRC"/test_peers.c "$SRC"/test_deflate.c "$SRC"/test_proxy.c
+         "$SRC"/test_reconnect.c)
 
 step "the header alone, twice in one translation unit, as C99, C11 and C++17"
 "$CC" -std=c99 "${WARNINGS[@]}" -I"$INCLUDE" -c "$SRC/header_check.c" -o "$BUILD/header_c99.o"
@@ -68,6 +69,40 @@ mkdir -p "$CERTS"
 )
 export FERROWS_TEST_CERT_DIR=$CERTS
 echo "ok ($CERTS)"
+
+step "proxies for test_proxy.c: tinyproxy (HTTP CONNECT, with Basic auth), stunnel in front of it (https://) and microsocks (SOCKS5, with username/password)"
+for tool in tinyproxy microsocks stunnel python3; do
+  command -v "$tool" >/dev/null || die "$tool not found (tests/run.sh installs it with apt-get)"
+done
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+HTTP_PROXY_PORT=$(free_port)
+printf '%s\n' "Port $HTTP_PROXY_PORT" "Listen 127.0.0.1" "Timeout 30" "MaxClients 50" "LogLevel Info" \
+  "User nobody" "Group nogroup" "BasicAuth alice s3cret" >"$BUILD/tinyproxy.conf"
+tinyproxy -d -c "$BUILD/tinyproxy.conf" >"$BUILD/tinyproxy.log" 2>&1 &
+PROXY_PIDS=($!)
+# stunnel in front of tinyproxy: an https:// proxy, with the suite's server certificate.
+HTTPS_PROXY_PORT=$(free_port)
+printf '%s\n' "foreground = yes" "pid =" "[https-proxy]" "accept = 127.0.0.1:$HTTPS_PROXY_PORT" \
+  "connect = 127.0.0.1:$HTTP_PROXY_PORT" "cert = $CERTS/server.pem" "key = $CERTS/server.key" \
+  >"$BUILD/stunnel.conf"
+stunnel "$BUILD/stunnel.conf" >"$BUILD/stunnel.log" 2>&1 &
+PROXY_PIDS+=($!)
+SOCKS_PROXY_PORT=$(free_port)
+microsocks -i 127.0.0.1 -p "$SOCKS_PROXY_PORT" -u alice -P s3cret >/dev/null 2>&1 &
+PROXY_PIDS+=($!)
+trap 'kill "${PROXY_PIDS[@]}" 2>/dev/null; rm -rf "$BUILD"' EXIT
+# Ready once each accepts a connection (bounded: 100 tries, a tenth of a second apart).
+for port in "$HTTP_PROXY_PORT" "$HTTPS_PROXY_PORT" "$SOCKS_PROXY_PORT"; do
+  for try in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    [ "$try" -lt 100 ] || die "no proxy listening on port $port"
+    sleep 0.1
+  done
+done
+export FERROWS_TEST_HTTP_PROXY=http://alice:s3cret@127.0.0.1:$HTTP_PROXY_PORT
+export FERROWS_TEST_HTTPS_PROXY=https://alice:s3cret@127.0.0.1:$HTTPS_PROXY_PORT
+export FERROWS_TEST_SOCKS_PROXY=socks5h://alice:s3cret@127.0.0.1:$SOCKS_PROXY_PORT
+echo "ok ($FERROWS_TEST_HTTP_PROXY, $FERROWS_TEST_HTTPS_PROXY, $FERROWS_TEST_SOCKS_PROXY)"
 
 # The shared library's soname (libferrows.so.0.MINOR) is what the test binary asks the
 # loader for; cargo leaves only libferrows.so, so point a link with that name at it.

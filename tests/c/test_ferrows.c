@@ -86,6 +86,19 @@
     X(request_and_response_headers_stay_on_their_side)                                   \
     X(tls_with_custom_ca)                                                                \
     X(tls_without_ca_fails)                                                              \
+    /* proxies (test_proxy.c) */                                                           \
+    X(proxy_http_connect_ws_and_wss)                                                     \
+    X(proxy_https_connect_ws_and_wss)                                                    \
+    X(proxy_socks5_with_credentials_ws_and_wss)                                          \
+    X(proxy_refusals_are_proxy_errors)                                                   \
+    X(proxy_that_never_answers_hits_the_open_timeout)                                    \
+    X(proxy_from_environment_only_when_asked)                                            \
+    X(proxy_invalid_urls)                                                                \
+    /* reconnection (test_reconnect.c) */                                                  \
+    X(reconnect_keeps_one_handle_across_a_server_restart)                                \
+    X(reconnect_retries_after_503_not_after_403)                                         \
+    X(connect_retrying_returns_the_next_connected_handle)                                \
+    X(reconnect_policy_is_checked)                                                       \
     /* permessage-deflate (test_deflate.c) */                                              \
     X(deflate_defaults_agree_and_messages_flow)                                          \
     X(deflate_configured_and_turned_off)                                                 \
@@ -151,6 +164,7 @@ void test_result_str_is_never_null(void) {
         FERROWS_ERR_HANDSHAKE, FERROWS_ERR_PROTOCOL, FERROWS_ERR_MESSAGE_TOO_BIG,
         FERROWS_ERR_WOULD_DEADLOCK, FERROWS_ERR_CONCURRENCY, FERROWS_ERR_INVALID_URI,
         FERROWS_ERR_BUFFER_TOO_SMALL, FERROWS_ERR_STATE, FERROWS_ERR_TLS_UNTRUSTED,
+        FERROWS_ERR_PROXY,
     };
     const char *unknown = ferrows_result_str(12345);
     CHECK(unknown != NULL);

@@ -509,12 +509,7 @@ done:
 
 /* ---- TLS ------------------------------------------------------------------------------ */
 
-typedef struct {
-    uint8_t *ca, *cert, *key;
-    size_t ca_len, cert_len, key_len;
-} pems;
-
-static bool load_pems(pems *p) {
+bool load_pems(pems *p) {
     const char *dir = getenv("FERROWS_TEST_CERT_DIR");
     char path[1024];
     memset(p, 0, sizeof *p);
@@ -533,13 +528,13 @@ static bool load_pems(pems *p) {
     return p->ca && p->cert && p->key;
 }
 
-static void free_pems(pems *p) {
+void free_pems(pems *p) {
     free(p->ca);
     free(p->cert);
     free(p->key);
 }
 
-static echo_server *tls_echo_start(const pems *p) {
+echo_server *tls_echo_start(const pems *p) {
     ferrows_config *config = NULL;
     echo_server *server = NULL;
     if (ferrows_config_new(&config) != FERROWS_OK)

@@ -11,6 +11,11 @@ import pytest
 import trustme
 import websockets.asyncio.server
 import websockets.sync.server
+from proxies import (  # noqa: F401 (fixtures of the proxy tests)
+    no_proxy_environment,
+    silent_proxy,
+    start_proxy,
+)
 from wsutil import HOST, Outbox, RawServer, Running, TlsFiles
 
 JOIN_TIMEOUT = 10.0

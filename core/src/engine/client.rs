@@ -12,12 +12,17 @@ use tokio::task::JoinHandle;
 use super::config::ClientConfig;
 use super::connection::{Connection, HandshakeInfo, Setup};
 use super::slot::Slot;
-use super::transport::{SharedTcp, Transport};
+use super::tls::TlsClientOptions;
+use super::transport::{SharedTcp, Stream, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
 use crate::protocol::handshake::{ClientHandshake, HandshakeLimits, Response};
+use crate::protocol::proxy::{Proxy, ProxyHandshake};
 use crate::protocol::uri::WsUri;
 use crate::protocol::Role;
+
+/// The local and remote addresses of the TCP connection (to the proxy, if there is one).
+type Addresses = (Option<SocketAddr>, Option<SocketAddr>);
 
 /// The most body read from a refused handshake response, for the error report.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -75,6 +80,17 @@ pub fn connect_then(
     config: ClientConfig,
     done: impl FnOnce(Result<Connection>) + Send + 'static,
 ) -> Result<ConnectAttempt> {
+    connect_after(Duration::ZERO, uri, config, done)
+}
+
+/// [`connect_then`] after waiting `delay` on the runtime (a reconnection's backoff); the
+/// open timeout starts after it, and dropping the attempt cancels the wait too.
+pub fn connect_after(
+    delay: Duration,
+    uri: &str,
+    config: ClientConfig,
+    done: impl FnOnce(Result<Connection>) + Send + 'static,
+) -> Result<ConnectAttempt> {
     let uri = WsUri::parse(uri)?;
     let tls = if uri.secure {
         Some(tls::client_config(&config.tls)?)
@@ -82,10 +98,14 @@ pub fn connect_then(
         None
     };
     let handshake = ClientHandshake::new(&uri, &config.handshake)?;
+    let proxy = config.proxy.resolve(&uri)?;
     let runtime = runtime::handle()?;
     let spawn_handle = runtime.clone();
     let task = runtime.spawn(async move {
-        let open = open(&spawn_handle, uri, handshake, tls, config.clone());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let open = open(&spawn_handle, uri, handshake, tls, proxy, config.clone());
         let result = match config.open_timeout {
             Some(limit) => tokio::time::timeout(limit, open)
                 .await
@@ -121,23 +141,25 @@ async fn open(
     runtime: &tokio::runtime::Handle,
     uri: WsUri,
     handshake: ClientHandshake,
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    proxy: Option<Proxy>,
     config: ClientConfig,
 ) -> Result<Connection> {
     let (host, port) = uri.authority();
-    let tcp = connect_tcp(&host, port).await?;
-    let local_addr = tcp.local_addr().ok();
-    let remote_addr = tcp.peer_addr().ok();
-    let transport = match tls {
-        Some(tls_config) => {
-            let name = tls::server_name(&config.tls, &host)?;
-            let stream = tokio_rustls::TlsConnector::from(tls_config)
-                .connect(name, SharedTcp::new(tcp))
-                .await
-                .map_err(tls::handshake_error)?;
-            Transport::Secure(Box::new(stream))
+    let ((local_addr, remote_addr), transport) = match &proxy {
+        None => {
+            let tcp = connect_tcp(&host, port).await?;
+            let addresses = (tcp.local_addr().ok(), tcp.peer_addr().ok());
+            let transport = match tls {
+                Some(tls_config) => {
+                    let name = tls::server_name(&config.tls, &host)?;
+                    secure(SharedTcp::new(tcp), tls_config, name).await?
+                }
+                None => Transport::Plain(tcp),
+            };
+            (addresses, transport)
         }
-        None => Transport::Plain(tcp),
+        Some(proxy) => tunnel(proxy, &host, port, tls, &config).await?,
     };
     finish_handshake(
         runtime,
@@ -148,6 +170,83 @@ async fn open(
         remote_addr,
     )
     .await
+}
+
+/// Runs TLS over `stream`, checking the certificate against `name`.
+async fn secure<S: Stream>(
+    stream: S,
+    tls_config: Arc<rustls::ClientConfig>,
+    name: rustls_pki_types::ServerName<'static>,
+) -> Result<Transport> {
+    let stream = tokio_rustls::TlsConnector::from(tls_config)
+        .connect(name, stream)
+        .await
+        .map_err(tls::handshake_error)?;
+    Ok(Transport::Secure(Box::new(stream)))
+}
+
+/// Opens a tunnel to `host:port` through `proxy` (over TLS to an `https://` proxy), then TLS
+/// to the server inside it for wss://. Returns the addresses of the socket to the proxy and
+/// the transport.
+async fn tunnel(
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    config: &ClientConfig,
+) -> Result<(Addresses, Transport)> {
+    let target = if proxy.resolves_locally() {
+        resolve(host, port).await?.ip().to_string()
+    } else {
+        host.to_owned()
+    };
+    let user_agent = config.handshake.user_agent.as_deref();
+    let mut handshake = ProxyHandshake::new(proxy, &target, port, user_agent)?;
+    let tcp = connect_tcp(&proxy.host, proxy.port).await?;
+    let addresses = (tcp.local_addr().ok(), tcp.peer_addr().ok());
+    let mut stream = if proxy.is_tls() {
+        // The proxy is verified with the same roots as servers, by its own name.
+        let proxy_tls = tls::client_config(&config.tls)?;
+        let name = tls::server_name(&TlsClientOptions::default(), &proxy.host)?;
+        secure(SharedTcp::new(tcp), proxy_tls, name).await?
+    } else {
+        Transport::Plain(tcp)
+    };
+    let mut chunk = [0u8; 1024];
+    while !handshake.is_open() {
+        let output = handshake.output();
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Error::Proxy(
+                "the proxy closed the connection before the tunnel opened".into(),
+            ));
+        }
+        handshake.receive(&chunk[..n])?;
+    }
+    let transport = match tls {
+        Some(tls_config) => {
+            let name = tls::server_name(&config.tls, host)?;
+            secure(stream, tls_config, name).await?
+        }
+        None => stream,
+    };
+    Ok((addresses, transport))
+}
+
+/// The first address of `host`, for SOCKS5 proxies that expect the client to resolve.
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no address found for {host}"),
+            ))
+        })
 }
 
 async fn finish_handshake(
@@ -272,6 +371,80 @@ mod tests {
         });
         assert!(matches!(connection, Ok(Some(_))), "{connection:?}");
         assert_eq!(server.shutdown(WAIT).unwrap(), 0);
+    }
+
+    /// Opens a TLS connection to `server` with `config` (the engine's configuration for some
+    /// options), completes the WebSocket handshake (so the session tickets sent after the
+    /// TLS handshake are read), and says how the TLS handshake went.
+    fn tls_handshake_kind(
+        server: &Server,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> rustls::HandshakeKind {
+        let address = server.local_addr();
+        runtime::handle().unwrap().block_on(async {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = tls::server_name(&TlsClientOptions::default(), "127.0.0.1").unwrap();
+            let mut stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let uri = WsUri::parse(&format!("wss://{address}/")).unwrap();
+            let handshake = ClientHandshake::new(&uri, &Default::default()).unwrap();
+            stream.write_all(&handshake.to_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while ClientHandshake::parse_response(&response, &HandshakeLimits::default())
+                .unwrap()
+                .is_none()
+            {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the server closed before its response");
+                response.extend_from_slice(&chunk[..n]);
+            }
+            stream.get_ref().1.handshake_kind().unwrap()
+        })
+    }
+
+    #[test]
+    fn connections_with_the_same_options_resume_the_tls_session() {
+        use rustls::HandshakeKind::{Full, Resumed};
+        let tls = TlsServerOptions {
+            cert_chain_pem: test_pem::SERVER_CERT.into(),
+            key_pem: test_pem::SERVER_KEY.into(),
+        };
+        let config = ServerConfig {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        let server = Server::bind("127.0.0.1", 0, config).unwrap();
+        let options = TlsClientOptions {
+            // Options of their own (the CA and a blank line): other tests connect to other
+            // servers at the same address, whose sessions would replace this server's in a
+            // shared configuration.
+            ca_pem: Some(format!("{}\n", test_pem::CA).into_bytes()),
+            no_system_roots: true,
+            ..Default::default()
+        };
+        // Held here: other tests fill the bounded cache of configurations, which may drop
+        // this one between the connections.
+        let resuming = tls::client_config(&options).unwrap();
+        let not_resuming = tls::client_config(&TlsClientOptions {
+            no_session_resumption: true,
+            ..options
+        })
+        .unwrap();
+        let kinds = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..4 {
+                    let pending = server.accept(WAIT).unwrap().expect("a handshake");
+                    pending.accept(None, &Headers::new()).unwrap();
+                }
+            });
+            [&resuming, &resuming, &not_resuming, &not_resuming]
+                .map(|options| tls_handshake_kind(&server, options))
+        });
+        assert_eq!(kinds, [Full, Resumed, Full, Full]);
+        server.shutdown(WAIT).unwrap();
     }
 
     #[test]

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use super::tls::{TlsClientOptions, TlsServerOptions};
+use crate::error::Result;
 use crate::protocol::handshake::{ClientOptions, HandshakeLimits, Headers, ServerOptions};
+use crate::protocol::proxy::{proxy_from_env, Proxy};
+use crate::protocol::uri::WsUri;
 use crate::protocol::ProtocolConfig;
 
 /// A byte budget: above `high` the producer waits (or the reader pauses) until the level
@@ -37,6 +40,32 @@ pub const DEFAULT_OUTBOX: Watermarks = Watermarks {
     low: 256 << 10,
 };
 
+/// Whether a client connects through a proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// Directly.
+    #[default]
+    Off,
+    /// Through this proxy.
+    Url(Proxy),
+    /// Through the proxy the process environment names for each URI, as `websockets` chooses
+    /// it ([`crate::protocol::proxy::proxy_from_env`]); directly if it names none.
+    FromEnvironment,
+}
+
+impl ProxySetting {
+    /// The proxy for `uri`, reading the process environment if the setting says so.
+    pub fn resolve(&self, uri: &WsUri) -> Result<Option<Proxy>> {
+        match self {
+            ProxySetting::Off => Ok(None),
+            ProxySetting::Url(proxy) => Ok(Some(proxy.clone())),
+            ProxySetting::FromEnvironment => proxy_from_env(uri, |name| std::env::var(name).ok())
+                .map(|url| Proxy::parse(&url))
+                .transpose(),
+        }
+    }
+}
+
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -54,6 +83,8 @@ pub struct ClientConfig {
     pub inbox: Watermarks,
     /// Budget of sent, unwritten bytes.
     pub outbox: Watermarks,
+    /// Whether and through which proxy to connect.
+    pub proxy: ProxySetting,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +97,7 @@ impl Default for ClientConfig {
             open_timeout: Some(Duration::from_secs(10)),
             inbox: DEFAULT_INBOX,
             outbox: DEFAULT_OUTBOX,
+            proxy: ProxySetting::Off,
         }
     }
 }

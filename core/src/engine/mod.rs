@@ -12,8 +12,8 @@ pub mod tls;
 pub mod transport;
 
 pub use crate::protocol::Chunk;
-pub use client::{connect, connect_then, ConnectAttempt, PendingConnect};
-pub use config::{ClientConfig, ServerConfig, Watermarks};
+pub use client::{connect, connect_after, connect_then, ConnectAttempt, PendingConnect};
+pub use config::{ClientConfig, ProxySetting, ServerConfig, Watermarks};
 pub use connection::{Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
 pub use server::{PendingHandshake, Server};
 pub use tls::{TlsClientOptions, TlsServerOptions};

@@ -30,6 +30,10 @@ pub struct TlsClientOptions {
     pub server_name: Option<String>,
     /// Accept any certificate. Never the default: for tests and trusted networks only.
     pub insecure_skip_verify: bool,
+    /// Do not resume TLS sessions. By default, the sessions the servers offer are kept in
+    /// memory (256 at most, in the configuration shared by the connections with the same
+    /// options), so reconnecting to a server skips the certificate exchange.
+    pub no_session_resumption: bool,
 }
 
 impl TlsClientOptions {
@@ -43,12 +47,14 @@ impl TlsClientOptions {
             client_key_pem,
             server_name: _,
             insecure_skip_verify,
+            no_session_resumption,
         } = self;
         *ca_pem == other.ca_pem
             && *no_system_roots == other.no_system_roots
             && *client_cert_pem == other.client_cert_pem
             && *client_key_pem == other.client_key_pem
             && *insecure_skip_verify == other.insecure_skip_verify
+            && *no_session_resumption == other.no_session_resumption
     }
 }
 
@@ -177,7 +183,7 @@ fn build_client_config(options: &TlsClientOptions) -> Result<Arc<rustls::ClientC
         }
         builder.with_root_certificates(roots)
     };
-    let config = match (&options.client_cert_pem, &options.client_key_pem) {
+    let mut config = match (&options.client_cert_pem, &options.client_key_pem) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(parse_certs(cert, "client certificate")?, parse_key(key)?)
             .map_err(|e| tls_error("client certificate", e))?,
@@ -188,6 +194,10 @@ fn build_client_config(options: &TlsClientOptions) -> Result<Arc<rustls::ClientC
             ))
         }
     };
+    // Resumption stays rustls' default (an in-memory cache of 256 sessions) unless refused.
+    if options.no_session_resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
 }
 

@@ -8,6 +8,7 @@ pub mod deflate;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+pub mod proxy;
 pub mod uri;
 pub mod utf8;
 

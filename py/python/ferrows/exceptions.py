@@ -7,7 +7,11 @@
     │   ├── ConnectionClosedOK
     │   └── ConnectionClosedError
     ├── InvalidURI
+    ├── InvalidProxy
     ├── InvalidHandshake
+    │   ├── ProxyError
+    │   │   ├── InvalidProxyMessage
+    │   │   └── InvalidProxyStatus
     │   ├── InvalidMessage
     │   ├── InvalidStatus
     │   ├── InvalidHeader
@@ -36,11 +40,15 @@ __all__ = [
     "InvalidHeader",
     "InvalidMessage",
     "InvalidOrigin",
+    "InvalidProxy",
+    "InvalidProxyMessage",
+    "InvalidProxyStatus",
     "InvalidStatus",
     "InvalidURI",
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "TLSError",
     "TimeoutError",
     "WebSocketException",
@@ -106,8 +114,40 @@ class InvalidURI(WebSocketException):
         return f"{self.uri} isn't a valid URI: {self.msg}"
 
 
+class InvalidProxy(WebSocketException):
+    """The proxy URL is not a valid http, https, socks5 or socks5h URL."""
+
+    def __init__(self, proxy: str, msg: str) -> None:
+        self.proxy = proxy
+        self.msg = msg
+        super().__init__(proxy, msg)
+
+    def __str__(self) -> str:
+        return f"{self.proxy} isn't a valid proxy: {self.msg}"
+
+
 class InvalidHandshake(WebSocketException):
     """The opening handshake failed."""
+
+
+class ProxyError(InvalidHandshake):
+    """The tunnel through the proxy could not be opened."""
+
+
+class InvalidProxyMessage(ProxyError):
+    """The proxy broke its protocol, rejected the SOCKS credentials or refused the SOCKS
+    connection (the message gives its reply)."""
+
+
+class InvalidProxyStatus(ProxyError):
+    """The HTTP proxy answered CONNECT with a status other than 2xx."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        super().__init__(response)
+
+    def __str__(self) -> str:
+        return f"proxy rejected connection: HTTP {self.response.status_code:d}"
 
 
 class InvalidMessage(InvalidHandshake):
@@ -183,8 +223,12 @@ def _from_core(kind: str, args: tuple) -> Exception:
         return cls(rcvd, sent, rcvd_then_sent)
     if kind == "invalid_status":
         return InvalidStatus(_response_from_core(args[0]))
+    if kind == "proxy_status":
+        return InvalidProxyStatus(_response_from_core(args[0]))
     simple: dict[str, type[Exception]] = {
         "invalid_uri": InvalidURI,
+        "invalid_proxy": InvalidProxy,
+        "proxy": InvalidProxyMessage,
         "invalid_header": InvalidHeader,
         "invalid_origin": InvalidOrigin,
         "invalid_message": InvalidMessage,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Generator, Sequence
@@ -14,23 +12,18 @@ from types import TracebackType
 from typing import Any, Callable
 
 from .. import _ferrows
+from .._proxy import ProxyOption, proxy_url
+from .._reconnect import backoff, is_transient
 from ..compression import Compression
-from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, TLSError
+from ..exceptions import InvalidMessage, InvalidProxyMessage, TLSError
 from ..exceptions import TimeoutError as WsTimeoutError
 from ..http11 import Headers, HeadersLike, _request_from_core, _response_from_core
-from .connection import Connection, Listener
+from .connection import Connection, Listener, _read_buffer
 from .options import Limit, connection_options
 
 __all__ = ["ClientConnection", "connect", "unix_connect"]
 
 client_logger = logging.getLogger("ferrows.client")
-
-#: Reconnection backoff: the first delay is random up to this (seconds), ...
-BACKOFF_INITIAL_DELAY = float(os.environ.get("FERROWS_BACKOFF_INITIAL_DELAY", "5"))
-#: ... then delays grow by this factor ...
-BACKOFF_FACTOR = float(os.environ.get("FERROWS_BACKOFF_FACTOR", "1.618"))
-#: ... up to this many seconds.
-BACKOFF_MAX_DELAY = float(os.environ.get("FERROWS_BACKOFF_MAX_DELAY", "90"))
 
 _MAX_ERROR_BODY = 65536
 
@@ -45,6 +38,9 @@ class ClientConnection(Connection):
         self._head_size: int | None = None
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self.request = _request_from_core(handshake.request())
+        # Through a proxy, start_tls asks for a buffer (to read a TLS session ticket) before
+        # connection_made.
+        self._buffer, self._view = _read_buffer()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -109,6 +105,9 @@ class connect:
     ``ssl``: True or an :class:`ssl.SSLContext` (wss:// URIs get a default context);
     ``server_hostname`` overrides the name checked; ``sock`` is a connected socket to use.
     ``listener`` (a factory of :class:`~ferrows.asyncio.Listener`) selects the callback API.
+    ``proxy``: as :func:`ferrows.sync.client.connect` (True: from the environment; not used
+    with ``sock`` or ``unix_path``); TLS to an ``https://`` proxy uses ``proxy_ssl`` (an
+    :class:`ssl.SSLContext`), else ``ssl`` if it is a context, else the default context.
     Limits and timeouts as in :func:`ferrows.sync.client.connect`; ``read_limit`` pauses
     reading above it (bytes), ``write_limit`` makes ``send()`` wait above it.
     """
@@ -137,8 +136,12 @@ class connect:
         listener: Callable[[], Listener] | None = None,
         logger: logging.Logger | None = None,
         unix_path: str | None = None,
+        proxy: ProxyOption = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.uri = uri
+        self._proxy = proxy
+        self._proxy_ssl = proxy_ssl
         self._handshake_options = {
             "origin": origin,
             "subprotocols": list(subprotocols) if subprotocols else None,
@@ -187,8 +190,12 @@ class connect:
         kwargs: dict[str, Any] = {"ssl": context}
         if context is not None:
             kwargs["server_hostname"] = self._server_hostname or host
+        direct = self._unix_path is not None or self._sock is not None
+        proxy = None if direct else proxy_url(self._proxy, self.uri)
         try:
-            if self._unix_path is not None:
+            if proxy is not None:
+                connection = await self._open_tunnel(proxy, factory, host, port, **kwargs)
+            elif self._unix_path is not None:
                 _, connection = await loop.create_unix_connection(
                     factory, self._unix_path, sock=self._sock, **kwargs
                 )
@@ -207,6 +214,51 @@ class connect:
             # The traceback keeps this frame, and the connection keeps the exception: without
             # this, they would wait in a cycle for the garbage collector.
             del connection
+            raise
+        return connection
+
+    async def _open_tunnel(
+        self,
+        proxy: str,
+        factory: Callable[[], ClientConnection],
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None,
+        server_hostname: str | None = None,
+    ) -> ClientConnection:
+        """Opens a tunnel to ``host:port`` through ``proxy`` (the core's handshake), then
+        TLS inside it for wss://, and hands the transport to a new connection."""
+        loop = asyncio.get_running_loop()
+        handshake = _ferrows.ProxyHandshake(proxy)
+        if handshake.resolves_locally():
+            addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            host = addresses[0][4][0]
+        handshake.start(host, port, self._handshake_options["user_agent"])
+        proxy_host, proxy_port = handshake.address()
+        proxy_kwargs: dict[str, Any] = {}
+        if handshake.is_tls():
+            proxy_context = self._proxy_ssl
+            if proxy_context is None and isinstance(self._ssl, ssl_module.SSLContext):
+                proxy_context = self._ssl
+            proxy_kwargs["ssl"] = proxy_context or ssl_module.create_default_context()
+            proxy_kwargs["server_hostname"] = proxy_host
+        transport, tunnel = await loop.create_connection(
+            lambda: _Tunnel(handshake), proxy_host, proxy_port, **proxy_kwargs
+        )
+        try:
+            await tunnel.opened
+            connection = factory()
+            if ssl is not None:
+                # start_tls leaves connection_made to the caller.
+                transport = await loop.start_tls(
+                    transport, connection, ssl, server_hostname=server_hostname
+                )
+            else:
+                transport.set_protocol(connection)
+            connection.connection_made(transport)
+        except BaseException:
+            transport.abort()
             raise
         return connection
 
@@ -233,12 +285,12 @@ class connect:
         await self._connection.__aexit__(exc_type, exc_value, traceback)
 
     async def __aiter__(self) -> AsyncIterator[ClientConnection]:
-        delays = _backoff()
+        delays = backoff()
         while True:
             try:
                 connection = await self._open_with_timeout()
             except Exception as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise
                 delay = next(delays)
                 client_logger.info(
@@ -246,32 +298,44 @@ class connect:
                 )
                 await asyncio.sleep(delay)
                 continue
-            delays = _backoff()
+            delays = backoff()
             try:
                 yield connection
             finally:
                 await connection.close()
 
 
-def _backoff() -> Generator[float, None, None]:
-    """Delays between attempts: random up to the initial delay, then growing with jitter."""
-    yield random.random() * BACKOFF_INITIAL_DELAY
-    delay = BACKOFF_INITIAL_DELAY
-    while True:
-        delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_DELAY)
-        yield delay * (0.5 + random.random() / 2)
+class _Tunnel(asyncio.Protocol):
+    """Moves the bytes of a proxy handshake until the tunnel opens."""
 
+    def __init__(self, handshake: Any) -> None:
+        self._handshake = handshake
+        self._transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-def _is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help: network errors, timeouts and 5xx answers, not a 4xx or a
-    bad URI."""
-    if isinstance(exc, InvalidURI):
-        return False
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code >= 500
-    if isinstance(exc, InvalidHandshake):
-        return isinstance(exc, InvalidMessage)
-    return isinstance(exc, (OSError, asyncio.TimeoutError, WsTimeoutError))
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._transport.write(self._handshake.output())  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if self.opened.done():
+            return
+        try:
+            if self._handshake.receive(data):
+                self.opened.set_result(None)
+                return
+        except Exception as exc:
+            self.opened.set_exception(exc.with_traceback(None))
+            return
+        output = self._handshake.output()
+        if output:
+            self._transport.write(output)  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            error = InvalidProxyMessage("the proxy closed the connection before the tunnel opened")
+            error.__cause__ = exc
+            self.opened.set_exception(error)
 
 
 def unix_connect(path: str, uri: str = "ws://localhost/", **kwargs: Any) -> connect:

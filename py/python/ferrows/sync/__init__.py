@@ -1,7 +1,16 @@
-"""The threaded face of ferrows: ``connect()`` for clients, ``serve()`` for servers."""
+"""The threaded face of ferrows: ``connect()`` and ``reconnect()`` for clients, ``serve()``
+for servers."""
 
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, reconnect
 from .connection import Connection
 from .server import Server, ServerConnection, serve
 
-__all__ = ["ClientConnection", "Connection", "Server", "ServerConnection", "connect", "serve"]
+__all__ = [
+    "ClientConnection",
+    "Connection",
+    "Server",
+    "ServerConnection",
+    "connect",
+    "reconnect",
+    "serve",
+]
