@@ -31,13 +31,20 @@ from interop_support import (
 
 VENV_BIN = Path(sys.executable).parent
 SYMBOLS = ROOT / "ffi-c" / "symbols.txt"
-SONAME = "libferrows.so.0.1"
 # The oldest glibc the wheel and the C library run on (manylinux2014).
 GLIBC = (2, 17)
 # What the C library may load: glibc's own libraries and nothing else.
 SYSTEM_LIBRARIES = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1"}
 SYSTEM_LIBRARIES.add("ld-linux-x86-64.so.2")
 MESSAGES = ["hello", "héllo wörld ✓", "", "x" * 10_000]
+
+
+@pytest.fixture(scope="session")
+def soname(version: str) -> str:
+    """The soname the version gives the library (ffi-c/build.rs): before 1.0 a minor release
+    may break the ABI, so it carries the minor version."""
+    major, minor, _ = version.split(".", 2)
+    return f"libferrows.so.0.{minor}" if major == "0" else f"libferrows.so.{major}"
 
 
 def macro_version(text: str) -> str:
@@ -98,7 +105,7 @@ def test_c_header_carries_the_version(version: str):
     assert macro_version((ROOT / "ffi-c" / "cbindgen.toml").read_text()) == version
 
 
-def test_c_tarball_carries_the_version(prefix: Path, version: str):
+def test_c_tarball_carries_the_version(prefix: Path, version: str, soname: str):
     lib = prefix / "lib"
     assert (prefix / "include" / "ferrows.h").read_bytes() == HEADER.read_bytes()
     pc = (lib / "pkgconfig" / "ferrows.pc").read_text()
@@ -106,7 +113,7 @@ def test_c_tarball_carries_the_version(prefix: Path, version: str):
     config = (lib / "cmake" / "ferrows" / "ferrowsConfig.cmake").read_text()
     assert f"set(ferrows_VERSION {version})" in config
     assert (lib / f"libferrows.so.{version}").is_file()
-    library = ctypes.CDLL(str(lib / SONAME))
+    library = ctypes.CDLL(str(lib / soname))
     library.ferrows_version.restype = ctypes.c_char_p
     assert library.ferrows_version().decode() == version
 
@@ -163,13 +170,13 @@ def test_sdist_carries_the_workspace_it_builds(artifacts: Artifacts, version: st
 # The C tarball
 
 
-def test_c_tarball_layout(prefix: Path, version: str):
+def test_c_tarball_layout(prefix: Path, version: str, soname: str):
     lib = prefix / "lib"
     real = lib / f"libferrows.so.{version}"
     assert real.is_file() and not real.is_symlink() and os.access(real, os.X_OK)
-    assert os.readlink(lib / SONAME) == real.name
+    assert os.readlink(lib / soname) == real.name
     assert os.readlink(lib / "libferrows.so") == real.name
-    assert f"Library soname: [{SONAME}]" in run(["readelf", "-d", real]).stdout
+    assert f"Library soname: [{soname}]" in run(["readelf", "-d", real]).stdout
     assert (lib / "libferrows.a").stat().st_size > 0
     assert (lib / "cmake" / "ferrows" / "ferrowsConfigVersion.cmake").is_file()
     assert (prefix / "share" / "doc" / "ferrows" / "LICENSE").is_file()
@@ -223,24 +230,24 @@ def symbol_problems(listing: str, soname: str, exported: set[str]) -> list[str]:
     ]
 
 
-def test_exported_symbols_only_grow(prefix: Path):
-    library = prefix / "lib" / SONAME
+def test_exported_symbols_only_grow(prefix: Path, soname: str):
+    library = prefix / "lib" / soname
     symbols = run(["nm", "-D", "--defined-only", library]).stdout.splitlines()
     exported = {line.split()[-1] for line in symbols if line.strip()}
     assert exported and all(name.startswith("ferrows_") for name in exported), exported
-    problems = symbol_problems(SYMBOLS.read_text(), SONAME, exported)
+    problems = symbol_problems(SYMBOLS.read_text(), soname, exported)
     assert not problems, "\n".join(problems)
 
 
 def test_symbol_check_catches_removed_and_unlisted_symbols():
     listing = SYMBOLS.read_text()
-    _, listed = read_listing(listing)
+    listed_soname, listed = read_listing(listing)
     assert "ferrows_version" in listed
-    removed = symbol_problems(listing, SONAME, listed - {"ferrows_version"})
+    removed = symbol_problems(listing, listed_soname, listed - {"ferrows_version"})
     assert removed == ["ferrows_version is no longer exported: that needs a new soname"]
-    added = symbol_problems(listing, SONAME, listed | {"ferrows_new"})
+    added = symbol_problems(listing, listed_soname, listed | {"ferrows_new"})
     assert added == ["ferrows_new is exported but not in ffi-c/symbols.txt: add it"]
-    (renamed,) = symbol_problems(listing, "libferrows.so.0.2", listed)
+    (renamed,) = symbol_problems(listing, listed_soname + "0", listed)
     assert "a new soname starts a new list" in renamed
 
 
@@ -286,7 +293,7 @@ def check_echoes(result: subprocess.CompletedProcess[str], messages: list[str]) 
 
 @pytest.mark.parametrize("build_system", ["make", "cmake"])
 def test_examples_build_and_run_against_the_tarball(
-    prefix: Path, tmp_path: Path, build_system: str
+    prefix: Path, soname: str, tmp_path: Path, build_system: str
 ):
     build = tmp_path / "build"
     if build_system == "make":
@@ -298,8 +305,8 @@ def test_examples_build_and_run_against_the_tarball(
         # The loader finds the tarball's library, through the rpath the build gave it.
         env = {key: value for key, value in os.environ.items() if key != "LD_LIBRARY_PATH"}
         ldd = run(["ldd", build / program], env=env).stdout
-        match = re.search(rf"{re.escape(SONAME)} => (\S+)", ldd)
-        assert match and os.path.normpath(match.group(1)) == str(prefix / "lib" / SONAME), ldd
+        match = re.search(rf"{re.escape(soname)} => (\S+)", ldd)
+        assert match and os.path.normpath(match.group(1)) == str(prefix / "lib" / soname), ldd
     server = ServerProcess([build / "echo_server", HOST, "0"], None)
     try:
         for client in ("echo_client", "echo_client_cpp"):
