@@ -7,7 +7,10 @@
 #   PREFIX/lib/pkgconfig/ferrows.pc
 #   PREFIX/lib/cmake/ferrows/ferrowsConfig.cmake, ferrowsConfigVersion.cmake
 #
-# usage: ffi-c/install.sh PREFIX
+# usage: ffi-c/install.sh [--relocatable] PREFIX
+#   --relocatable    ferrows.pc names no prefix but its own location (${pcfiledir}/../..), so
+#                    the tree can be moved or unpacked anywhere (the release tarball;
+#                    ferrowsConfig.cmake always finds its prefix that way)
 #   FERROWS_LIB_DIR  where the built libraries are (default: <repo>/target/release)
 #   DESTDIR          staging root for packagers: files go to DESTDIR/PREFIX, paths name PREFIX
 # It builds nothing: run cargo first.
@@ -15,7 +18,12 @@ set -euo pipefail
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 PREFIX"
+RELOCATABLE=no
+if [ "${1:-}" = --relocatable ]; then
+  RELOCATABLE=yes
+  shift
+fi
+[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 [--relocatable] PREFIX"
 case $1 in
   /*) PREFIX=$1 ;;
   *) PREFIX=$(pwd)/$1 ;;
@@ -65,8 +73,9 @@ ln -sfn "$REAL" "$DEST/lib/$SONAME"
 ln -sfn "$REAL" "$DEST/lib/libferrows.so"
 install -m 644 "$LIB_DIR/libferrows.a" "$DEST/lib/libferrows.a"
 
+if [ "$RELOCATABLE" = yes ]; then PC_PREFIX='${pcfiledir}/../..'; else PC_PREFIX=$PREFIX; fi
 cat >"$DEST/lib/pkgconfig/ferrows.pc" <<EOF
-prefix=$PREFIX
+prefix=$PC_PREFIX
 exec_prefix=\${prefix}
 libdir=\${exec_prefix}/lib
 includedir=\${prefix}/include

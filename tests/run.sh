@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, builds ferrows, then
-# runs style checks, the Rust tests, the wheel on Python 3.9 and 3.13, the benchmark suite in
+# runs style checks, the Rust tests, the release artifacts (scripts/dist.sh, tests/dist) with
+# the wheel on clean Python 3.9 and 3.13, the benchmark suite in
 # its quick mode (it must run, its figures are not judged), the Python suite and the Autobahn
 # conformance suite (inside pytest, summarized at the end).
 #   usage: tests/run.sh            (FERROWS_VENV overrides the virtualenv, default .venv)
@@ -67,29 +68,28 @@ step "C ABI: build libferrows and run the C suite (plain, ASan+UBSan, valgrind)"
 cargo build --release -p ferrows-ffi
 bash tests/c/run.sh
 
-step "Build and install ferrows (release)"
-rm -rf target/wheels
-"$VENV/bin/maturin" build --release --quiet --out target/wheels
-WHEEL=$(ls target/wheels/ferrows-*.whl)
-"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+step "Release artifacts: scripts/dist.sh (the sdist, the wheel built from it, the C tarball)"
+bash scripts/dist.sh
+# The suite runs on the wheel users get, not on a build of the checkout.
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps dist/ferrows-*.whl
 
-step "The abi3 wheel on Python 3.9 and 3.13"
+step "The artifacts: one version, twine and auditwheel, glibc 2.17, exported symbols, the C tarball"
+"$PY" -m pytest -q -p no:cacheprovider tests/dist
+
+step "The abi3 wheel on clean CPython 3.9 and 3.13, no Rust toolchain or compiler on PATH"
+interpreters=()
 for version in 3.9 3.13; do
   interpreter=$(ls -d "$(pyenv root)"/versions/"$version".*/bin/python"$version" 2>/dev/null | tail -1)
   if [ -z "$interpreter" ]; then
     echo "no CPython $version under pyenv: this machine kind should carry it" >&2
     exit 1
   fi
-  env_dir=$ROOT/target/py$version
-  [ -x "$env_dir/bin/python" ] || "$interpreter" -m venv "$env_dir"
-  "$env_dir/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout trustme uvloop websockets websocket-client
-  "$env_dir/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
-  (cd target && "$env_dir/bin/python" -m pytest -q -p no:cacheprovider \
-    "$ROOT/tests/python/test_sync_echo.py" "$ROOT/tests/asyncio/test_asyncio_messages.py")
+  interpreters+=("$interpreter")
 done
+bash tests/dist/smoke_wheel.sh dist/ferrows-*.whl "${interpreters[@]}"
 
 step "Benchmarks, quick mode: every scenario still yields a figure (no figure is judged)"
 bash bench/run.sh --quick --installed
 
 step "Python suite and Autobahn conformance"
-"$PY" -m pytest tests -q
+"$PY" -m pytest tests -q --ignore=tests/dist

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ferrows serve|connect|demo``.
+"""Command line: ``python -m ferrows serve|connect|demo``, and ``--version``.
 
 - ``serve`` runs an echo server until Ctrl-C.
 - ``connect URL`` is an interactive client: it prints what arrives and sends the lines
@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+from . import __version__
 from .exceptions import ConnectionClosed
 from .sync.client import connect
 from .sync.server import ServerConnection, serve
@@ -124,6 +125,7 @@ def run_demo(c_client: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ferrows", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ferrows {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run an echo server")
     serve_parser.add_argument("--host", default="127.0.0.1")
