@@ -156,12 +156,15 @@ pub struct PyProtocolCore {
 }
 
 impl PyProtocolCore {
-    /// The events produced so far, as `(tag, ...)` tuples: `(PING, payload)`,
-    /// `(PONG, payload, acknowledged_ping_id_or_None, latency_or_None)`,
-    /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`, then `(OUTPUT, bytes)` if
-    /// frames must be sent, and `(TIMER, seconds_or_None)` if the next deadline moved.
+    /// The events produced so far, as `(tag, ...)` tuples: first `(OUTPUT, bytes)` if frames
+    /// must be sent (the driver writes them before any callback can send more), then
+    /// `(PING, payload)`, `(PONG, payload, acknowledged_ping_id_or_None, latency_or_None)`,
+    /// `(CLOSED, rcvd, sent, rcvd_then_sent, cause_or_None)`, and `(TIMER,
+    /// seconds_or_None)` if the next deadline moved.
     fn events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = PyList::empty(py);
+        // Taken after the events are polled, which may add frames (a close reply).
+        let mut output = None;
         while let Some(event) = self.inner.poll_event() {
             let tuple: Bound<'py, PyTuple> = match event {
                 Event::Ping(data) => (PING, PyBytes::new(py, &data)).into_pyobject(py)?,
@@ -187,7 +190,10 @@ impl PyProtocolCore {
             events.append(tuple)?;
         }
         if self.output_due() {
-            events.append((OUTPUT, self.output(py)))?;
+            output = Some((OUTPUT, self.output(py)));
+        }
+        if let Some(output) = output {
+            events.insert(0, output)?;
         }
         let deadline = self.inner.next_deadline();
         if deadline != self.reported_deadline {
@@ -405,9 +411,18 @@ impl PyProtocolCore {
         Ok(None)
     }
 
-    /// The output waiting in the core, or None (none, or the transport paused writing).
+    /// The output waiting in the core (queued messages, and what precedes them), or None.
+    /// Taken even while `hold_output` is set: the application's messages go to the
+    /// transport, where its flow control and `write_buffer_size` see them, as they would
+    /// without batching.
     fn take_output<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.output_due().then(|| self.output(py))
+        self.inner.has_output().then(|| self.output(py))
+    }
+
+    /// Bytes waiting in the core to be written (queued messages, owed pongs).
+    #[getter]
+    fn output_size(&self) -> usize {
+        self.inner.output_len()
     }
 
     /// Encodes one fragment (the first one's `compress` counts); returns the bytes to write.

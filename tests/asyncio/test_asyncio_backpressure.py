@@ -256,12 +256,55 @@ async def test_pings_while_writing_is_paused_owe_one_pong(raw_server):
             ws.send_nowait(MESSAGE)
             await asyncio.sleep(0)  # let the loop try to write
         assert ws._writing_paused, "writing never paused against a peer that reads nothing"
-        buffered = ws.write_buffer_size
+        buffered = ws._transport.get_write_buffer_size()
         send_pings.set()
         assert await bounded(ws.recv()) == "after the pings"
-        assert ws.write_buffer_size == buffered, "pongs were written while writing was paused"
+        assert ws._transport.get_write_buffer_size() == buffered, (
+            "pongs were written while writing was paused"
+        )
+        # write_buffer_size counts what waits in the core too: the owed pongs, a few frames.
+        assert buffered < ws.write_buffer_size <= buffered + 16 * 16
         assert ws._core.hold_output
     finally:
         stop_peer.set()
         ws._transport.abort()
         await bounded(ws.wait_closed())
+
+
+@aiotest(timeout=60)
+async def test_messages_sent_while_writing_is_paused_reach_the_transport(raw_server):
+    """Messages batched in one turn of the loop are written even while the transport has
+    paused writing (only owed pongs wait in the core then): the transport's buffer, and
+    write_buffer_size, account for them, and they all arrive when the peer reads."""
+    start_reading = ThreadFlag()
+    received: list[int] = []
+
+    def stall_then_read(stream: RawStream, server: RawServer) -> None:
+        start_reading.event.wait(30)
+        count = 0
+        while True:  # bounded by the deadlines of read_frame and of the test
+            _, opcode, payload = stream.read_frame(timeout=10)
+            if opcode == OP_CLOSE:
+                stream.send(encode_frame(OP_CLOSE, payload, mask=False))
+                break
+            count += 1
+        received.append(count)
+
+    server = raw_server(after=stall_then_read)
+    server.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    message = b"m" * 1024
+    count = 20_000  # 20 MiB: more than the kernel's socket buffers take
+    async with connect(server.url, write_limit=(HIGH, LOW), ping_interval=None) as ws:
+        for _ in range(count):
+            ws.send_nowait(message)
+        assert ws.write_buffer_size > count * len(message) // 2
+        for _ in range(100):  # turns of the loop, until the last batch is written
+            if ws._core.output_size == 0:
+                break
+            await asyncio.sleep(0)
+        assert ws._core.output_size == 0, "messages stayed in the core while writing paused"
+        assert ws._writing_paused
+        assert ws._transport.get_write_buffer_size() > count * len(message) // 2
+        start_reading.set()
+    assert server.handled.wait(30) and not server.errors, server.errors
+    assert received == [count]

@@ -9,10 +9,29 @@ from typing import Any
 
 import pytest
 import websockets.asyncio.client
-from aiosupport import HOST, aiotest, bounded, echo, read_until_close, settle, ws_url
+from aiosupport import (
+    HOST,
+    AsyncRawPeer,
+    aiotest,
+    bounded,
+    echo,
+    read_until_close,
+    settle,
+    switching_protocols,
+    ws_url,
+)
 from ferrows.asyncio import Connection, Listener, connect, serve
 from ferrows.exceptions import ConnectionClosed, ConnectionClosedError
-from wsutil import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame, handshake_request, parse_close
+from wsutil import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    encode_frame,
+    handshake_request,
+    parse_close,
+)
 
 COUNT = 1000
 
@@ -337,3 +356,34 @@ async def test_a_listener_that_raises_is_logged_and_closes_with_1011(sent, deliv
     assert [value for name, value in listener.events if name == "message"] == delivered
     assert any("listener on_message raised" in r.getMessage() for r in caplog.records)
     assert isinstance(await bounded(listener.closed), ConnectionClosed)
+
+
+@pytest.mark.parametrize("opcode", [OP_PING, OP_BINARY])
+@aiotest
+async def test_a_large_reply_from_a_callback_goes_after_messages_sent_before_it(opcode):
+    """A message sent earlier in the turn of the loop waits in the core; when a read (a ping,
+    or a message) is handled before that message's write, the listener's large reply,
+    which is written at once, must still follow it. The loop runs the two callbacks in either
+    order; the read is delivered by hand, after the send, to take the order that matters."""
+    large = b"L" * (1 << 20)
+
+    class Reply(Listener):
+        def on_ping(self, connection: Connection, data: bytes) -> None:
+            connection.send_nowait(large)
+
+        def on_message(self, connection: Connection, message: Any) -> None:
+            connection.send_nowait(large)
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> list:
+        return await read_until_close(reader)
+
+    async with AsyncRawPeer(record, switching_protocols) as peer:
+        async with connect(peer.url, listener=Reply, max_size=None) as ws:
+            ws.send_nowait(b"A")
+            frame = encode_frame(opcode, b"p", mask=False)
+            ws._view[: len(frame)] = frame
+            ws.buffer_updated(len(frame))
+        frames = await peer.result()
+    sent = [(op, payload) for _, op, payload in frames if op != OP_CLOSE]
+    pong = [(OP_PONG, b"p")] if opcode == OP_PING else []
+    assert sent == [(OP_BINARY, b"A"), *pong, (OP_BINARY, large)]

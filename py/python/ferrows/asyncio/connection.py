@@ -297,6 +297,11 @@ class Connection(asyncio.BufferedProtocol):
                 self._transport.pause_reading()
 
     def _process(self, events: list[tuple[Any, ...]]) -> None:
+        if events and events[0][0] == _OUTPUT:
+            # What the core had to send (messages sent earlier in this turn among it) goes
+            # out before a callback can send something that must follow it.
+            self._transport.write(events[0][1])  # type: ignore[union-attr]
+            events = events[1:]
         # Data that came with these events arrived before them (a close frame is last).
         self._data_arrived(self._core.inbox_bytes)
         self._handle_events(events)
@@ -533,8 +538,12 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def write_buffer_size(self) -> int:
-        """Bytes written to the transport and not yet sent."""
-        return self._transport.get_write_buffer_size() if self._transport else 0
+        """Bytes sent and not yet written to the socket: in the transport's buffer, and
+        messages of this turn of the loop still waiting for their write."""
+        if self._transport is None:
+            return 0
+        waiting = self._core.output_size if self._core is not None else 0
+        return self._transport.get_write_buffer_size() + waiting
 
     async def _send_fragments(
         self, fragments: AsyncIterator[Any], text: bool | None, compress: bool
