@@ -2,8 +2,8 @@
 //! by `ferrows.asyncio` on the event-loop thread. No runtime and no other thread is involved:
 //! a hop between threads per message costs more than a whole small round trip.
 
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use ferrows_core::protocol::handshake::{
@@ -86,26 +86,45 @@ fn bytes_written_by<'py>(
 /// many small messages, little enough to keep the transport's flow control in charge.
 const BATCH_LIMIT: usize = 64 << 10;
 
-thread_local! {
-    /// The buffer of the last large frame sent from this thread, reused by the next one once
-    /// the transport has let go of it.
-    static SEND_BUFFER: RefCell<Option<Py<PyByteArray>>> = const { RefCell::new(None) };
+/// The buffer of the last large frame sent, reused by the next one once the transport has
+/// let go of it: one per event-loop thread, shared by its connections. A Python object (the
+/// face keeps one in a `threading.local`), so that Python ends its life: a Rust thread-local
+/// would drop it after the interpreter has finalized.
+#[pyclass(module = "ferrows._ferrows", name = "SendBuffer", frozen)]
+#[derive(Default)]
+pub struct PySendBuffer(Mutex<Option<Py<PyByteArray>>>);
+
+#[pymethods]
+impl PySendBuffer {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl PySendBuffer {
+    fn slot(&self) -> MutexGuard<'_, Option<Py<PyByteArray>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A frame of `length` bytes (at least [`INITIAL_MESSAGE_BUFFER`]), written by `write`, as a
-/// memoryview over a bytearray that the thread reuses once nothing else refers to it (the
-/// transport wrote it all, or finished writing it). A new object of a megabyte per message,
-/// freed soon after, is handed back to the kernel by the allocator and faulted in again by
-/// the next message; one thread's reused buffer (at most [`MAX_SPARE_BUFFER`]) is not.
+/// memoryview over `reused`'s bytearray once nothing else refers to it (the transport wrote
+/// it all, or finished writing it), else over a new one that `reused` keeps next. A new
+/// object of a megabyte per message, freed soon after, is handed back to the kernel by the
+/// allocator and faulted in again by the next message; one reused buffer per thread (at most
+/// [`MAX_SPARE_BUFFER`]) is not.
 fn large_frame<'py>(
     py: Python<'py>,
+    reused: &PySendBuffer,
     length: usize,
     write: impl FnOnce(&mut [MaybeUninit<u8>]) -> PyResult<()>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY (Py_REFCNT): a valid object; only this slot's reference left means no
+    // SAFETY (Py_REFCNT): a valid object; only the slot's reference, now taken, means no
     // memoryview or transport holds it, so it may be resized and overwritten.
-    let reusable = SEND_BUFFER
-        .with_borrow_mut(Option::take)
+    let reusable = reused
+        .slot()
+        .take()
         .filter(|buffer| unsafe { pyo3::ffi::Py_REFCNT(buffer.as_ptr()) } == 1);
     let buffer = match reusable {
         Some(buffer) => {
@@ -120,7 +139,7 @@ fn large_frame<'py>(
         unsafe { std::slice::from_raw_parts_mut(buffer.data().cast::<MaybeUninit<u8>>(), length) };
     write(out)?;
     if length <= MAX_SPARE_BUFFER {
-        SEND_BUFFER.set(Some(buffer.clone().unbind()));
+        *reused.slot() = Some(buffer.clone().unbind());
     }
     Ok(PyMemoryView::from(&buffer)?.into_any())
 }
@@ -153,6 +172,8 @@ pub struct PyProtocolCore {
     /// waited.
     #[pyo3(get, set)]
     hold_output: bool,
+    /// The event-loop thread's reused buffer for large frames; None: a new one each time.
+    send_buffer: Option<Py<PySendBuffer>>,
 }
 
 impl PyProtocolCore {
@@ -249,14 +270,18 @@ impl PyProtocolCore {
     /// disables), compression, the same as the sync face's. `direct`: messages go to a
     /// listener as they arrive. `deflate`: what the handshake agreed on, if anything.
     /// `inbox_limit`: the read limit, above which input is held (see `holds_input`).
+    /// `send_buffer`: the event-loop thread's `SendBuffer`, for large frames.
     #[new]
-    #[pyo3(signature = (is_client, options, direct=false, deflate=None, inbox_limit=None))]
+    #[pyo3(signature = (
+        is_client, options, direct=false, deflate=None, inbox_limit=None, send_buffer=None
+    ))]
     fn new(
         is_client: bool,
         options: &Bound<'_, PyDict>,
         direct: bool,
         deflate: Option<PyRef<'_, PyAgreement>>,
         inbox_limit: Option<usize>,
+        send_buffer: Option<Py<PySendBuffer>>,
     ) -> PyResult<Self> {
         let (role, default) = if is_client {
             (Role::Client, DeflateConfig::client())
@@ -274,6 +299,7 @@ impl PyProtocolCore {
             inner,
             direct,
             hold_output: false,
+            send_buffer,
         })
     }
 
@@ -375,10 +401,11 @@ impl PyProtocolCore {
                     .encode_message_into(kind, data, out)
                     .map_err(|e| to_py_err(py, e, None))
             };
-            return if length >= INITIAL_MESSAGE_BUFFER {
-                large_frame(py, length, encode)
-            } else {
-                Ok(bytes_written_by(py, length, encode)?.into_any())
+            return match &self.send_buffer {
+                Some(reused) if length >= INITIAL_MESSAGE_BUFFER => {
+                    large_frame(py, reused.get(), length, encode)
+                }
+                _ => Ok(bytes_written_by(py, length, encode)?.into_any()),
             };
         }
         self.inner

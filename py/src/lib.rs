@@ -39,6 +39,7 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<aio::PyProtocolCore>()?;
     module.add_class::<aio::PyClientHandshake>()?;
     module.add_class::<aio::PyAgreement>()?;
+    module.add_class::<aio::PySendBuffer>()?;
     module.add_function(wrap_pyfunction!(aio::client_handshake, module)?)?;
     module.add_function(wrap_pyfunction!(aio::server_parse_request, module)?)?;
     module.add_function(wrap_pyfunction!(aio::server_validate_request, module)?)?;

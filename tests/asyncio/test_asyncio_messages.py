@@ -76,7 +76,8 @@ async def test_large_messages_sent_back_to_back_arrive_intact():
 def test_a_large_frame_still_referenced_is_never_overwritten():
     """The send buffer that large frames reuse: while anything refers to one (a transport
     keeping what it could not write yet), the next frame is written elsewhere."""
-    core = _ferrows.ProtocolCore(False, {})  # a server's frames: payloads unmasked
+    # A server's frames (payloads unmasked), with a send buffer to reuse.
+    core = _ferrows.ProtocolCore(False, {}, send_buffer=_ferrows.SendBuffer())
     first = core.send(b"a" * MIB)
     second = core.send(b"b" * MIB)
     assert bytes(first[-MIB:]) == b"a" * MIB

@@ -35,6 +35,15 @@ _READ_BUFFER_SIZE = 65536
 _thread_state = threading.local()
 
 
+def _send_buffer() -> Any:
+    """The buffer the connections of the calling thread's event loop reuse for large frames
+    (``_ferrows.SendBuffer``), reused only once no transport refers to it."""
+    shared = getattr(_thread_state, "send_buffer", None)
+    if shared is None:
+        shared = _thread_state.send_buffer = _ferrows.SendBuffer()
+    return shared
+
+
 def _read_buffer() -> tuple[bytearray, memoryview]:
     """The read buffer shared by every connection of the calling thread's event loop.
 
@@ -262,6 +271,7 @@ class Connection(asyncio.BufferedProtocol):
             self.listener is not None,
             self._deflate,
             self._read_high,
+            _send_buffer(),
         )
         self._process(self._core.poll())
         if self.listener is not None:
