@@ -440,6 +440,41 @@ pub unsafe extern "C" fn ferrows_connect(
     })
 }
 
+/// The arguments of a blocking connect, checked: the URL, the timeout (0 is refused with
+/// `zero`, the call's own advice), and that this thread may block.
+///
+/// # Safety
+/// `url` must be non-NULL and NUL-terminated.
+unsafe fn blocking_connect_args<'a>(
+    url: *const c_char,
+    timeout_ms: i32,
+    zero: &str,
+) -> Result<(&'a str, Option<Duration>), ferrows_result> {
+    // SAFETY: the caller's promise.
+    let url = unsafe { utf8_arg(url, "url") }?;
+    let timeout = timeout_arg(timeout_ms)?;
+    if timeout_ms == 0 {
+        return Err(invalid(zero));
+    }
+    engine::runtime::check_may_block().map_err(|error| fail(&error))?;
+    Ok((url, timeout))
+}
+
+/// Hands an open connection to the caller as a new handle.
+///
+/// # Safety
+/// `out` must be non-NULL and writable.
+unsafe fn hand_out(
+    connection: engine::Connection,
+    userdata: *mut c_void,
+    out: *mut *mut ferrows_conn,
+) -> ferrows_result {
+    let state = ConnState::new(Some(connection), userdata);
+    // SAFETY: the caller's promise.
+    unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
+    FERROWS_OK
+}
+
 /// Opens a client connection to `url` and waits up to `timeout_ms` (-1: until the open
 /// timeout; 0 is invalid, use `ferrows_connect`) for the handshake. Receive with `ferrows_conn_recv`, or attach a queue.
 ///
@@ -455,17 +490,12 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config, url, out);
+        let zero = "a blocking connect needs timeout_ms -1 or > 0; use ferrows_connect";
         // SAFETY: not NULL, and the caller promises a NUL-terminated string.
-        let (url, timeout) = match (unsafe { utf8_arg(url, "url") }, timeout_arg(timeout_ms)) {
-            (Ok(url), Ok(timeout)) => (url, timeout),
-            (Err(code), _) | (_, Err(code)) => return code,
+        let (url, timeout) = match unsafe { blocking_connect_args(url, timeout_ms, zero) } {
+            Ok(args) => args,
+            Err(code) => return code,
         };
-        if timeout_ms == 0 {
-            return invalid("a blocking connect needs timeout_ms -1 or > 0; use ferrows_connect");
-        }
-        if let Err(error) = engine::runtime::check_may_block() {
-            return fail(&error);
-        }
         // SAFETY: not NULL, and the caller promises a live config.
         let client = unsafe { &*config }.client.clone();
         let pending = match engine::connect(url, client) {
@@ -473,12 +503,8 @@ pub unsafe extern "C" fn ferrows_connect_blocking(
             Err(error) => return fail(&error),
         };
         match pending.wait(timeout) {
-            Ok(Some(connection)) => {
-                let state = ConnState::new(Some(connection), userdata);
-                // SAFETY: not NULL, and the caller promises a writable pointer.
-                unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
-                FERROWS_OK
-            }
+            // SAFETY: not NULL, and the caller promises a writable pointer.
+            Ok(Some(connection)) => unsafe { hand_out(connection, userdata, out) },
             Ok(None) => status(FERROWS_TIMEOUT, "opening the connection"),
             Err(error) => fail(&error),
         }
@@ -505,17 +531,12 @@ pub unsafe extern "C" fn ferrows_connect_retrying(
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(config, url, out);
+        let zero = "a retrying connect needs timeout_ms -1 or > 0";
         // SAFETY: not NULL, and the caller promises a NUL-terminated string.
-        let (url, timeout) = match (unsafe { utf8_arg(url, "url") }, timeout_arg(timeout_ms)) {
-            (Ok(url), Ok(timeout)) => (url, timeout),
-            (Err(code), _) | (_, Err(code)) => return code,
+        let (url, timeout) = match unsafe { blocking_connect_args(url, timeout_ms, zero) } {
+            Ok(args) => args,
+            Err(code) => return code,
         };
-        if timeout_ms == 0 {
-            return invalid("a retrying connect needs timeout_ms -1 or > 0");
-        }
-        if let Err(error) = engine::runtime::check_may_block() {
-            return fail(&error);
-        }
         // SAFETY: not NULL, and the caller promises a live config.
         let config = unsafe { &*config };
         let mut backoff = Backoff::new(config.reconnect.clone().unwrap_or_default());
@@ -530,12 +551,8 @@ pub unsafe extern "C" fn ferrows_connect_retrying(
                 Err(error) => return fail(&error),
             };
             let error = match pending.wait(remaining()) {
-                Ok(Some(connection)) => {
-                    let state = ConnState::new(Some(connection), userdata);
-                    // SAFETY: not NULL, and the caller promises a writable pointer.
-                    unsafe { *out = Box::into_raw(Box::new(ferrows_conn { state })) };
-                    return FERROWS_OK;
-                }
+                // SAFETY: not NULL, and the caller promises a writable pointer.
+                Ok(Some(connection)) => return unsafe { hand_out(connection, userdata, out) },
                 Ok(None) => return status(FERROWS_TIMEOUT, "opening the connection, retrying"),
                 Err(error) => error,
             };

@@ -345,8 +345,8 @@ mod tests {
         connect(&format!("wss://{}/", server.local_addr()), config)?.wait(WAIT)
     }
 
-    #[test]
-    fn a_certificate_from_an_unknown_issuer_is_untrusted() {
+    /// A server on a loopback port with the test certificate.
+    fn tls_server() -> Server {
         let tls = TlsServerOptions {
             cert_chain_pem: test_pem::SERVER_CERT.into(),
             key_pem: test_pem::SERVER_KEY.into(),
@@ -355,7 +355,12 @@ mod tests {
             tls: Some(tls),
             ..Default::default()
         };
-        let server = Server::bind("127.0.0.1", 0, config).unwrap();
+        Server::bind("127.0.0.1", 0, config).unwrap()
+    }
+
+    #[test]
+    fn a_certificate_from_an_unknown_issuer_is_untrusted() {
+        let server = tls_server();
         let untrusted = connect_trusting(&server, test_pem::OTHER_CA);
         assert!(
             matches!(untrusted, Err(Error::UntrustedCertificate(_))),
@@ -408,15 +413,7 @@ mod tests {
     #[test]
     fn connections_with_the_same_options_resume_the_tls_session() {
         use rustls::HandshakeKind::{Full, Resumed};
-        let tls = TlsServerOptions {
-            cert_chain_pem: test_pem::SERVER_CERT.into(),
-            key_pem: test_pem::SERVER_KEY.into(),
-        };
-        let config = ServerConfig {
-            tls: Some(tls),
-            ..Default::default()
-        };
-        let server = Server::bind("127.0.0.1", 0, config).unwrap();
+        let server = tls_server();
         let options = TlsClientOptions {
             // Options of their own (the CA and a blank line): other tests connect to other
             // servers at the same address, whose sessions would replace this server's in a
