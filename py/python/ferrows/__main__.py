@@ -77,48 +77,56 @@ async def asyncio_exchange(url: str) -> None:
 
 
 def run_demo(c_client: str | None) -> int:
-    with serve(echo, "127.0.0.1", 0) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        url = f"ws://127.0.0.1:{server.port}"
-        print(f"echo server (ferrows.sync) listening on {url}")
-        with connect(url) as connection:
-            print(f"sync client connected (id {connection.id})")
-            connection.send("Hello, ferrows!")
-            print(f"text   sent 'Hello, ferrows!' -> echoed {connection.recv(timeout=5)!r}")
-            payload = bytes(range(256)) * 4
-            connection.send(payload)
-            echoed = connection.recv(timeout=5)
-            print(
-                f"binary sent {len(payload)} bytes -> echoed {len(echoed)} bytes, "
-                f"identical: {echoed == payload}"
-            )
-            connection.send(["frag", "mented ", "message"])
-            print(f"fragmented message echoed as {connection.recv(timeout=5)!r}")
-            latency = connection.ping().wait(timeout=5)
-            print(f"ping latency {latency * 1e6:.0f} µs")
-            started = time.perf_counter()
-            rounds = 2000
-            for _ in range(rounds):
-                connection.send(b"x" * 256)
-                connection.recv(timeout=5)
-            elapsed = time.perf_counter() - started
-            print(f"{rounds} round trips of 256 bytes: {rounds / elapsed:,.0f} per second")
-        print(f"sync client closed with code {connection.close_code}")
-        asyncio.run(asyncio_exchange(url))
-        if c_client is not None:
-            result = subprocess.run(
-                [c_client, url, "Hello from C", "second message"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            for line in result.stdout.splitlines():
-                print(f"C client: {line}")
-            if result.returncode != 0:
-                print(f"C client failed ({result.returncode}): {result.stderr.strip()}")
-                return 1
+    thread = None
+    try:
+        with serve(echo, "127.0.0.1", 0) as server:
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            url = f"ws://127.0.0.1:{server.port}"
+            print(f"echo server (ferrows.sync) listening on {url}")
+            with connect(url) as connection:
+                print(f"sync client connected (id {connection.id})")
+                connection.send("Hello, ferrows!")
+                print(f"text   sent 'Hello, ferrows!' -> echoed {connection.recv(timeout=5)!r}")
+                payload = bytes(range(256)) * 4
+                connection.send(payload)
+                echoed = connection.recv(timeout=5)
+                print(
+                    f"binary sent {len(payload)} bytes -> echoed {len(echoed)} bytes, "
+                    f"identical: {echoed == payload}"
+                )
+                connection.send(["frag", "mented ", "message"])
+                print(f"fragmented message echoed as {connection.recv(timeout=5)!r}")
+                latency = connection.ping().wait(timeout=5)
+                print(f"ping latency {latency * 1e6:.0f} µs")
+                started = time.perf_counter()
+                rounds = 2000
+                for _ in range(rounds):
+                    connection.send(b"x" * 256)
+                    connection.recv(timeout=5)
+                elapsed = time.perf_counter() - started
+                print(f"{rounds} round trips of 256 bytes: {rounds / elapsed:,.0f} per second")
+            print(f"sync client closed with code {connection.close_code}")
+            asyncio.run(asyncio_exchange(url))
+            if c_client is not None:
+                result = subprocess.run(
+                    [c_client, url, "Hello from C", "second message"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                for line in result.stdout.splitlines():
+                    print(f"C client: {line}")
+                if result.returncode != 0:
+                    print(f"C client failed ({result.returncode}): {result.stderr.strip()}")
+                    return 1
+    finally:
+        # serve_forever returns once the server is closed: wait for it to leave ferrows'
+        # native code. A daemon thread still inside a native call when the interpreter
+        # finalizes is killed there (pthread_exit, Python before 3.14).
+        if thread is not None:
+            thread.join(5)
     print("server stopped")
     return 0
 
