@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
 import ferrows.sync
 from aiosupport import HOST, LOOP_FACTORIES
+from backoff import fast_backoff  # noqa: F401 (the reconnection tests' fixture)
 from proxies import (  # noqa: F401 (fixtures of the proxy tests)
     no_proxy_environment,
     silent_proxy,

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
-import ferrows._reconnect as reconnect_module
 import ferrows.asyncio.client as client_module
 import pytest
 from aiosupport import HOST, aiotest, bounded, echo, settle, ws_url
@@ -27,14 +26,6 @@ from ferrows.asyncio import (
 from ferrows.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
 from ferrows.exceptions import TimeoutError as WsTimeoutError
 from ferrows.http11 import Request
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect delays of tens of milliseconds (read at each run of attempts)."""
-    monkeypatch.setattr(reconnect_module, "BACKOFF_INITIAL_DELAY", 0.05)
-    monkeypatch.setattr(reconnect_module, "BACKOFF_FACTOR", 1.5)
-    monkeypatch.setattr(reconnect_module, "BACKOFF_MAX_DELAY", 0.2)
 
 
 class FailedAttempts(logging.Handler):

@@ -11,6 +11,7 @@ import pytest
 import trustme
 import websockets.asyncio.server
 import websockets.sync.server
+from backoff import fast_backoff  # noqa: F401 (the reconnection tests' fixture)
 from proxies import (  # noqa: F401 (fixtures of the proxy tests)
     no_proxy_environment,
     silent_proxy,

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import ferrows._reconnect as reconnect_module
 import ferrows.sync
 import pytest
 from ferrows.exceptions import ConnectionClosedOK, InvalidStatus, InvalidURI
@@ -21,12 +20,7 @@ from wsutil import HOST
 WAIT = 10.0
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect delays of tens of milliseconds."""
-    monkeypatch.setattr(reconnect_module, "BACKOFF_INITIAL_DELAY", 0.05)
-    monkeypatch.setattr(reconnect_module, "BACKOFF_FACTOR", 1.5)
-    monkeypatch.setattr(reconnect_module, "BACKOFF_MAX_DELAY", 0.2)
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 class FailedAttempts(logging.Handler):
