@@ -51,11 +51,16 @@ class Profile:
     seconds: float  # length of a measured window
     idle_connections: int
     idle_deadline: float  # seconds the idle connections may take to open
+    probe_seconds: float  # a live client's echo latency window, alone and beside them
 
 
 PROFILES = {
-    "full": Profile(5, 0.1, 0.5, seconds=0.4, idle_connections=10_000, idle_deadline=30),
-    "quick": Profile(1, 0.02, 0.05, seconds=0.05, idle_connections=500, idle_deadline=10),
+    "full": Profile(
+        5, 0.1, 0.5, seconds=0.4, idle_connections=10_000, idle_deadline=30, probe_seconds=2
+    ),
+    "quick": Profile(
+        1, 0.02, 0.05, seconds=0.05, idle_connections=500, idle_deadline=10, probe_seconds=0.2
+    ),
 }
 
 
@@ -81,7 +86,13 @@ SECTIONS = {
             "idle memory",
             "kib_per_connection",
             True,
-            (("KiB/conn", "kib_per_connection"), ("open s", "open_s")),
+            (
+                ("KiB/conn", "kib_per_connection"),
+                ("open s", "open_s"),
+                ("p99 alone", "p99_alone_us"),
+                ("p99 beside", "p99_beside_idle_us"),
+                ("p99 x", "p99_growth"),
+            ),
         ),
         Section("handshakes", "rate", False, (("hs/s", "rate"), ("CPU us/hs", "cpu_us"))),
     )
@@ -395,10 +406,15 @@ class Suite:
             with Process(SERVER_CPU, [*command, port], self.logs / f"{name}.log") as server:
                 args = ["idle", "--port", port, "--pid", server.pid]
                 args += ["--connections", connections, "--deadline", deadline]
-                (result,) = run_json([self.loadgen, *args], deadline + SLACK_SECONDS)
+                args += ["--probe", self.profile.probe_seconds]
+                timeout = deadline + 2 * self.profile.probe_seconds + SLACK_SECONDS
+                (result,) = run_json([self.loadgen, *args], timeout)
             if result["connections"] < connections:
                 row.note = f"{result['connections']:,} of {connections:,} opened in {deadline} s"
-            return [{key: result[key] for key in ("kib_per_connection", "open_s")}]
+            figures = ("kib_per_connection", "open_s", "p99_alone_us", "p99_beside_idle_us")
+            sample = {key: result[key] for key in figures}
+            sample["p99_growth"] = result["p99_beside_idle_us"] / result["p99_alone_us"]
+            return [sample]
 
         row.add(measure)
 

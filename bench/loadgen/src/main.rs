@@ -6,10 +6,13 @@
 //!   load --port P --connections N --inflight K --size S [--raw] --pid SERVER
 //!        --warmup SECONDS --seconds SECONDS --runs R   one line per run: messages, seconds,
 //!                                                      server CPU, p50/p99 latency
-//!   idle --port P --connections N --deadline SECONDS --pid SERVER
+//!   idle --port P --connections N --deadline SECONDS --pid SERVER [--probe SECONDS]
 //!                                                 server RSS before and after N idle
 //!                                                 connections (each echoed once), or as
-//!                                                 many as opened by the deadline
+//!                                                 many as opened by the deadline; with
+//!                                                 --probe, a live client's echo latency
+//!                                                 (256 B, one in flight) before and beside
+//!                                                 them
 //!   handshakes --port P --concurrency C [--ca PEM] --pid SERVER --warmup --seconds --runs
 //!                                                 opening + closing handshakes, plain or TLS
 
@@ -35,6 +38,8 @@ const OPEN_DEADLINE: Duration = Duration::from_secs(120);
 const WINDOW_PATIENCE: Duration = Duration::from_secs(30);
 /// The idle connections' one message.
 const IDLE_MESSAGE: &[u8] = b"0123456789abcdef";
+/// The live client's message size beside idle connections.
+const PROBE_SIZE: usize = 256;
 
 fn main() {
     let mut argv = std::env::args().skip(1);
@@ -269,17 +274,13 @@ impl Windows {
             };
             let mut latencies = std::mem::take(&mut shared.tally.borrow_mut().latencies_ns);
             latencies.sort_unstable();
-            let percentile = |p: f64| -> f64 {
-                let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().max(1) - 1);
-                latencies.get(index).map_or(0.0, |&ns| ns as f64 / 1000.0)
-            };
             println!(
                 "{{\"count\": {}, \"seconds\": {:.6}, \"server_cpu_s\": {:.6}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"open_s\": {:.3}}}",
                 completed_end - completed,
                 (ended - started).as_secs_f64(),
                 (cpu_end - cpu) as f64 / 1e9,
-                percentile(0.50),
-                percentile(0.99),
+                percentile_us(&latencies, 0.50),
+                percentile_us(&latencies, 0.99),
                 self.opening.as_secs_f64(),
             );
         }
@@ -293,6 +294,12 @@ impl Windows {
         }
         Ok((tally.completed, process_cpu_ns(self.pid)?, Instant::now()))
     }
+}
+
+/// The `p` quantile of sorted latencies in nanoseconds, in microseconds (0 when empty).
+fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
+    let index = ((sorted_ns.len() as f64 * p) as usize).min(sorted_ns.len().max(1) - 1);
+    sorted_ns.get(index).map_or(0.0, |&ns| ns as f64 / 1000.0)
 }
 
 /// Opens one connection: TCP, then the opening handshake unless `raw`.
@@ -432,10 +439,23 @@ async fn drive(
 async fn idle(args: &Args) -> io::Result<()> {
     let connections = args.count("connections")?;
     let pid = args.count("pid")?;
+    let address = args.address()?;
+    let probe_length = match args.0.get("probe") {
+        Some(_) => Some(Duration::from_secs_f64(args.number("probe")?)),
+        None => None,
+    };
+    // The live client opens first, so that its connection is not counted as idle memory.
+    let probe = match probe_length {
+        Some(length) => Some(Probe::start(&address, length).await?),
+        None => None,
+    };
+    let p99_alone = match &probe {
+        Some(probe) => Some(probe.p99_us().await?),
+        None => None,
+    };
     let before = resident_kib(pid)?;
     let shared: Shared = Rc::default();
     let gate = Rc::new(Semaphore::new(OPENING_AT_ONCE));
-    let address = args.address()?;
     let message: Rc<[u8]> = ws::client_frame(ws::OP_BINARY, IDLE_MESSAGE).into();
     for _ in 0..connections {
         let (shared, gate, message, address) = (
@@ -457,12 +477,59 @@ async fn idle(args: &Args) -> io::Result<()> {
         return Err(io::Error::other("no connection opened"));
     }
     let after = resident_kib(pid)?;
+    let open_s = started.elapsed().as_secs_f64();
+    let latency = match (&probe, p99_alone) {
+        (Some(probe), Some(alone)) => {
+            let beside = probe.p99_us().await?;
+            format!(", \"p99_alone_us\": {alone:.1}, \"p99_beside_idle_us\": {beside:.1}")
+        }
+        _ => String::new(),
+    };
     println!(
-        "{{\"connections\": {opened}, \"requested\": {connections}, \"open_s\": {:.3}, \"rss_before_kib\": {before}, \"rss_after_kib\": {after}, \"kib_per_connection\": {:.2}}}",
-        started.elapsed().as_secs_f64(),
+        "{{\"connections\": {opened}, \"requested\": {connections}, \"open_s\": {open_s:.3}, \"rss_before_kib\": {before}, \"rss_after_kib\": {after}, \"kib_per_connection\": {:.2}{latency}}}",
         after.saturating_sub(before) as f64 / opened as f64
     );
     Ok(())
+}
+
+/// A live client beside idle connections: one connection echoing 256 B, one in flight.
+struct Probe {
+    shared: Shared,
+    length: Duration,
+}
+
+impl Probe {
+    async fn start(address: &str, length: Duration) -> io::Result<Probe> {
+        let shared: Shared = Rc::default();
+        let (stream, buf) = open(address, false, &Semaphore::new(1)).await?;
+        let message = ws::client_frame(ws::OP_BINARY, &[b'x'; PROBE_SIZE]);
+        let task_shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(error) =
+                drive(stream, buf, &message, 1, PROBE_SIZE, false, &task_shared).await
+            {
+                fail(&task_shared, error);
+            }
+        });
+        go(&shared);
+        Ok(Probe { shared, length })
+    }
+
+    /// The 99th percentile of the echoes that complete in the next `length`.
+    async fn p99_us(&self) -> io::Result<f64> {
+        self.shared.tally.borrow_mut().latencies_ns.clear();
+        tokio::time::sleep(self.length).await;
+        let tally = self.shared.tally.borrow();
+        if let Some(error) = &tally.error {
+            return Err(io::Error::other(error.clone()));
+        }
+        let mut latencies = tally.latencies_ns.clone();
+        if latencies.is_empty() {
+            return Err(io::Error::other("the live client completed no echo"));
+        }
+        latencies.sort_unstable();
+        Ok(percentile_us(&latencies, 0.99))
+    }
 }
 
 /// Opens a connection, echoes `message` once, then holds it until the process ends.
