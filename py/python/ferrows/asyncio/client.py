@@ -31,6 +31,8 @@ _MAX_ERROR_BODY = 65536
 class ClientConnection(Connection):
     """A connection opened by :func:`connect`."""
 
+    __slots__ = ("_handshake", "_head", "_head_size", "_opened")
+
     def __init__(self, handshake: Any, **kwargs: Any) -> None:
         super().__init__(is_client=True, **kwargs)
         self._handshake = handshake

@@ -44,6 +44,8 @@ Handler = Callable[["ServerConnection"], Awaitable[None]]
 class ServerConnection(Connection):
     """A connection accepted by a :class:`Server`, handed to the handler."""
 
+    __slots__ = ("_handshake_timer", "_has_slot", "_head", "_server", "_task")
+
     def __init__(self, server: Server, **kwargs: Any) -> None:
         super().__init__(is_client=False, **kwargs)
         self._server = server
