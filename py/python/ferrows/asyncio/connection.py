@@ -110,10 +110,12 @@ class Connection(asyncio.BufferedProtocol):
         "_deflate",
         "_drain_waiters",
         "_fragmenting",
+        "_id",
         "_inbox_full",
         "_is_client",
         "_listener_broken",
         "_loop",
+        "_lost",
         "_pongs",
         "_read_high",
         "_read_low",
@@ -126,7 +128,6 @@ class Connection(asyncio.BufferedProtocol):
         "_write_high",
         "_write_low",
         "_writing_paused",
-        "id",
         "listener",
         "logger",
         "request",
@@ -155,7 +156,7 @@ class Connection(asyncio.BufferedProtocol):
         self.listener = listener
         # Set once a listener callback raised: nothing more is delivered to it.
         self._listener_broken = False
-        self.id = uuid.uuid4()
+        self._id: uuid.UUID | None = None
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
@@ -190,10 +191,19 @@ class Connection(asyncio.BufferedProtocol):
         self._closed: ConnectionClosed | None = None
         self._closed_args: tuple[Any, Any, Any] = (None, None, None)
         self._closed_cause: BaseException | None = None
-        self._connection_lost = self._loop.create_future()
+        # Made when someone waits for the end (most connections never do); _lost once it came.
+        self._connection_lost: asyncio.Future[None] | None = None
+        self._lost = False
         self._abort_handle: asyncio.TimerHandle | None = None
 
     # Properties
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique identifier of the connection, for logs (made when first asked for)."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
 
     @property
     def compression(self) -> str | None:
@@ -279,7 +289,8 @@ class Connection(asyncio.BufferedProtocol):
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        if not self._connection_lost.done():
+        self._lost = True
+        if self._connection_lost is not None and not self._connection_lost.done():
             self._connection_lost.set_result(None)
 
     def pause_writing(self) -> None:
@@ -680,6 +691,10 @@ class Connection(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> None:
         """Waits until the connection is closed."""
+        if self._lost:
+            return
+        if self._connection_lost is None:
+            self._connection_lost = self._loop.create_future()
         await asyncio.shield(self._connection_lost)
 
     async def __aenter__(self) -> Connection:
