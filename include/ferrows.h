@@ -881,6 +881,13 @@ ferrows_result ferrows_queue_fd(const ferrows_queue *queue, int *fd);
  is ready with a zero timeout or when `ferrows_queue_wakeup` interrupted the wait, and
  `FERROWS_TIMEOUT` when the time ran out. One thread at a time may call it.
 
+ While more events wait, the messages this thread sends (`ferrows_conn_send`) wait in
+ their connections' buffers and leave together, in one system call per connection, when
+ it takes the last waiting event, calls `ferrows_queue_next` with nothing waiting, has
+ taken 256 events, or frees the queue; a buffer holding 64 KiB or more is written at
+ once. Pings, pongs, closes and fragments are written at once, with what waits before
+ them.
+
  # Safety
  `queue` must be a valid queue and `out` a valid pointer.
  */
@@ -897,7 +904,9 @@ ferrows_result ferrows_queue_wakeup(const ferrows_queue *queue);
 
 /*
  Delivers every event to `callback` on a runtime thread instead of `ferrows_queue_next`.
- A NULL `call` removes the callback. The previous callback's `drop` runs.
+ A NULL `call` removes the callback. The previous callback's `drop` runs. Messages the
+ callback sends leave together once the events waiting have been delivered, as with
+ `ferrows_queue_next`.
 
  # Safety
  `queue` must be a valid queue; the callback must follow `ferrows_event_callback`'s rules.

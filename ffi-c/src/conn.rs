@@ -148,6 +148,15 @@ impl ConnState {
             .flatten()
     }
 
+    /// Whether [`ConnState::poll_event`] would find an event: a whole message, or the end
+    /// not yet reported.
+    pub(crate) fn has_events(&self) -> bool {
+        self.connection().is_ok_and(|connection| {
+            connection.has_message()
+                || (connection.ended().is_some() && !self.closed_reported.load(Ordering::Acquire))
+        })
+    }
+
     /// Waits up to `timeout` for the next message or the end of the connection.
     fn next_event(
         self: &Arc<Self>,
@@ -639,7 +648,18 @@ pub unsafe extern "C" fn ferrows_conn_send(
             Ok(connection) => connection,
             Err(code) => return code,
         };
-        match connection.send(kind, data, compress, timeout) {
+        let sent = if crate::queue::deferring() {
+            connection
+                .send_deferred(kind, data, compress, timeout)
+                .map(|began| {
+                    if began {
+                        crate::queue::defer(connection);
+                    }
+                })
+        } else {
+            connection.send(kind, data, compress, timeout)
+        };
+        match sent {
             Ok(()) => FERROWS_OK,
             Err(Error::Timeout(_)) if timeout_ms == 0 => {
                 status(FERROWS_AGAIN, "the send buffer is above its high watermark")

@@ -2,6 +2,7 @@
 //! polls its level-triggered file descriptor and drains it with a zero timeout, blocks in
 //! `ferrows_queue_next`, or sets a callback that runs on a runtime thread.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ferrows_core::engine::runtime;
+use ferrows_core::engine::{runtime, Connection};
 
 use crate::boundary::{
     fail, ferrows_result, ferrows_result::*, ffi, non_null, status, timeout_arg,
@@ -17,6 +18,73 @@ use crate::boundary::{
 use crate::conn::ConnState;
 use crate::event::ferrows_event;
 use crate::server::ServerState;
+
+/// The messages a thread sends while it handles a batch of events leave together: while
+/// more events wait for it, its sends stay in their connections' buffers
+/// ([`Connection::send_deferred`]) and are written when it takes the last waiting event,
+/// comes back to a queue with nothing waiting, has taken [`FLUSH_EVERY`] events, or frees
+/// the queue. Then one system call carries each connection's replies instead of one per
+/// message.
+#[derive(Default)]
+struct Deferral {
+    active: bool,
+    /// Events taken since the last flush.
+    taken: usize,
+    /// Connections with output waiting for the flush.
+    connections: Vec<Connection>,
+}
+
+/// Events a thread may take while its replies wait: bounds the wait to a few hundred
+/// events' handling.
+const FLUSH_EVERY: usize = 256;
+
+impl Deferral {
+    fn flush(&mut self) {
+        for connection in self.connections.drain(..) {
+            connection.flush();
+        }
+    }
+}
+
+impl Drop for Deferral {
+    /// A thread that ends mid-batch still sends what it deferred.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+thread_local! {
+    static DEFERRAL: RefCell<Deferral> = RefCell::default();
+}
+
+/// Whether this thread's sends may wait for the end of the batch of events it handles.
+pub(crate) fn deferring() -> bool {
+    DEFERRAL.with(|deferral| deferral.borrow().active)
+}
+
+/// Remembers a connection whose deferred send left output to flush.
+pub(crate) fn defer(connection: Connection) {
+    DEFERRAL.with(|deferral| deferral.borrow_mut().connections.push(connection));
+}
+
+/// Starts deferring this thread's sends for the event it takes, or stops and writes what
+/// they left.
+fn set_deferring(active: bool) {
+    let waiting = DEFERRAL.with(|deferral| {
+        let mut deferral = deferral.borrow_mut();
+        deferral.active = active;
+        deferral.taken += 1;
+        if active && deferral.taken < FLUSH_EVERY {
+            return Vec::new();
+        }
+        deferral.taken = 0;
+        std::mem::take(&mut deferral.connections)
+    });
+    // Flushed outside the borrow: nothing here calls back, but a panic must not poison it.
+    for connection in waiting {
+        connection.flush();
+    }
+}
 
 /// Something that may have events: polled without blocking when the queue asks.
 #[derive(Clone)]
@@ -46,6 +114,14 @@ impl Source {
             (Source::Conn(a), Source::Conn(b)) => Arc::ptr_eq(a, b),
             (Source::Server(a), Source::Server(b)) => Arc::ptr_eq(a, b),
             _ => false,
+        }
+    }
+
+    /// Whether another poll would find an event (a new one marks it ready again anyway).
+    fn has_events(&self) -> bool {
+        match self {
+            Source::Conn(conn) => conn.has_events(),
+            Source::Server(server) => server.has_events(),
         }
     }
 
@@ -101,6 +177,12 @@ struct QueueState {
     events: VecDeque<(Source, Box<ferrows_event>)>,
     woken: bool,
     signaled: bool,
+}
+
+impl QueueState {
+    fn has_waiting(&self) -> bool {
+        !self.ready.is_empty() || !self.events.is_empty()
+    }
 }
 
 pub(crate) struct QueueShared {
@@ -232,10 +314,13 @@ impl QueueShared {
             let Some(event) = source.poll() else {
                 continue; // a poll that finds nothing drops it from the list
             };
+            // Listed again while it has more, so that the list says whether events wait.
+            // Asked before the queue's lock is taken: a connection holds its own lock when it
+            // marks itself ready.
+            let more = source.has_events();
             let mut state = self.lock();
             let freed = source.freed();
-            // It may have more.
-            if !freed && !source.queued_flag().swap(true, Ordering::AcqRel) {
+            if !freed && more && !source.queued_flag().swap(true, Ordering::AcqRel) {
                 state.ready.push_back(source.clone());
             }
             drop(state);
@@ -254,17 +339,19 @@ impl QueueShared {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if let Some((_, event)) = self.try_next() {
+                set_deferring(self.has_waiting());
                 return Ok(event);
             }
+            set_deferring(false);
             let mut state = self.lock();
             if state.woken {
                 state.woken = false;
-                if state.ready.is_empty() && state.events.is_empty() {
+                if !state.has_waiting() {
                     self.unsignal(&mut state);
                 }
                 return Err(status(FERROWS_AGAIN, "woken by ferrows_queue_wakeup"));
             }
-            if !state.ready.is_empty() || !state.events.is_empty() {
+            if state.has_waiting() {
                 continue;
             }
             self.unsignal(&mut state);
@@ -283,6 +370,11 @@ impl QueueShared {
                     .unwrap_or_else(|e| e.into_inner()),
             );
         }
+    }
+
+    /// Whether events wait: the one being taken is not the last.
+    fn has_waiting(&self) -> bool {
+        self.lock().has_waiting()
     }
 
     /// With a callback set, drains the queue into it on a runtime task; one drain at a time.
@@ -313,21 +405,21 @@ impl QueueShared {
                 let Some(callback) = self.current_callback() else {
                     // The callback was removed: keep the event for ferrows_queue_next.
                     self.store(source, event, true);
+                    set_deferring(false);
                     self.draining.store(false, Ordering::Release);
                     return;
                 };
+                set_deferring(self.has_waiting());
                 if let Some(call) = callback.0.call {
                     // SAFETY: `ferrows_queue_set_callback`'s caller promised a callback that
                     // may run on a runtime thread; it gets an event it owns from now on.
                     unsafe { call(callback.0.context, Box::into_raw(event)) };
                 }
             }
+            set_deferring(false);
             self.draining.store(false, Ordering::Release);
             // Events that arrived after the last try_next and before the flag fell.
-            let pending = {
-                let state = self.lock();
-                !state.ready.is_empty() || !state.events.is_empty()
-            };
+            let pending = self.has_waiting();
             if !pending || self.draining.swap(true, Ordering::AcqRel) {
                 return;
             }
@@ -393,6 +485,13 @@ pub unsafe extern "C" fn ferrows_queue_fd(
 /// is ready with a zero timeout or when `ferrows_queue_wakeup` interrupted the wait, and
 /// `FERROWS_TIMEOUT` when the time ran out. One thread at a time may call it.
 ///
+/// While more events wait, the messages this thread sends (`ferrows_conn_send`) wait in
+/// their connections' buffers and leave together, in one system call per connection, when
+/// it takes the last waiting event, calls `ferrows_queue_next` with nothing waiting, has
+/// taken 256 events, or frees the queue; a buffer holding 64 KiB or more is written at
+/// once. Pings, pongs, closes and fragments are written at once, with what waits before
+/// them.
+///
 /// # Safety
 /// `queue` must be a valid queue and `out` a valid pointer.
 #[no_mangle]
@@ -435,7 +534,9 @@ pub unsafe extern "C" fn ferrows_queue_wakeup(queue: *const ferrows_queue) -> fe
 }
 
 /// Delivers every event to `callback` on a runtime thread instead of `ferrows_queue_next`.
-/// A NULL `call` removes the callback. The previous callback's `drop` runs.
+/// A NULL `call` removes the callback. The previous callback's `drop` runs. Messages the
+/// callback sends leave together once the events waiting have been delivered, as with
+/// `ferrows_queue_next`.
 ///
 /// # Safety
 /// `queue` must be a valid queue; the callback must follow `ferrows_event_callback`'s rules.
@@ -462,6 +563,7 @@ pub unsafe extern "C" fn ferrows_queue_set_callback(
 #[no_mangle]
 pub unsafe extern "C" fn ferrows_queue_free(queue: *mut ferrows_queue) {
     ffi!((), {
+        set_deferring(false);
         if !queue.is_null() {
             // SAFETY: a queue from `Box::into_raw`, which the caller gives up.
             let queue = unsafe { Box::from_raw(queue) };

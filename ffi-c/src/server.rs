@@ -40,6 +40,11 @@ impl ServerState {
     }
 
     /// The next accepted connection without waiting, as an ACCEPT event.
+    /// Whether [`ServerState::poll_event`] may find an event: a handshake waits.
+    pub(crate) fn has_events(&self) -> bool {
+        self.server.has_pending()
+    }
+
     pub(crate) fn poll_event(&self) -> Option<Box<ferrows_event>> {
         loop {
             let pending = self.server.accept(Some(Duration::ZERO)).ok().flatten()?;

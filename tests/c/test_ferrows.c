@@ -57,6 +57,8 @@
     X(server_free_refuses_pending_handshakes)                                            \
     X(conn_free_drops_its_queued_events)                                                 \
     X(conn_free_racing_the_handshake_closes_the_connection)                              \
+    X(queue_replies_wait_while_events_wait)                                              \
+    X(callback_replies_to_a_batch_all_arrive)                                            \
     /* boundary (test_boundary.c) */                                                       \
     X(null_arguments_are_refused)                                                        \
     X(free_null_is_a_no_op)                                                              \

@@ -949,3 +949,108 @@ done:
         close(listener);
     queue_fixture_free(&f);
 }
+
+/* ---- replies to a batch of events leave together ------------------------------------- */
+
+/* Three text frames from the raw client in one write: they reach the server's connection
+ * together, so the queue holds the next while the application handles one. */
+static bool send_three_frames(int fd) {
+    static const char *const texts[] = {"one", "two", "three"};
+    uint8_t frames[64];
+    size_t used = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(texts[i]);
+        frames[used++] = 0x81;                /* FIN, text */
+        frames[used++] = (uint8_t)(0x80 | len); /* masked, short length */
+        memset(frames + used, 0, 4);          /* a zero mask key leaves the payload as is */
+        used += 4;
+        memcpy(frames + used, texts[i], len);
+        used += len;
+    }
+    return raw_send_all(fd, frames, used);
+}
+
+static bool read_text_frame(int fd, const char *expected) {
+    uint8_t payload[16];
+    size_t len = 0;
+    int opcode = 0;
+    if (!raw_ws_read_frame(fd, &opcode, payload, sizeof payload, &len))
+        return false;
+    return opcode == 1 && len == strlen(expected) && memcmp(payload, expected, len) == 0;
+}
+
+/* Takes the next TEXT event from `queue` and sends its text back on `conn`. */
+static bool echo_next(ferrows_queue *queue, ferrows_conn *conn, const char *expected) {
+    size_t len = 0;
+    ferrows_event *event = next_event_of(queue, FERROWS_EVENT_TEXT, long_wait_ms());
+    if (!event)
+        return false;
+    const uint8_t *data = ferrows_event_data(event, &len);
+    bool echoed = len == strlen(expected) && memcmp(data, expected, len) == 0 &&
+                  ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, data, len, long_wait_ms()) ==
+                      FERROWS_OK;
+    ferrows_event_free(event);
+    return echoed;
+}
+
+void test_queue_replies_wait_while_events_wait(void) {
+    raw_peer peer = RAW_PEER_INIT;
+    ferrows_queue *queue = NULL;
+    peer.config = new_config();
+    CHECK(peer.config);
+    CHECK_OK(ferrows_config_set_keepalive_ms(peer.config, 0, 0)); /* no pings in between */
+    CHECK(raw_client_pair(&peer));
+    CHECK_OK(ferrows_queue_new(&queue));
+    CHECK_OK(ferrows_conn_attach(peer.accepted, queue));
+    CHECK(send_three_frames(peer.fd));
+
+    /* While more events wait, the replies stay in the connection's buffer. */
+    CHECK(echo_next(queue, peer.accepted, "one"));
+    CHECK(ferrows_conn_buffered_amount(peer.accepted) == 5);
+    CHECK(echo_next(queue, peer.accepted, "two"));
+    CHECK(ferrows_conn_buffered_amount(peer.accepted) == 10);
+    CHECK(!fd_readable(peer.fd, 0));
+    /* Taking the last waiting event writes them; its own reply is written at once. The
+     * application does not come back to the queue, and every reply arrives. */
+    CHECK(echo_next(queue, peer.accepted, "three"));
+    CHECK(read_text_frame(peer.fd, "one"));
+    CHECK(read_text_frame(peer.fd, "two"));
+    CHECK(read_text_frame(peer.fd, "three"));
+done:
+    raw_peer_free(&peer);
+    ferrows_queue_free(queue);
+}
+
+/* The callback echoes every message; the test thread reads the replies. */
+static void echo_call(void *context, ferrows_event *event) {
+    (void)context;
+    uint32_t kind = ferrows_event_type(event);
+    if (kind == FERROWS_EVENT_TEXT) {
+        size_t len = 0;
+        const uint8_t *data = ferrows_event_data(event, &len);
+        ferrows_conn *conn = ferrows_event_userdata(event);
+        if (ferrows_conn_send(conn, FERROWS_MESSAGE_TEXT, data, len, 0) != FERROWS_OK)
+            h_fail(__FILE__, __LINE__, "the callback's send failed");
+    }
+    ferrows_event_free(event);
+}
+
+void test_callback_replies_to_a_batch_all_arrive(void) {
+    raw_peer peer = RAW_PEER_INIT;
+    ferrows_queue *queue = NULL;
+    ferrows_event_callback callback = {NULL, echo_call, NULL};
+    peer.config = new_config();
+    CHECK(peer.config);
+    CHECK(raw_client_pair(&peer));
+    CHECK_OK(ferrows_queue_new(&queue));
+    CHECK_OK(ferrows_queue_set_callback(queue, callback));
+    CHECK_OK(ferrows_conn_set_userdata(peer.accepted, peer.accepted));
+    CHECK_OK(ferrows_conn_attach(peer.accepted, queue));
+    CHECK(send_three_frames(peer.fd));
+    CHECK(read_text_frame(peer.fd, "one"));
+    CHECK(read_text_frame(peer.fd, "two"));
+    CHECK(read_text_frame(peer.fd, "three"));
+done:
+    raw_peer_free(&peer);
+    ferrows_queue_free(queue);
+}

@@ -102,6 +102,9 @@ struct Inner {
     closing: Option<Ended>,
     ended: Option<Ended>,
     receiving: bool,
+    /// Output a deferred send left for [`Connection::flush`]: the writer task is not woken
+    /// for it meanwhile.
+    deferred: bool,
 }
 
 impl Inner {
@@ -191,6 +194,7 @@ impl Connection {
             closing: None,
             ended: None,
             receiving: false,
+            deferred: false,
         };
         Self {
             shared: Arc::new(Shared {
@@ -330,7 +334,7 @@ impl Connection {
             inner.arrivals_seen = arrivals;
             self.wake_receivers();
         }
-        if inner.protocol.has_output() || inner.protocol.is_closed() {
+        if (inner.protocol.has_output() && !inner.deferred) || inner.protocol.is_closed() {
             self.shared.wake_writer.notify_one();
         }
     }
@@ -512,9 +516,44 @@ impl Connection {
         compress: bool,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.queue(timeout, |protocol| {
+        self.queue(timeout, Write::Now, |protocol| {
             protocol.send_message_with(kind, data, compress)
         })
+        .map(drop)
+    }
+
+    /// Like [`Connection::send`], but the frame may wait in the outgoing buffer for
+    /// [`Connection::flush`], so that the messages an application sends while it handles a
+    /// batch of events leave in one system call. It is written at once when the buffer
+    /// holds [`DEFER_LIMIT`] bytes or more. True when this call left output waiting for a
+    /// flush that no earlier call had left (the caller flushes each such connection once).
+    pub fn send_deferred(
+        &self,
+        kind: MessageKind,
+        data: &[u8],
+        compress: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        self.queue(timeout, Write::Deferred, |protocol| {
+            protocol.send_message_with(kind, data, compress)
+        })
+    }
+
+    /// Writes what deferred sends left in the outgoing buffer (what the socket does not take
+    /// at once goes to the writer task).
+    pub fn flush(&self) {
+        let mut inner = self.lock();
+        if inner.deferred {
+            self.write_now(&mut inner);
+        }
+    }
+
+    /// Ends a deferral: writes the output from this thread if it can, and wakes the writer
+    /// task for the rest.
+    fn write_now(&self, inner: &mut Inner) {
+        inner.deferred = false;
+        write_inline(inner);
+        self.dispatch(inner);
     }
 
     /// Sends one fragment of a message (`kind` and `compress` count on the first; `fin`
@@ -527,26 +566,40 @@ impl Connection {
         compress: bool,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.queue(timeout, |protocol| {
+        self.queue(timeout, Write::Now, |protocol| {
             protocol.send_fragment_with(kind, data, fin, compress)
         })
+        .map(drop)
     }
 
+    /// Encodes a frame once there is room, then writes it now or defers it; true when it
+    /// began a deferral.
     fn queue(
         &self,
         timeout: Option<Duration>,
+        write: Write,
         encode: impl FnOnce(&mut protocol::Connection) -> Result<()>,
-    ) -> Result<()> {
-        let inner = self.lock();
+    ) -> Result<bool> {
+        let mut inner = self.lock();
         if inner.protocol.state() != protocol::State::Open {
             // Closing: no need to wait for room first to be refused.
             return Err(Error::ConnectionClosed(inner.protocol.close_info().clone()));
         }
+        if inner.deferred && inner.unsent() >= self.shared.outbox_marks.high {
+            // What waits must be on its way before this thread waits for room.
+            self.write_now(&mut inner);
+        }
         let mut inner = self.wait_writable(inner, timeout)?;
         encode(&mut inner.protocol)?;
-        write_inline(&mut inner);
-        self.dispatch(&mut inner);
-        Ok(())
+        if write == Write::Deferred && inner.unsent() < DEFER_LIMIT {
+            let began = !inner.deferred;
+            // A write under way takes the new output when it is done, with no wake-up.
+            inner.deferred = inner.deferred || inner.in_flight == 0;
+            self.dispatch(&mut inner);
+            return Ok(began && inner.deferred);
+        }
+        self.write_now(&mut inner);
+        Ok(false)
     }
 
     /// Sends a ping with `payload` (at most 125 bytes) and returns a waiter for its pong.
@@ -555,6 +608,7 @@ impl Connection {
         let id = inner.protocol.send_ping(payload, Instant::now())?;
         let waiter = PongWaiter::default();
         inner.pings.push_back((id, waiter.clone()));
+        inner.deferred = false;
         self.dispatch(&mut inner);
         Ok(waiter)
     }
@@ -563,6 +617,7 @@ impl Connection {
     pub fn pong(&self, payload: &[u8]) -> Result<()> {
         let mut inner = self.lock();
         inner.protocol.send_pong(payload)?;
+        inner.deferred = false;
         self.dispatch(&mut inner);
         Ok(())
     }
@@ -574,6 +629,7 @@ impl Connection {
             return Ok(()); // over already, or ending: the writer is flushing
         }
         inner.protocol.close(code, reason, Instant::now())?;
+        inner.deferred = false;
         self.dispatch(&mut inner);
         // The close timeout is a new deadline for the writer's timer.
         self.shared.wake_writer.notify_one();
@@ -633,6 +689,11 @@ impl Connection {
         self.lock().protocol.latency()
     }
 
+    /// Whether a whole message waits to be received.
+    pub fn has_message(&self) -> bool {
+        self.lock().protocol.inbox().has_message()
+    }
+
     /// What received, unconsumed data is charged against the inbox budget: its bytes plus a
     /// fixed overhead per queued chunk.
     pub fn inbox_bytes(&self) -> usize {
@@ -687,6 +748,17 @@ fn write_inline(inner: &mut Inner) {
         inner.protocol.consume_output(written);
     }
 }
+
+/// Whether a send writes now or may wait for [`Connection::flush`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Now,
+    Deferred,
+}
+
+/// Deferred sends stop deferring once this much output waits: one write of it is as cheap
+/// per byte as any larger one.
+pub const DEFER_LIMIT: usize = 64 * 1024;
 
 /// How long a receiving thread waits on the socket before looking at the connection again.
 const INLINE_WAIT_SLICE: Duration = Duration::from_millis(100);

@@ -267,6 +267,12 @@ impl Server {
         }
     }
 
+    /// Whether a validated handshake waits for [`Server::accept`].
+    pub fn has_pending(&self) -> bool {
+        let queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        !queue.pending.is_empty()
+    }
+
     /// Stops accepting, closes every open connection with 1001 and waits up to `timeout`
     /// for their closing handshakes. Returns how many connections were still open then.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<usize> {
