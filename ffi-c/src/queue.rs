@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ferrows_core::engine::{runtime, Connection};
+use ferrows_core::engine::{runtime, Connection, Signal};
 
 use crate::boundary::{
     fail, ferrows_result, ferrows_result::*, ffi, non_null, status, timeout_arg,
@@ -187,7 +187,7 @@ impl QueueState {
 
 pub(crate) struct QueueShared {
     state: Mutex<QueueState>,
-    changed: Condvar,
+    changed: Signal,
     /// Readable while events may be pending (an eventfd, level-triggered).
     eventfd: OwnedFd,
     /// Held only to read or replace it: calls run on a clone, so a callback may send,
@@ -212,7 +212,7 @@ impl QueueShared {
                 woken: false,
                 signaled: false,
             }),
-            changed: Condvar::new(),
+            changed: Signal::default(),
             // SAFETY: a new descriptor that nothing else owns.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             callback: Mutex::new(None),
@@ -225,13 +225,16 @@ impl QueueShared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn signal(&self, state: &mut QueueState) {
+    /// Makes the eventfd readable, then releases the lock and wakes a waiting taker: woken
+    /// after the release, it does not find the lock still held.
+    fn signal(&self, mut state: MutexGuard<'_, QueueState>) {
         if !state.signaled {
             state.signaled = true;
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
             unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }
+        drop(state);
         self.changed.notify_all();
     }
 
@@ -251,8 +254,7 @@ impl QueueShared {
         }
         let mut state = self.lock();
         state.ready.push_back(source);
-        self.signal(&mut state);
-        drop(state);
+        self.signal(state);
         self.schedule_callback();
     }
 
@@ -277,7 +279,7 @@ impl QueueShared {
         } else {
             state.events.push_back((source, event));
         }
-        self.signal(&mut state);
+        self.signal(state);
         true
     }
 
@@ -355,20 +357,12 @@ impl QueueShared {
                 continue;
             }
             self.unsignal(&mut state);
-            let now = Instant::now();
-            let wait = match deadline {
-                _ if timeout_ms == 0 => return Err(status(FERROWS_AGAIN, "no event")),
-                Some(deadline) if now >= deadline => {
-                    return Err(status(FERROWS_TIMEOUT, "no event"))
-                }
-                Some(deadline) => deadline - now,
-                None => std::time::Duration::from_secs(3600),
-            };
-            drop(
-                self.changed
-                    .wait_timeout(state, wait)
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
+            if timeout_ms == 0 {
+                return Err(status(FERROWS_AGAIN, "no event"));
+            }
+            if self.changed.wait_until(state, deadline).is_none() {
+                return Err(status(FERROWS_TIMEOUT, "no event"));
+            }
         }
     }
 
@@ -528,7 +522,7 @@ pub unsafe extern "C" fn ferrows_queue_wakeup(queue: *const ferrows_queue) -> fe
         let shared = unsafe { &(*queue).shared };
         let mut state = shared.lock();
         state.woken = true;
-        shared.signal(&mut state);
+        shared.signal(state);
         FERROWS_OK
     })
 }

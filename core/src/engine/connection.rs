@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use super::config::Watermarks;
-use super::slot::{deadline_after, wait_until, Slot};
+use super::slot::{deadline_after, Signal, Slot};
 use super::transport::{SharedTcp, Transport};
 use crate::error::{CloseInfo, Error, Result};
 use crate::protocol::handshake::{Request, Response};
@@ -120,9 +120,9 @@ impl Inner {
 struct Shared {
     inner: Mutex<Inner>,
     /// Signalled when data arrives in the inbox or the connection ends.
-    readable: Condvar,
+    readable: Signal,
     /// Signalled when unsent bytes fall below the low watermark or the connection ends.
-    writable: Condvar,
+    writable: Signal,
     /// Wakes the writer task: output is waiting, or a timer changed.
     wake_writer: Notify,
     /// Wakes the reader task when the inbox drains to its low watermark.
@@ -199,8 +199,8 @@ impl Connection {
         Self {
             shared: Arc::new(Shared {
                 inner: Mutex::new(inner),
-                readable: Condvar::new(),
-                writable: Condvar::new(),
+                readable: Signal::default(),
+                writable: Signal::default(),
                 wake_writer: Notify::new(),
                 resume_reading: Notify::new(),
                 inline_done: Notify::new(),
@@ -417,7 +417,10 @@ impl Connection {
                 {
                     self.read_inline(inner, &socket, deadline)?
                 }
-                _ => wait_until(&self.shared.readable, inner, deadline)
+                _ => self
+                    .shared
+                    .readable
+                    .wait_until(inner, deadline)
                     .ok_or(Error::Timeout("recv"))?,
             };
         }
@@ -501,8 +504,11 @@ impl Connection {
             if inner.unsent() <= self.shared.outbox_marks.low {
                 return Ok(inner);
             }
-            inner =
-                wait_until(&self.shared.writable, inner, deadline).ok_or(Error::Timeout("send"))?;
+            inner = self
+                .shared
+                .writable
+                .wait_until(inner, deadline)
+                .ok_or(Error::Timeout("send"))?;
         }
     }
 
@@ -653,7 +659,10 @@ impl Connection {
             if let Some(ended) = &inner.ended {
                 return Ok(ended.clone());
             }
-            inner = wait_until(&self.shared.readable, inner, deadline)
+            inner = self
+                .shared
+                .readable
+                .wait_until(inner, deadline)
                 .ok_or(Error::Timeout("close"))?;
         }
     }
@@ -856,13 +865,27 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
         // none (16 KiB each, on servers with many connections).
         let mut buffer = [0u8; READ_BUFFER];
         // try_io clears tokio's readiness when the socket turns out empty (an inline reader
-        // may have emptied it), so the next readable() really waits.
+        // may have emptied it), so the next readable() really waits. A short read emptied
+        // it too (TCP hands over all it holds, up to the buffer's size): it clears the
+        // readiness as well, sparing the read that would find nothing. Tokio keeps
+        // readiness that an event newer than this read brought.
+        let mut short_read = None;
         let read = socket.try_io(tokio::io::Interest::READABLE, || {
-            read_raw(socket, &mut buffer)
+            match read_raw(socket, &mut buffer)? {
+                n if n > 0 && n < buffer.len() => {
+                    short_read = Some(n);
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                }
+                n => Ok(n),
+            }
         });
-        if matches!(&read, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock) {
-            continue;
-        }
+        let read = match short_read {
+            Some(n) => Ok(n),
+            None if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) => {
+                continue;
+            }
+            None => read,
+        };
         connection.absorb_read(&mut inner, read, &buffer);
         if inner.protocol.is_closed() {
             return;

@@ -16,4 +16,5 @@ pub use client::{connect, connect_after, connect_then, ConnectAttempt, PendingCo
 pub use config::{ClientConfig, ProxySetting, ServerConfig, Watermarks};
 pub use connection::{Connection, Ended, HandshakeInfo, Notifier, PongWaiter};
 pub use server::{PendingHandshake, Server};
+pub use slot::Signal;
 pub use tls::{TlsClientOptions, TlsServerOptions};

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::ServerConfig;
 use super::connection::{Connection, HandshakeInfo, Notifier, Setup};
-use super::slot::deadline_after;
+use super::slot::{deadline_after, Signal};
 use super::transport::{SharedTcp, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
@@ -175,7 +175,7 @@ impl AcceptQueue {
 struct ServerShared {
     config: ServerConfig,
     queue: Mutex<AcceptQueue>,
-    queued: Condvar,
+    queued: Signal,
     /// Accepted connections by id, until they end: [`Server::shutdown`] closes them. An
     /// ended one leaves at once, so that its socket closes when the application lets go.
     live: Mutex<HashMap<String, Connection>>,
@@ -223,7 +223,7 @@ impl Server {
                 pending: VecDeque::new(),
                 closed: false,
             }),
-            queued: Condvar::new(),
+            queued: Signal::default(),
             live: Mutex::new(HashMap::new()),
             shutdown_tx,
             notifier: Mutex::new(None),
@@ -252,18 +252,10 @@ impl Server {
             if queue.closed {
                 return Err(Error::ConnectionClosed(Default::default()));
             }
-            let now = Instant::now();
-            let wait = match deadline {
-                Some(deadline) if now >= deadline => return Ok(None),
-                Some(deadline) => deadline - now,
-                None => Duration::from_secs(3600),
-            };
-            queue = self
-                .shared
-                .queued
-                .wait_timeout(queue, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            match self.shared.queued.wait_until(queue, deadline) {
+                Some(guard) => queue = guard,
+                None => return Ok(None),
+            }
         }
     }
 

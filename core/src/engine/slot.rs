@@ -1,5 +1,7 @@
-//! A value filled once by a runtime task and waited for, with a timeout, by other threads.
+//! A value filled once by a runtime task and waited for, with a timeout, by other threads;
+//! and the condition variable that the engine's waits use.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,44 @@ pub fn wait_until<'a, T>(
                 .wait_timeout(guard, deadline - now)
                 .unwrap_or_else(|e| e.into_inner());
             Some(guard)
+        }
+    }
+}
+
+/// A condition variable whose notifications make no system call while nobody waits: `std`'s
+/// makes one on every notify, and a connection notifies on every message it receives.
+#[derive(Debug, Default)]
+pub struct Signal {
+    condvar: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Signal {
+    /// Waits as [`wait_until`] does. The waiter counts itself while it holds the lock, so a
+    /// notifier that changed the state under that lock (then notifies, holding it or not)
+    /// sees the count.
+    pub fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, T>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = wait_until(&self.condvar, guard, deadline);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Wakes every waiter, if there is one.
+    pub fn notify_all(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.condvar.notify_all();
+        }
+    }
+
+    /// Wakes one waiter, if there is one.
+    pub fn notify_one(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.condvar.notify_one();
         }
     }
 }
