@@ -212,5 +212,6 @@ def test_request_header_values_must_be_utf8() -> None:
 
     response = run(session())
     assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nserver: uvicorn\r\n" in response  # uvicorn's default headers
     assert response.endswith(b"x-name header value is not valid UTF-8.\n")
     assert not started
