@@ -106,9 +106,12 @@ def test_uvicorn_websocket_tests_pass_with_ferrows(
     for protocol in PROTOCOLS:
         outcome = ", ".join(f"{n} {what}" for what, n in sorted(counts[protocol].items()))
         uvicorn_summary.append(f"{protocol}: {outcome}")
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    # 1: some test failed (the counts say which); anything else: the run itself went wrong.
+    assert run.returncode in (0, 1), run.stdout[-5000:] + run.stderr[-2000:]
     ferrows = counts["ferrows"]
-    assert set(ferrows) == {"passed"} and ferrows["passed"] > 200, ferrows
+    assert set(ferrows) == {"passed"} and ferrows["passed"] > 200, run.stdout[-5000:]
+    # uvicorn's protocols are the reference: they must have run, and skipped only what
+    # uvicorn skips; a failure of theirs is reported in the summary, not ours to fail on.
     for protocol in ("websockets-sansio", "wsproto"):
         assert counts[protocol]["passed"] > 200, counts[protocol]
-        assert set(counts[protocol]) <= {"passed", f"skipped: {UPSTREAM_SKIP}"}
+        assert set(counts[protocol]) <= {"passed", "failed", f"skipped: {UPSTREAM_SKIP}"}
