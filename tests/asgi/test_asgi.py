@@ -38,7 +38,8 @@ def run(coroutine: Awaitable[Any]) -> Any:
 
 
 async def echo_round(port: int, path: str) -> None:
-    async with connect(f"ws://127.0.0.1:{port}{path}") as websocket:
+    # The first handshake waits in the listen queue while uvicorn starts (imports FastAPI).
+    async with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=TIMEOUT) as websocket:
         await websocket.send("text: ü")
         assert await websocket.recv() == "text: ü"
         await websocket.send(b"\x00\xff" * 5000)
