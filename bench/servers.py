@@ -155,12 +155,61 @@ async def websockets_server(port: int, tls: tuple[str, str] | None) -> None:
     await serve_until_killed(serve, echo_each, port, tls, compression=None)
 
 
+def starlette_echo() -> Any:
+    """A Starlette application echoing binary messages on its WebSocket route ``/``."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for message in websocket.iter_bytes():
+            await websocket.send_bytes(message)
+
+    return Starlette(routes=[WebSocketRoute("/", echo)])
+
+
+def uvicorn_server(ws: str) -> Callable[[int, tuple[str, str] | None], Any]:
+    """Starlette's echo under uvicorn (httptools for HTTP) with the WebSocket protocol `ws`
+    (a name of uvicorn's or an import string), with the settings of the others: no size
+    limit (uvicorn takes a number: 1 GiB), no keepalive, no compression."""
+
+    async def serve(port: int, tls: tuple[str, str] | None) -> None:
+        import socket
+
+        import uvicorn
+
+        listening = socket.create_server(("127.0.0.1", port), backlog=BACKLOG)
+        certfile, keyfile = tls if tls is not None else (None, None)
+        config = uvicorn.Config(
+            starlette_echo(),
+            ws=ws,
+            http="httptools",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws_max_size=1 << 30,
+            ws_ping_interval=None,
+            ws_per_message_deflate=False,
+            backlog=BACKLOG,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
+        ready()  # connections wait in the listen queue until uvicorn serves
+        await uvicorn.Server(config).serve(sockets=[listening])
+
+    return serve
+
+
 ASYNC_SERVERS: dict[str, Callable[[int, tuple[str, str] | None], Any]] = {
     "ferrows-handler": ferrows_handler,
     "ferrows-callback": ferrows_callback,
     "picows": picows_server,
     "aiohttp": aiohttp_server,
     "websockets": websockets_server,
+    "uvicorn-ferrows": uvicorn_server("ferrows.asgi:FerrowsProtocol"),
+    "uvicorn-websockets": uvicorn_server("websockets-sansio"),
+    "uvicorn-wsproto": uvicorn_server("wsproto"),
 }
 SYNC_SERVERS = {"ferrows-sync": ferrows_sync}
 KINDS = [*ASYNC_SERVERS, *SYNC_SERVERS]

@@ -82,6 +82,7 @@ SECTIONS = {
         Section("C clients", "cpu_us", True, CLIENT_COLUMNS),
         Section("Python servers", "cpu_us", True, SERVER_COLUMNS),
         Section("C servers", "cpu_us", True, SERVER_COLUMNS),
+        Section("ASGI servers", "cpu_us", True, SERVER_COLUMNS),
         Section(
             "idle memory",
             "kib_per_connection",
@@ -118,8 +119,17 @@ PYTHON_SERVERS = (
     ("aiohttp", "aiohttp", "peer"),
     ("websockets", "websockets", "peer"),
 )
+# A Starlette echo endpoint under uvicorn, with each WebSocket protocol (bench/servers.py).
+ASGI_SERVERS = (
+    ("uvicorn-ferrows", "uvicorn + ferrows", "ferrows"),
+    ("uvicorn-websockets", "uvicorn + websockets", "peer"),
+    ("uvicorn-wsproto", "uvicorn + wsproto", "peer"),
+)
 HANDSHAKE_SERVERS = ("ferrows-handler", "ferrows-sync", "picows", "aiohttp", "websockets")
-LIBRARY_VERSIONS = ("ferrows", "picows", "aiohttp", "websockets", "websocket-client", "uvloop")
+LIBRARY_VERSIONS = (
+    *("ferrows", "picows", "aiohttp", "websockets", "websocket-client", "uvloop"),
+    *("uvicorn", "starlette", "wsproto", "httptools"),
+)
 
 
 @dataclass
@@ -374,9 +384,12 @@ class Suite:
         timeout = warmup + profile.runs * profile.seconds + SLACK_SECONDS
         return [per_message(result, "server_cpu_s") for result in run_json(command, timeout)]
 
-    def servers(self, section: str, servers: list[tuple[str, str, list[Any], bool]]) -> None:
+    def servers(
+        self, section: str, servers: list[tuple[str, str, list[Any], bool]], idle: bool = True
+    ) -> None:
         """Each server (name, role, command taking the port last, raw TCP or not) under
-        each load of SERVER_LOADS, then, restarted, holding idle connections."""
+        each load of SERVER_LOADS, then, restarted, holding idle connections (unless
+        `idle` is False)."""
         print(f"{section} under the load generator")
         for name, role, command, raw in servers:
             loads = [
@@ -393,7 +406,7 @@ class Suite:
             with server:
                 for row, connections, inflight in loads:
                     row.add(self.load, server, port, connections, inflight, raw)
-            if not raw:
+            if idle and not raw:
                 self.idle_memory(name, role, command)
 
     def idle_memory(self, name: str, role: str, command: list[Any]) -> None:
@@ -424,6 +437,13 @@ class Suite:
             for kind, name, role in PYTHON_SERVERS
         ]
         self.servers("Python servers", servers)
+
+    def asgi_servers(self) -> None:
+        servers = [
+            (name, role, [sys.executable, HERE / "servers.py", kind], False)
+            for kind, name, role in ASGI_SERVERS
+        ]
+        self.servers("ASGI servers", servers, idle=False)
 
     def c_servers(self) -> None:
         servers = [
@@ -580,7 +600,7 @@ def machine() -> dict[str, Any]:
 
 
 # The suite's parts, in the order they run.
-PARTS = ("python_clients", "c_clients", "python_servers", "c_servers", "handshakes")
+PARTS = ("python_clients", "c_clients", "python_servers", "asgi_servers", "c_servers", "handshakes")
 
 
 def main() -> int:

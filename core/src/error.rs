@@ -76,6 +76,16 @@ impl fmt::Display for CloseInfo {
     }
 }
 
+/// An `InvalidHeader`'s text: "missing X header" (as websockets words it), else "invalid X
+/// header: reason".
+fn header_problem(name: &str, reason: &str) -> String {
+    if reason == "missing" {
+        format!("missing {name} header")
+    } else {
+        format!("invalid {name} header: {reason}")
+    }
+}
+
 /// What went wrong, specifically enough to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,7 +101,7 @@ pub enum Error {
     #[error("server rejected WebSocket connection: HTTP {}", .0.status)]
     InvalidStatus(Box<Response>),
     /// A handshake header is missing or wrong.
-    #[error("invalid {name} header: {reason}")]
+    #[error("{}", header_problem(name, reason))]
     InvalidHeader {
         /// The header's name.
         name: String,

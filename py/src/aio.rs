@@ -321,6 +321,18 @@ impl PyProtocolCore {
             .map(|chunk| (message_to_py(py, chunk.kind, chunk.data), chunk.fin))
     }
 
+    /// True when a whole message waits in the inbox for `next_message`.
+    #[getter]
+    fn has_message(&self) -> bool {
+        self.inner.inbox().has_message()
+    }
+
+    /// How many pings were sent so far (keepalive's and `ping`'s).
+    #[getter]
+    fn pings_sent(&self) -> u64 {
+        self.inner.pings_sent()
+    }
+
     /// True while input waits for room in the inbox (over `inbox_limit`): `receive(b"")`
     /// processes it once data was taken.
     #[getter]

@@ -276,6 +276,12 @@ impl Connection {
         &self.inbox
     }
 
+    /// How many pings were sent so far, keepalive's and the driver's (ping ids are this
+    /// count before each).
+    pub fn pings_sent(&self) -> u64 {
+        self.next_ping_id
+    }
+
     /// Takes the next whole message, if all of it has arrived.
     pub fn pop_message(&mut self) -> Option<(MessageKind, Vec<u8>)> {
         self.inbox.pop_message()

@@ -617,7 +617,8 @@ pub fn select_subprotocol(offered: &[String], ours: &[String]) -> Option<String>
 
 /// The 101 response accepting a handshake (RFC 6455 §4.2.2), with the accept key derived
 /// from the client's `key`, the chosen subprotocol and extensions, then `extra_headers`
-/// (such as `Server`) unless they would repeat one of the handshake's own headers.
+/// (such as `Server`) unless they would repeat one of the handshake's own headers. An extra
+/// header may repeat (an ASGI application's `Server` after the server's own).
 pub fn accept_response(
     key: &str,
     subprotocol: Option<&str>,
@@ -634,8 +635,9 @@ pub fn accept_response(
     if let Some(extensions) = extensions {
         headers.insert("Sec-WebSocket-Extensions", extensions);
     }
+    let own = headers.clone();
     for (name, value) in extra_headers.iter() {
-        if !headers.contains(name) {
+        if !own.contains(name) {
             headers.insert(name, value);
         }
     }
@@ -1577,6 +1579,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_header_is_named_as_websockets_names_it() {
+        let options = ServerOptions::default();
+        let (missing, response) = refused(&request(&["Sec-WebSocket-Key"], &[]), &options);
+        assert_eq!(missing.to_string(), "missing Sec-WebSocket-Key header");
+        assert_eq!(
+            text(&response.body),
+            "Failed to open a WebSocket connection: missing Sec-WebSocket-Key header.\n"
+        );
+        let (wrong, _) = refused(
+            &request(&["Sec-WebSocket-Key"], &[("Sec-WebSocket-Key", "short")]),
+            &options,
+        );
+        assert!(wrong
+            .to_string()
+            .starts_with("invalid Sec-WebSocket-Key header: "));
+    }
+
+    #[test]
     fn rfc6455_4_2_2_select_subprotocol_prefers_ours() {
         let offered = ["a".to_string(), "b".to_string(), "c".to_string()];
         let ours = ["c".to_string(), "b".to_string()];
@@ -1587,7 +1607,7 @@ mod tests {
 
     #[test]
     fn rfc6455_4_2_2_accept_response() {
-        let extra = headers(&[("Server", "ferrows"), ("upgrade", "h2c")]);
+        let extra = headers(&[("Server", "ferrows"), ("upgrade", "h2c"), ("Server", "app")]);
         let response =
             accept_response(SAMPLE_KEY, Some("chat"), Some("permessage-deflate"), &extra);
         assert_eq!(
@@ -1600,6 +1620,7 @@ mod tests {
                  Sec-WebSocket-Protocol: chat\r\n\
                  Sec-WebSocket-Extensions: permessage-deflate\r\n\
                  Server: ferrows\r\n\
+                 Server: app\r\n\
                  \r\n"
             )
         );

@@ -115,6 +115,8 @@ class ProtocolCore:
     inbox_bytes: int
     hold_output: bool
     holds_input: bool
+    has_message: bool
+    pings_sent: int
     compression: str | None
     def __init__(
         self,
