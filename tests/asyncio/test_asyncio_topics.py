@@ -350,3 +350,59 @@ async def test_processes_sharing_a_port_with_reuse_port(server_processes):
         assert await bounded(ws.recv()) == "everyone"
         await ws.close()
     await control.ws.close()
+
+
+# Through Redis, in the test's process
+
+
+@aiotest
+async def test_what_redis_brings_that_is_not_ours_is_refused(redis_server):
+    import redis.asyncio
+
+    async with Topics(redis_server.url, max_message_size=100) as topics:
+        await bounded(topics.wait_connected())
+        async with serve(subscribing_handler(topics), HOST, 0) as server:
+            ws = await subscriber(server.port, "/room")
+            other = redis.asyncio.from_url(redis_server.url)
+            header = b"\x01" + bytes(16) + (1).to_bytes(8, "big")
+            for data in (
+                b"short",  # no header
+                b"\x03" + header[1:] + b"kind?",  # neither text nor binary
+                header + b"\xff\xfe",  # text, not UTF-8
+                header + b"x" * 101,  # over max_message_size
+            ):
+                assert await other.publish("ferrows:room", data) == 1
+            assert await other.publish("ferrows:room", header + b"ours") == 1
+            await other.aclose()
+            # Only the well-formed message arrives; the others are counted.
+            assert await bounded(ws.recv()) == "ours"
+            assert (topics.stats.rejected, topics.stats.received) == (4, 1)
+            await topics.publish("room", b"binary")
+            assert await bounded(ws.recv()) == b"binary"
+            await ws.close()
+
+
+@aiotest
+async def test_redis_absent_at_start_then_there(tmp_path):
+    redis_server = RedisServer(tmp_path)  # not started: its port refuses connections
+    async with Topics(redis_server.url, backoff=(0.1, 1.618, 0.5)) as topics:
+        assert not topics.connected
+        async with serve(subscribing_handler(topics), HOST, 0) as server:
+            # Subscribing does not wait for Redis; publishing is lost, and counted.
+            ws = await subscriber(server.port, "/room")
+            assert await topics.publish("room", "lost") is False
+            assert topics.stats.publish_lost == 1
+            redis_server.start()
+            try:
+                await bounded(topics.wait_connected())
+                # Connected means subscribed: what is published now arrives.
+                assert await topics.publish("room", "arrives") is True
+                assert await bounded(ws.recv()) == "arrives"
+                # A first connection is no reconnection; no gap was seen (a first message).
+                assert (topics.stats.disconnects, topics.stats.reconnects) == (0, 0)
+                assert topics.stats.missed == 0
+                await ws.close()
+            finally:
+                redis_server.stop()
+        await bounded(topics.wait_disconnected())
+        assert topics.stats.disconnects == 1

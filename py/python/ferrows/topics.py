@@ -383,13 +383,14 @@ class _RedisBackend:
             self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        tasks = [*self._background, *([self._runner] if self._runner else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._runner = None
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        # Confirmations will not come any more: whoever waits for them is released.
         await self._disconnect()
-        await self._client.aclose()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._client.aclose(close_connection_pool=True)
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
