@@ -3,12 +3,7 @@ goes away and comes back."""
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +14,7 @@ from ferrows.asyncio import ClientConnection, ServerConnection, connect, serve
 from ferrows.exceptions import ConnectionClosed
 from ferrows.topics import Topics
 from redisserver import RedisServer, free_port
-
-SERVER_SCRIPT = Path(__file__).with_name("topics_server.py")
-START_TIMEOUT = 20.0
+from topics_server import Control, ServerProcess
 
 
 def subscribing_handler(topics: Topics) -> Callable[[ServerConnection], Any]:
@@ -201,36 +194,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-class ServerProcess:
-    """A topics_server.py process: its port, stopped by closing its standard input."""
-
-    def __init__(self, url: str, loop_kind: str, port: int | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), url, loop_kind, *([str(port)] if port else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(
-            target=lambda: lines.put(self.process.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        ).start()
-        try:
-            self.port = int(lines.get(timeout=START_TIMEOUT))
-        except (queue.Empty, ValueError):
-            self.stop()
-            raise AssertionError("the topics server did not start") from None
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            assert self.process.wait(START_TIMEOUT) == 0
-        finally:
-            self.process.kill()
-
-
 @pytest.fixture
 def server_processes(
     redis_server: RedisServer, loop_kind: str
@@ -247,25 +210,6 @@ def server_processes(
     yield start
     for process in started:
         process.stop()
-
-
-class Control:
-    """The ``/control`` connection of a topics server process."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    @classmethod
-    async def open(cls, port: int) -> Control:
-        return cls(await bounded(connect(ws_url(port, "/control"))))
-
-    async def __call__(self, op: str, timeout: float = 5.0, **arguments: Any) -> dict[str, Any]:
-        await self.ws.send(json.dumps({"op": op, **arguments}))
-        return json.loads(await bounded(self.ws.recv(), timeout))
-
-    async def publish(self, topic: str, message: str) -> bool:
-        (published,) = (await self("publish", topic=topic, message=message))["published"]
-        return published
 
 
 @aiotest(timeout=60)
