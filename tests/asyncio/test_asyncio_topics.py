@@ -3,6 +3,7 @@ goes away and comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -350,3 +351,41 @@ async def test_redis_absent_at_start_then_there(tmp_path):
                 redis_server.stop()
         await bounded(topics.wait_disconnected())
         assert topics.stats.disconnects == 1
+
+
+def record_batches(topics: Topics) -> list[int]:
+    """The number of messages of each pipelined write to Redis, as they are sent."""
+    sizes: list[int] = []
+    client = topics._backend._client  # type: ignore[union-attr]
+    original = client.pipeline
+
+    def recording_pipeline(**kwargs: Any) -> Any:
+        pipeline = original(**kwargs)
+        execute = pipeline.execute
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            sizes.append(len(pipeline.command_stack))
+            return await execute(*args, **kwargs)
+
+        pipeline.execute = recorded
+        return pipeline
+
+    client.pipeline = recording_pipeline
+    return sizes
+
+
+@aiotest
+async def test_publishes_wait_for_room_and_arrive_in_order(redis_server):
+    async with Topics(redis_server.url, max_pending=(4, 1 << 20)) as topics:
+        await bounded(topics.wait_connected())
+        batches = record_batches(topics)
+        async with serve(subscribing_handler(topics), HOST, 0) as server:
+            ws = await subscriber(server.port, "/room")
+            publishes = [topics.publish("room", f"m{i}") for i in range(200)]
+            assert all(await bounded(asyncio.gather(*publishes)))
+            # At most 4 messages waited at once: the other publishers waited for room.
+            assert sum(batches) == 200 and max(batches) <= 4
+            # One connection, in order: no gap seen, nothing out of order.
+            assert [await bounded(ws.recv()) for _ in range(200)] == [f"m{i}" for i in range(200)]
+            assert (topics.stats.published, topics.stats.missed) == (200, 0)
+            await ws.close()

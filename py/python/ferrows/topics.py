@@ -11,6 +11,7 @@ process is not connected to Redis is lost for that process, and counted (:class:
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
@@ -41,6 +42,8 @@ _TEXT, _BINARY = 1, 2
 # keeps. Past these the oldest is forgotten (its next message starts afresh, no gap counted).
 _MAX_PUBLISHERS_PER_TOPIC = 1024
 _MAX_SEQUENCES = 10_000
+# Messages sent to Redis in one pipelined write, at most.
+_BATCH = 512
 
 
 @dataclasses.dataclass
@@ -103,8 +106,8 @@ class Topics:
     UTF-8 for text), ``max_topics_per_connection`` and ``max_topic_length`` (bytes) what a
     connection can be subscribed to, ``max_buffered`` the unsent bytes past which a
     connection misses messages (``stats.skipped``), ``backoff`` the reconnection delays to
-    Redis (first at most, factor, maximum, in seconds), ``max_publishing`` the publishes
-    in flight to Redis at once (each on a connection of its own; others wait for one).
+    Redis (first at most, factor, maximum, in seconds), ``max_pending`` the messages and
+    bytes waiting to be sent to Redis (past either, ``publish()`` waits for room).
     Redis channels are named ``channel_prefix`` + the topic.
     """
 
@@ -118,13 +121,14 @@ class Topics:
         max_buffered: int = 2**20,
         backoff: tuple[float, float, float] = REDIS_BACKOFF,
         channel_prefix: str = "ferrows:",
-        max_publishing: int = 16,
+        max_pending: tuple[int, int] = (1000, 16 * 2**20),
     ) -> None:
         for name, value in (
             ("max_message_size", max_message_size),
             ("max_topics_per_connection", max_topics_per_connection),
             ("max_topic_length", max_topic_length),
-            ("max_publishing", max_publishing),
+            ("max_pending messages", max_pending[0]),
+            ("max_pending bytes", max_pending[1]),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -144,7 +148,7 @@ class Topics:
         if url is None:
             self._backend = _LocalBackend(self)
         elif url.startswith(("redis://", "rediss://", "unix://")):
-            self._backend = _RedisBackend(self, url, backoff, channel_prefix, max_publishing)
+            self._backend = _RedisBackend(self, url, backoff, channel_prefix, max_pending)
         else:
             raise ValueError(f"unsupported topics URL: {url!r} (None or redis://...)")
 
@@ -323,8 +327,9 @@ class _LocalBackend:
 
 class _RedisBackend:
     """Topics through Redis pub/sub: one channel per topic, one subscribing connection (read
-    by a task that delivers what arrives) and a pool for publishing. Connection errors are
-    handled here, not retried by the ``redis`` package: the task reconnects with backoff and
+    by a task that delivers what arrives) and one publishing connection (written by a task
+    that sends what waits in the outbox, in order, pipelined). Connection errors are handled
+    here, not retried by the ``redis`` package: the reading task reconnects with backoff and
     subscribes again to the topics of the moment."""
 
     def __init__(
@@ -333,7 +338,7 @@ class _RedisBackend:
         url: str,
         backoff: tuple[float, float, float],
         prefix: str,
-        max_publishing: int,
+        max_pending: tuple[int, int],
     ) -> None:
         try:
             import redis.asyncio
@@ -344,15 +349,16 @@ class _RedisBackend:
         self._topics = topics
         self._backoff = backoff
         self._prefix = prefix.encode()
-        # The subscribing connection and at most max_publishing publishing ones: a publish
-        # waits for a free one (at most 5 s, then it is lost).
+        # The subscribing connection and the publishing one. Commands time out after 10 s
+        # (not reading the subscription, which waits as long as Redis is silent).
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
-            max_connections=max_publishing + 1,
+            max_connections=2,
             timeout=5,
             retry=Retry(NoBackoff(), 0),
             socket_keepalive=True,
             socket_connect_timeout=5,
+            socket_timeout=10,
         )
         self._client = redis.asyncio.Redis(connection_pool=pool)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -373,6 +379,17 @@ class _RedisBackend:
         self._runner: asyncio.Task[None] | None = None
         self._ever_connected = False
         self._background: set[asyncio.Task[None]] = set()
+        # What publish() gave and the writing task has not taken yet, with its size in bytes
+        # and the future of each message (whether Redis took it).
+        self._outbox: collections.deque[tuple[bytes, bytes, asyncio.Future[bool]]] = (
+            collections.deque()
+        )
+        self._outbox_bytes = 0
+        self._max_outbox, self._max_outbox_bytes = max_pending
+        self._outbox_filled = asyncio.Event()
+        self._outbox_room = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -380,9 +397,18 @@ class _RedisBackend:
 
     async def start(self) -> None:
         if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._runner = loop.create_task(self._run())
+            self._writer = loop.create_task(self._write())
 
     async def close(self) -> None:
+        # The writer sends what waits (or fails it) and stops.
+        self._closing = True
+        self._outbox_filled.set()
+        self._outbox_room.set()
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
@@ -439,6 +465,8 @@ class _RedisBackend:
     async def _disconnect(self) -> None:
         self._connected.clear()
         self._disconnected.set()
+        # Publishers waiting for room in the outbox: their messages are lost.
+        self._outbox_room.set()
         for waiter in self._confirmations.values():
             if not waiter.done():
                 waiter.set_result(None)
@@ -543,7 +571,6 @@ class _RedisBackend:
             task.add_done_callback(self._background.discard)
 
     async def publish(self, topic: str, message: Data) -> bool:
-        stats = self._topics.stats
         sequence = self._sent.pop(topic, 0) + 1
         if len(self._sent) >= _MAX_SEQUENCES:
             del self._sent[next(iter(self._sent))]
@@ -552,13 +579,52 @@ class _RedisBackend:
             header, payload = _HEADER.pack(_TEXT, self._id, sequence), message.encode()
         else:
             header, payload = _HEADER.pack(_BINARY, self._id, sequence), message
-        if self._connected.is_set():
-            try:
-                await self._client.publish(self._channel(topic), header + payload)
-            except self._errors as exc:
-                logger.debug("publish to %r lost: %s", topic, exc)
-            else:
-                stats.published += 1
-                return True
-        stats.publish_lost += 1
-        return False
+        data = header + payload
+        while self._connected.is_set() and not self._closing and self._outbox_full(len(data)):
+            self._outbox_room.clear()
+            await self._outbox_room.wait()
+        if not self._connected.is_set() or self._closing:
+            self._topics.stats.publish_lost += 1
+            return False
+        published = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._channel(topic), data, published))
+        self._outbox_bytes += len(data)
+        self._outbox_filled.set()
+        return await published
+
+    def _outbox_full(self, size: int) -> bool:
+        if not self._outbox:
+            return False
+        return (
+            len(self._outbox) >= self._max_outbox
+            or self._outbox_bytes + size > self._max_outbox_bytes
+        )
+
+    async def _write(self) -> None:
+        """Sends what waits in the outbox, in order, in pipelined batches on one connection;
+        a batch that fails is lost (Redis may have taken some of it)."""
+        stats = self._topics.stats
+        outbox = self._outbox
+        while not (self._closing and not outbox):
+            await self._outbox_filled.wait()
+            self._outbox_filled.clear()
+            while outbox:
+                batch = [outbox.popleft() for _ in range(min(len(outbox), _BATCH))]
+                self._outbox_bytes -= sum(len(data) for _, data, _ in batch)
+                self._outbox_room.set()
+                pipeline = self._client.pipeline(transaction=False)
+                for channel, data, _ in batch:
+                    pipeline.publish(channel, data)
+                try:
+                    await pipeline.execute()
+                    taken = True
+                except self._errors as exc:
+                    logger.debug("%d messages lost: %s", len(batch), exc)
+                    taken = False
+                if taken:
+                    stats.published += len(batch)
+                else:
+                    stats.publish_lost += len(batch)
+                for _, _, published in batch:
+                    if not published.done():
+                        published.set_result(taken)
