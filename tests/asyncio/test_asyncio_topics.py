@@ -4,7 +4,9 @@ goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -389,3 +391,41 @@ async def test_publishes_wait_for_room_and_arrive_in_order(redis_server):
             assert [await bounded(ws.recv()) for _ in range(200)] == [f"m{i}" for i in range(200)]
             assert (topics.stats.published, topics.stats.missed) == (200, 0)
             await ws.close()
+
+
+@aiotest
+async def test_the_chat_example_of_docs_scaling(redis_server):
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    code = re.search(r"```python\n(.*?async def chat.*?)```", text, re.DOTALL)
+    assert code, "no chat example in docs/scaling.md"
+    example: dict[str, Any] = {"__name__": "chat"}
+    exec(code.group(1), example)
+    async with Topics(redis_server.url) as first, Topics(redis_server.url) as second:
+        await bounded(asyncio.gather(first.wait_connected(), second.wait_connected()))
+        chat = example["chat"]
+        async with (
+            serve(functools.partial(chat, first), HOST, 0) as one,
+            serve(functools.partial(chat, second), HOST, 0) as two,
+        ):
+            clients = []
+            # What one sends comes back once its server subscribed it: then it follows.
+            for port, room, name in ((one.port, "/room", "alice"), (two.port, "/room", "bob")):
+                ws = await bounded(connect(ws_url(port, room)))
+                await ws.send(f"{name} here")
+                assert await bounded(ws.recv()) == f"{name} here"
+                clients.append(ws)
+            carol = await bounded(connect(ws_url(two.port, "/other")))
+            await carol.send("carol here")
+            assert await bounded(carol.recv()) == "carol here"
+            alice, bob = clients
+            assert await bounded(alice.recv()) == "bob here"
+            await alice.send("hello room")
+            assert await bounded(bob.recv()) == "hello room"
+            assert await bounded(alice.recv()) == "hello room"
+            await carol.send("elsewhere")
+            assert await bounded(carol.recv()) == "elsewhere"
+            await bob.send("bye")
+            # Alice's next message is bob's: carol's room is not hers.
+            assert await bounded(alice.recv()) == "bye"
+            for ws in (alice, bob, carol):
+                await ws.close()

@@ -147,7 +147,7 @@ class Topics:
         self._backend: _LocalBackend | _RedisBackend
         if url is None:
             self._backend = _LocalBackend(self)
-        elif url.startswith(("redis://", "rediss://", "unix://")):
+        elif url.startswith(("redis://", "rediss://")):
             self._backend = _RedisBackend(self, url, backoff, channel_prefix, max_pending)
         else:
             raise ValueError(f"unsupported topics URL: {url!r} (None or redis://...)")
