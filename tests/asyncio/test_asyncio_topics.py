@@ -141,6 +141,8 @@ async def test_bad_names_sizes_and_counts_are_refused():
                 await topics.publish("é" * 129, "x")
             with pytest.raises(TypeError):
                 await topics.subscribe(connection, b"a")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"ferrows\.asyncio connections"):
+                await topics.subscribe(object(), "a")  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="11 bytes over max_message_size"):
                 await topics.publish("a", "x" * 11)
             with pytest.raises(ValueError, match="over max_message_size"):

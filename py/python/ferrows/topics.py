@@ -204,7 +204,10 @@ class Topics:
         """Subscribes ``connection`` to ``topics``. Once this returns, while connected,
         messages published to them on any process reach it. Raises
         :class:`~ferrows.exceptions.ConnectionClosed` if it is closed, ``ValueError`` past
-        ``max_topics_per_connection`` or for a bad topic name."""
+        ``max_topics_per_connection`` or for a bad topic name, ``TypeError`` for another
+        kind of connection."""
+        if not isinstance(connection, Connection):
+            raise TypeError(f"topics hold ferrows.asyncio connections, not {connection!r}")
         for topic in topics:
             self._check_topic(topic)
         if connection._connection_lost.done():
