@@ -116,10 +116,10 @@ async def test_a_closed_connection_leaves_its_topics():
         (remaining,) = topics.subscribers("room")
         assert topics.subscribers("lobby") == {remaining}
         assert remaining.remote_address[1] == clients[2].local_address[1]
-        assert set(topics._topics_of) == set(topics._on_close) == {remaining}
+        assert set(topics._topics_of) == set(topics._watchers) == {remaining}
         await clients[2].close()
         await bounded(remaining.wait_closed())
-        assert topics._subscribers == topics._topics_of == topics._on_close == {}
+        assert topics._subscribers == topics._topics_of == topics._watchers == {}
         # A closed connection cannot be subscribed.
         with pytest.raises(ConnectionClosed):
             await topics.subscribe(remaining, "room")

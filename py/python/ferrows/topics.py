@@ -17,7 +17,7 @@ import functools
 import logging
 import struct
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -141,9 +141,9 @@ class Topics:
         self.stats = TopicStats()
         self._subscribers: dict[str, set[Connection]] = {}
         # Every connection ever subscribed, until it closes (its set may be empty), and the
-        # callback that removes it then, registered once.
+        # task that waits for it to close, made once.
         self._topics_of: dict[Connection, set[str]] = {}
-        self._on_close: dict[Connection, Callable[[asyncio.Future[None]], None]] = {}
+        self._watchers: dict[Connection, asyncio.Task[None]] = {}
         self._backend: _LocalBackend | _RedisBackend
         if url is None:
             self._backend = _LocalBackend(self)
@@ -160,9 +160,9 @@ class Topics:
     async def close(self) -> None:
         """Stops the backend; subscriptions are forgotten, connections stay open."""
         await self._backend.close()
-        for connection, callback in self._on_close.items():
-            connection._connection_lost.remove_done_callback(callback)
-        self._on_close.clear()
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        self._watchers.clear()
         self._topics_of.clear()
         self._subscribers.clear()
 
@@ -210,7 +210,7 @@ class Topics:
             raise TypeError(f"topics hold ferrows.asyncio connections, not {connection!r}")
         for topic in topics:
             self._check_topic(topic)
-        if connection._connection_lost.done():
+        if connection.close_code is not None:
             connection._raise_closed()
         current = self._topics_of.get(connection)
         new = [topic for topic in dict.fromkeys(topics) if current is None or topic not in current]
@@ -220,8 +220,10 @@ class Topics:
             )
         if current is None:
             current = self._topics_of[connection] = set()
-            callback = self._on_close[connection] = functools.partial(self._closed, connection)
-            connection._connection_lost.add_done_callback(callback)
+            watcher = self._watchers[connection] = asyncio.get_running_loop().create_task(
+                connection.wait_closed()
+            )
+            watcher.add_done_callback(functools.partial(self._closed, connection))
         first = []
         for topic in new:
             current.add(topic)
@@ -256,11 +258,13 @@ class Topics:
                 last.append(topic)
         return last
 
-    def _closed(self, connection: Connection, _lost: asyncio.Future[None]) -> None:
+    def _closed(self, connection: Connection, watcher: asyncio.Task[None]) -> None:
         """A subscribed connection closed: it leaves every topic."""
+        if watcher.cancelled():
+            return  # the topics closed first
         last = self._remove(connection, ())
         del self._topics_of[connection]
-        del self._on_close[connection]
+        del self._watchers[connection]
         self._backend.unlisten_soon(last)
 
     def _check_topic(self, topic: str) -> None:
