@@ -52,13 +52,14 @@ class TopicStats:
 
     #: Messages this process published that the backend took.
     published: int = 0
-    #: Messages this process published while Redis was unreachable: lost for every process.
+    #: Messages this process published that were lost for every process: Redis was
+    #: unreachable, or the write to it failed (Redis may have taken part of that write).
     publish_lost: int = 0
     #: Messages that arrived from the backend (published here or elsewhere).
     received: int = 0
-    #: Messages other publishers sent on a subscribed topic that never arrived here (gaps in
-    #: their sequence, seen when their next message arrives): lost while this process was
-    #: disconnected from Redis, or dropped by Redis for a slow reader.
+    #: Messages published (here or elsewhere) on a subscribed topic that never arrived here,
+    #: whatever the cause: gaps in their publisher's sequence, seen when its next message
+    #: arrives.
     missed: int = 0
     #: Messages from Redis refused: malformed, or over ``max_message_size``.
     rejected: int = 0
