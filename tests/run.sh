@@ -28,6 +28,11 @@ if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! 
   apt-get update -qq && apt-get install -y -qq tinyproxy microsocks stunnel4 >/dev/null
 fi
 
+step "Redis for the topics tests (apt-get redis-server; the tests start it on a loopback port)"
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+
 step "Interop peers: Chromium and libwebsockets (apt-get), Node ws (npm ci)"
 if ! command -v chromium >/dev/null || ! pkg-config --exists libwebsockets; then
   apt-get update -qq && apt-get install -y -qq chromium libwebsockets-dev >/dev/null
