@@ -34,16 +34,17 @@ pub fn broadcast_engine(
     Ok(outcomes.into_iter().map(|outcome| outcome as u8).collect())
 }
 
-/// The asyncio face: encodes `message` for every core, which must be open and not in the
-/// middle of a fragmented message, and returns, for each, the bytes its transport writes.
-/// Cores with nothing waiting share one `bytes` object per encoding; a core with output
-/// waiting (a batch of this turn of the loop) returns it with the message after it.
+/// The asyncio face: encodes `message` for every core and returns, for each, the bytes its
+/// transport writes: cores with nothing waiting share one `bytes` object per encoding; a core
+/// with output waiting (a batch of this turn of the loop) returns it with the message after
+/// it. None for a core that cannot send a whole message now (closing, or in the middle of a
+/// fragmented message), which the face checks beforehand.
 #[pyfunction]
 pub fn broadcast_frames<'py>(
     py: Python<'py>,
     cores: Vec<PyRefMut<'py, PyProtocolCore>>,
     message: Outgoing,
-) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+) -> Vec<Option<Bound<'py, PyBytes>>> {
     let (kind, data) = message.parts();
     let mut broadcast = Broadcast::new(kind, data);
     // One Python object per shared frame, found by the address of its bytes.
@@ -51,35 +52,35 @@ pub fn broadcast_frames<'py>(
     let mut writes = Vec::with_capacity(cores.len());
     for mut core in cores {
         let protocol = core.protocol_mut();
+        if protocol.check_send_message().is_err() {
+            writes.push(None);
+            continue;
+        }
         let shared = match broadcast.frame_for(protocol) {
             Some(frame) if !protocol.has_output() => Some(frame.bytes()),
             _ => None,
         };
         let write = match shared {
-            Some(frame) => {
-                protocol
-                    .check_send_message()
-                    .map_err(|e| to_py_err(py, e, None))?;
-                match objects
-                    .iter()
-                    .find(|(address, _)| *address == frame.as_ptr())
-                {
-                    Some((_, object)) => object.clone(),
-                    None => {
-                        let object = PyBytes::new(py, frame);
-                        objects.push((frame.as_ptr(), object.clone()));
-                        object
-                    }
+            Some(frame) => match objects
+                .iter()
+                .find(|(address, _)| *address == frame.as_ptr())
+            {
+                Some((_, object)) => object.clone(),
+                None => {
+                    let object = PyBytes::new(py, frame);
+                    objects.push((frame.as_ptr(), object.clone()));
+                    object
                 }
-            }
-            None => {
-                broadcast
-                    .send_to(protocol)
-                    .map_err(|e| to_py_err(py, e, None))?;
-                PyBytes::new(py, &protocol.take_output())
-            }
+            },
+            None => match broadcast.send_to(protocol) {
+                Ok(()) => PyBytes::new(py, &protocol.take_output()),
+                Err(_) => {
+                    writes.push(None);
+                    continue;
+                }
+            },
         };
-        writes.push(write);
+        writes.push(Some(write));
     }
-    Ok(writes)
+    writes
 }

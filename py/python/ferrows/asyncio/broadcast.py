@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .. import _ferrows
-from .._broadcast import CLOSED, NOT_OPEN, SKIPPED, BroadcastResult, SlowPolicy, close_frame
+from .._broadcast import (
+    CLOSED,
+    NOT_OPEN,
+    SENT,
+    SKIPPED,
+    BroadcastResult,
+    SlowPolicy,
+    close_frame,
+)
 from .._messages import Data
 from .connection import Connection
 
@@ -54,6 +62,9 @@ def broadcast(
             targets.append(connection)
     writes = _ferrows.broadcast_frames([connection._core for connection in targets], message)
     for connection, data in zip(targets, writes):
-        connection._transport.write(data)  # type: ignore[union-attr]
-    result.sent = len(targets)
+        if data is None:
+            result.add(connection, NOT_OPEN)
+        else:
+            connection._transport.write(data)  # type: ignore[union-attr]
+            result.add(connection, SENT)
     return result
