@@ -1,9 +1,11 @@
 """Broadcast: one 256-byte message to 10,000 connections of one server process.
 
-Servers (asyncio, uncompressed: the load generator offers no extension): ferrows'
+Servers (uncompressed: the load generator offers no extension): in asyncio, ferrows'
 ``broadcast()``, a loop of ferrows' ``await send()``, websockets' ``broadcast()`` and a
-loop of websockets' ``await send()``. The load generator (bench/loadgen, ``receive`` mode)
-holds the connections and reports when every one of them has received each message.
+loop of websockets' ``await send()``; in C (bench/c/ferrows_broadcast.c, with ``--bin-dir``),
+``ferrows_broadcast`` and a loop of ``ferrows_conn_send``. The load generator
+(bench/loadgen, ``receive`` mode) holds the connections and reports when every one of them
+has received each message.
 
 Per round, the server times its call (the broadcast, or the whole loop of sends) and its
 process's CPU time (all threads, user and system) from just before the call until the load
@@ -12,7 +14,8 @@ server runs on core 0, the load generator on core 1. Medians of ROUNDS rounds af
 The sync face is not measured here: its server holds a thread per connection.
 
     python bench/broadcast.py --loadgen target/loadgen/release/ferrows-loadgen
-        [--connections 10000] [--rounds 20] [--size 256] [--kinds ferrows-broadcast ...]
+        [--bin-dir target/bench] [--connections 10000] [--rounds 20] [--size 256]
+        [--kinds ferrows-broadcast ...]
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = 0, 1
 WARMUP = 2
-KINDS = ("ferrows-broadcast", "ferrows-send-loop", "websockets-broadcast", "websockets-send-loop")
+PYTHON_KINDS = (
+    "ferrows-broadcast",
+    "ferrows-send-loop",
+    "websockets-broadcast",
+    "websockets-send-loop",
+)
+C_KINDS = ("c-broadcast", "c-send-loop")
+KINDS = PYTHON_KINDS + C_KINDS
 
 
 def raise_file_limit(needed: int) -> None:
@@ -116,10 +126,20 @@ def read_json(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
     return json.loads(line)
 
 
-def measure(kind: str, loadgen: Path, connections: int, rounds: int, size: int) -> dict:
+def server_command(kind: str, bin_dir: Path | None, connections: int, size: int) -> list[str]:
+    if kind in C_KINDS:
+        if bin_dir is None:
+            raise SystemExit(f"{kind} needs --bin-dir (where bench/run.sh builds bench/c)")
+        mode = kind.split("-", 1)[1]
+        return [str(bin_dir / "ferrows_broadcast"), mode, str(connections), str(size)]
+    return [sys.executable, __file__, "--serve", kind,
+            "--connections", str(connections), "--size", str(size)]  # fmt: skip
+
+
+def measure(kind: str, args: argparse.Namespace) -> dict:
+    loadgen, connections, rounds, size = args.loadgen, args.connections, args.rounds, args.size
     server = subprocess.Popen(
-        pinned(SERVER_CPU, [sys.executable, __file__, "--serve", kind,
-                            "--connections", str(connections), "--size", str(size)]),
+        pinned(SERVER_CPU, server_command(kind, args.bin_dir, connections, size)),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     client = None
@@ -165,12 +185,13 @@ def measure(kind: str, loadgen: Path, connections: int, rounds: int, size: int) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=PYTHON_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", type=Path)
+    parser.add_argument("--bin-dir", type=Path, help="where bench/c/ferrows_broadcast.c is built")
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS)
     args = parser.parse_args()
     raise_file_limit(args.connections + 200)
     if args.serve:
@@ -178,10 +199,11 @@ def main() -> int:
         return 0
     if args.loadgen is None:
         parser.error("--loadgen is required")
+    kinds = args.kinds or [*PYTHON_KINDS, *(C_KINDS if args.bin_dir else ())]
     print(f"{args.connections} connections, {args.size} B, median of {args.rounds} rounds")
     print(f"{'server':<24}{'call ms':>10}{'delivered ms':>14}{'server CPU ms':>15}")
-    for kind in args.kinds:
-        result = measure(kind, args.loadgen, args.connections, args.rounds, args.size)
+    for kind in kinds:
+        result = measure(kind, args)
         print(
             f"{kind:<24}{result['call_ms']:>10.2f}{result['delivered_ms']:>14.2f}"
             f"{result['server_cpu_ms']:>15.2f}",
