@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosupport import HOST, aiotest, bounded, ws_url
-from ferrows import Close, ConnectionClosed, Deflate
+from ferrows import Close, ConnectionClosed, Deflate, _ferrows
 from ferrows.asyncio import ServerConnection, broadcast, connect, serve
 
 # A message large enough to fill socket buffers quickly (random: compression would shrink
@@ -118,6 +121,27 @@ async def test_mixed_compression_every_client_decodes():
             await client.close()
 
 
+@aiotest
+async def test_one_bytes_object_per_encoding():
+    # Plain and compressed without context takeover: shared; context takeover: its own.
+    client_options = [None, None, "deflate", Deflate(server_no_context_takeover=True)] * 2
+    room = Room(len(client_options))
+    async with serve(room.handler, HOST, 0) as server:
+        clients = [await connect(ws_url(server.port), compression=o) for o in client_options]
+        await bounded(room.full.wait())
+        by_client = {c.remote_address: c for c in room.all()}
+        connections = [by_client[client.local_address] for client in clients]
+        writes = _ferrows.broadcast_frames([c._core for c in connections], TEXT)
+        assert writes[0] is writes[1] is writes[4] is writes[5]
+        assert writes[3] is writes[7] and writes[3] is not writes[0]
+        assert writes[2] is not writes[6] and writes[2] is not writes[0]
+        for connection, data in zip(connections, writes):
+            connection._transport.write(data)
+        assert await receive_all(clients, 1) == [[TEXT]] * len(clients)
+        for client in clients:
+            await client.close()
+
+
 async def broadcast_until_slow(server_port: int, room: Room, on_slow: Any) -> tuple[Any, ...]:
     """Broadcasts LARGE to a client that reads and one that never does (its read limit
     stops it reading), each round once the reader got the last one, until the other is
@@ -190,3 +214,13 @@ async def test_bad_arguments_are_refused_before_anything_is_sent():
                 broadcast([object()], "x")  # type: ignore[list-item]
             assert broadcast(connections, "valid").sent == 1
             assert await bounded(client.recv()) == "valid"
+
+
+def test_the_documented_example_runs():
+    doc = Path(__file__).resolve().parents[2] / "docs" / "broadcast.md"
+    example = doc.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", example], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["3 [] [] []"] + ["hello, everyone"] * 3
