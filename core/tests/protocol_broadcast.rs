@@ -165,3 +165,15 @@ fn skips_are_counted_per_connection() {
     server.count_broadcast_skip();
     assert_eq!(server.broadcast_skips(), 2);
 }
+
+#[test]
+fn a_frame_for_one_encoding_is_refused_by_another() {
+    let mut broadcast = Broadcast::new(MessageKind::Text, MESSAGE);
+    let plain_server = connection(Role::Server, None);
+    let mut compressing = connection(Role::Server, Some(no_takeover(12)));
+    let mut client = connection(Role::Client, None);
+    let frame = broadcast.frame_for(&plain_server).unwrap();
+    assert!(compressing.send_shared(frame).is_err());
+    assert!(client.send_shared(frame).is_err());
+    assert!(!compressing.has_output() && !client.has_output());
+}

@@ -25,12 +25,23 @@ pub struct Broadcast<'a> {
 /// A frame a [`Broadcast`] encoded for a connection, for [`Connection::send_shared`] or to
 /// be written as it is (after the connection's pending output).
 #[derive(Debug, Clone, Copy)]
-pub struct SharedFrame<'b>(&'b [u8]);
+pub struct SharedFrame<'b> {
+    bytes: &'b [u8],
+    /// The message's length and how it was encoded: a connection takes the frame only if it
+    /// would have encoded the message the same way.
+    message_len: usize,
+    encoding: BroadcastEncoding,
+}
 
 impl<'b> SharedFrame<'b> {
     /// The frame's bytes.
     pub fn bytes(&self) -> &'b [u8] {
-        self.0
+        self.bytes
+    }
+
+    /// Whether `connection` would encode the message into these very bytes.
+    pub(crate) fn fits(&self, connection: &Connection) -> bool {
+        connection.broadcast_encoding(self.message_len) == self.encoding
     }
 }
 
@@ -49,7 +60,8 @@ impl<'a> Broadcast<'a> {
     /// The shared frame for `connection`, or `None` when it must encode the message itself
     /// ([`Broadcast::send_to`] does either).
     pub fn frame_for(&mut self, connection: &Connection) -> Option<SharedFrame<'_>> {
-        let frame = match connection.broadcast_encoding(self.data.len()) {
+        let encoding = connection.broadcast_encoding(self.data.len());
+        let frame = match encoding {
             BroadcastEncoding::Own => return None,
             BroadcastEncoding::Plain => {
                 if self.plain.is_none() {
@@ -73,7 +85,11 @@ impl<'a> Broadcast<'a> {
                 Some(self.compressed[index].1.as_slice())
             }
         };
-        frame.map(SharedFrame)
+        frame.map(|bytes| SharedFrame {
+            bytes,
+            message_len: self.data.len(),
+            encoding,
+        })
     }
 
     /// Queues the message on `connection`: the shared frame when one fits it, else encoded

@@ -520,9 +520,15 @@ impl Connection {
     }
 
     /// Queues a frame a [`super::broadcast::Broadcast`] encoded for this connection, as
-    /// [`Connection::send_message`] would have queued it.
+    /// [`Connection::send_message`] would have queued it; refuses a frame encoded for a
+    /// connection that encodes differently (a client, other deflate settings).
     pub fn send_shared(&mut self, frame: super::broadcast::SharedFrame<'_>) -> Result<(), Error> {
         self.check_send_message()?;
+        if !frame.fits(self) {
+            return Err(Error::Config(
+                "a broadcast frame encoded for a connection with other settings".into(),
+            ));
+        }
         self.flush_pong();
         self.output.extend_from_slice(frame.bytes());
         Ok(())
