@@ -51,7 +51,7 @@ SONAME=$(readelf -d "$LIB_DIR/libferrows.so" | sed -n 's/.*(SONAME).*\[\(.*\)\].
 ln -sf "$LIB_DIR/libferrows.so" "$OUT/${SONAME:-libferrows.so}"
 read -r -a LWS <<<"$(pkg-config --cflags --libs libwebsockets)"
 CFLAGS=(-O2 -Wall -Wextra -Werror)
-for program in ferrows_client ferrows_server; do
+for program in ferrows_client ferrows_server ferrows_broadcast; do
   cc "${CFLAGS[@]}" -I include -o "$OUT/$program" "bench/c/$program.c" -L"$LIB_DIR" -lferrows -Wl,-rpath,"$OUT"
 done
 for program in lws_client lws_server; do

@@ -198,6 +198,40 @@ typedef uint32_t ferrows_event_kind;
 #endif // __cplusplus
 
 /*
+ What `ferrows_broadcast` did with each connection (its `outcomes` array, as `uint8_t`).
+ */
+enum ferrows_broadcast_outcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   The message was queued (and written, if the socket took it at once).
+   */
+  FERROWS_BROADCAST_SENT = 0,
+  /*
+   Left out: its unsent bytes were at its high watermark (slow), or it was in the
+   middle of sending a fragmented message.
+   */
+  FERROWS_BROADCAST_SKIPPED = 1,
+  /*
+   Slow, and its closing handshake was started with the close code given.
+   */
+  FERROWS_BROADCAST_CLOSED = 2,
+  /*
+   Left out: still opening, closing or closed.
+   */
+  FERROWS_BROADCAST_NOT_OPEN = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ferrows_broadcast_outcome ferrows_broadcast_outcome;
+#else
+typedef uint8_t ferrows_broadcast_outcome;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  Settings for clients and servers. Create with `ferrows_config_new`, free with
  `ferrows_config_free`. Not thread-safe: configure it from one thread, then share it
  read-only.
@@ -225,6 +259,28 @@ typedef struct ferrows_queue ferrows_queue;
  A listening server.
  */
 typedef struct ferrows_server ferrows_server;
+
+/*
+ How many connections a `ferrows_broadcast` call left in each outcome.
+ */
+typedef struct {
+  /*
+   The message was queued on this many.
+   */
+  size_t sent;
+  /*
+   Slow (or mid-fragment) connections left out.
+   */
+  size_t skipped;
+  /*
+   Slow connections whose closing handshake was started.
+   */
+  size_t closed;
+  /*
+   Connections still opening, closing or closed.
+   */
+  size_t not_open;
+} ferrows_broadcast_result;
 
 /*
  A closure called with each event on a runtime thread: `call(context, event)` owns the
@@ -285,6 +341,41 @@ ferrows_result ferrows_last_error_message(char *buf, size_t len, size_t *out_len
  "unknown result". Never NULL.
  */
 const char *ferrows_result_str(int32_t result);
+
+/*
+ Sends one message (`type` `FERROWS_MESSAGE_TEXT` or `FERROWS_MESSAGE_BINARY`, `len` bytes
+ at `data`) to the `count` connections at `conns`, without waiting: the frame is encoded
+ once for every server-side connection (compressed once per set of connections whose
+ permessage-deflate settings allow it; client connections mask, so each encodes its own).
+ A connection whose unsent bytes are at its high watermark is slow: with
+ `slow_close_code` 0 it is skipped, with 1008 or 1013 its closing handshake starts with
+ that code and `slow_close_reason` (NULL: empty; at most 123 bytes). Either way its
+ broadcast skip count grows. `outcomes` (NULL, or `count` bytes) receives each
+ connection's `ferrows_broadcast_outcome`; `result` (NULL allowed) the counts.
+
+ # Safety
+ `conns` must hold `count` valid connection handles (NULL only when `count` is 0); `data`
+ `len` readable bytes; `slow_close_reason` NULL or NUL-terminated; `outcomes` NULL or
+ `count` writable bytes; `result` NULL or valid.
+ */
+ferrows_result ferrows_broadcast(ferrows_conn *const *conns,
+                                 size_t count,
+                                 uint32_t type,
+                                 const uint8_t *data,
+                                 size_t len,
+                                 uint16_t slow_close_code,
+                                 const char *slow_close_reason,
+                                 uint8_t *outcomes,
+                                 ferrows_broadcast_result *result);
+
+/*
+ How many broadcasts left `conn` out for being slow (skipped, or closed for it); 0 while
+ it is still opening or when `conn` is NULL.
+
+ # Safety
+ `conn` must be NULL or a valid connection.
+ */
+uint64_t ferrows_conn_broadcast_skips(const ferrows_conn *conn);
 
 /*
  Creates a config with safe defaults: 1 MiB messages, 10 s timeouts, keepalive pings every

@@ -393,7 +393,9 @@ unsafe fn conn_ref<'a>(conn: *const ferrows_conn) -> &'a Arc<ConnState> {
 ///
 /// # Safety
 /// As `conn_ref`.
-unsafe fn connection_of(conn: *const ferrows_conn) -> Result<engine::Connection, ferrows_result> {
+pub(crate) unsafe fn connection_of(
+    conn: *const ferrows_conn,
+) -> Result<engine::Connection, ferrows_result> {
     // SAFETY: the caller's promise, passed on.
     unsafe { conn_ref(conn) }.connection()
 }

@@ -14,6 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod boundary;
+mod broadcast;
 mod config;
 mod conn;
 mod event;
@@ -23,6 +24,7 @@ mod server;
 use std::ffi::c_char;
 
 pub use boundary::*;
+pub use broadcast::*;
 pub use config::*;
 pub use conn::*;
 pub use event::*;

@@ -254,6 +254,11 @@ impl PyProtocolCore {
         PyBytes::new(py, &self.inner.take_output())
     }
 
+    /// The sans-IO connection, for functions that act on many at once.
+    pub fn protocol_mut(&mut self) -> &mut Connection {
+        &mut self.inner
+    }
+
     fn output_due(&self) -> bool {
         self.inner.has_output() && !self.hold_output
     }
@@ -539,6 +544,17 @@ impl PyProtocolCore {
     #[getter]
     fn latency(&self) -> f64 {
         self.inner.latency().map_or(0.0, |l| l.as_secs_f64())
+    }
+
+    /// Records that a broadcast skipped (or closed) this connection for being slow.
+    fn count_broadcast_skip(&mut self) {
+        self.inner.count_broadcast_skip();
+    }
+
+    /// Broadcasts this connection missed for being slow (skipped, or closed by the policy).
+    #[getter]
+    fn broadcast_skips(&self) -> u64 {
+        self.inner.broadcast_skips()
     }
 }
 

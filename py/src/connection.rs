@@ -76,6 +76,11 @@ impl PyConnection {
         Self { inner }
     }
 
+    /// The engine's connection, for functions that act on many at once.
+    pub fn engine(&self) -> &engine::Connection {
+        &self.inner
+    }
+
     fn closed_error(&self, py: Python<'_>, error: Error) -> PyErr {
         to_py_err(py, error, self.inner.ended().as_ref())
     }
@@ -302,6 +307,12 @@ impl PyConnection {
     #[getter]
     fn unsent_bytes(&self) -> usize {
         self.inner.unsent_bytes()
+    }
+
+    /// Broadcasts this connection missed for being slow (skipped, or closed by the policy).
+    #[getter]
+    fn broadcast_skips(&self) -> u64 {
+        self.inner.broadcast_skips()
     }
 }
 

@@ -2,6 +2,7 @@
 //! binding of ferrows-core's engine; the public API lives in the Python package.
 
 mod aio;
+mod broadcast;
 mod connection;
 mod convert;
 mod errors;
@@ -45,5 +46,7 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(aio::server_validate_request, module)?)?;
     module.add_function(wrap_pyfunction!(aio::server_accept_response, module)?)?;
     module.add_function(wrap_pyfunction!(aio::response_bytes, module)?)?;
+    module.add_function(wrap_pyfunction!(broadcast::broadcast_engine, module)?)?;
+    module.add_function(wrap_pyfunction!(broadcast::broadcast_frames, module)?)?;
     Ok(())
 }

@@ -104,7 +104,11 @@
     /* permessage-deflate (test_deflate.c) */                                              \
     X(deflate_defaults_agree_and_messages_flow)                                          \
     X(deflate_configured_and_turned_off)                                                 \
-    X(deflate_setters_check_their_values)
+    X(deflate_setters_check_their_values)                                                \
+    /* broadcast (test_broadcast.c) */                                                     \
+    X(broadcast_every_client_receives_the_exact_message)                                 \
+    X(broadcast_skips_then_closes_a_client_that_never_reads)                             \
+    X(broadcast_checks_its_arguments)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)

@@ -15,6 +15,13 @@
 //!                                                 them
 //!   handshakes --port P --concurrency C [--ca PEM] --pid SERVER --warmup --seconds --runs
 //!                                                 opening + closing handshakes, plain or TLS
+//!   receive --port P --connections N --size S --rounds R --deadline SECONDS
+//!                                                 holds N connections that only read: prints
+//!                                                 {"opened": N} once all are open, then
+//!                                                 {"round": k, "monotonic_s": T} when every
+//!                                                 connection has received k messages of S
+//!                                                 bytes (T: CLOCK_MONOTONIC, as Python's
+//!                                                 time.monotonic()), up to R rounds
 
 mod echo;
 mod ws;
@@ -56,6 +63,7 @@ fn main() {
                 "load" => load(&args).await,
                 "idle" => idle(&args).await,
                 "handshakes" => handshakes(&args).await,
+                "receive" => receive(&args).await,
                 _ => Err(io::Error::other(format!(
                     "unknown mode {mode:?}: see the source"
                 ))),
@@ -550,6 +558,119 @@ async fn hold_idle(
     opened(shared);
     stream.read_buf(&mut buf).await?;
     Err(io::Error::other("an idle connection was closed"))
+}
+
+/// How many connections have received each number of messages, for `receive`.
+struct Rounds {
+    reached: RefCell<Vec<usize>>,
+    connections: usize,
+    /// Notified when a round completes on every connection.
+    completed: Notify,
+}
+
+async fn receive(args: &Args) -> io::Result<()> {
+    let (connections, size, rounds) = (
+        args.count("connections")?,
+        args.count("size")?,
+        args.count("rounds")?,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.number("deadline")?);
+    let shared: Shared = Rc::default();
+    let progress = Rc::new(Rounds {
+        reached: RefCell::new(vec![0; rounds]),
+        connections,
+        completed: Notify::new(),
+    });
+    let gate = Rc::new(Semaphore::new(OPENING_AT_ONCE));
+    let address = args.address()?;
+    for _ in 0..connections {
+        let (shared, progress, gate, address) = (
+            shared.clone(),
+            progress.clone(),
+            gate.clone(),
+            address.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let outcome = match open(&address, false, &gate).await {
+                Ok((stream, buf)) => {
+                    opened(&shared);
+                    count_received(stream, buf, size, &progress).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                fail(&shared, error);
+                progress.completed.notify_waiters();
+            }
+        });
+    }
+    let opened = opened_by(&shared, connections, deadline - tokio::time::Instant::now()).await?;
+    if opened < connections {
+        return Err(io::Error::other(format!(
+            "{opened} of {connections} connections opened"
+        )));
+    }
+    println!("{{\"opened\": {opened}}}");
+    for round in 1..=rounds {
+        loop {
+            let completed = progress.completed.notified();
+            if let Some(error) = &shared.tally.borrow().error {
+                return Err(io::Error::other(error.clone()));
+            }
+            if progress.reached.borrow()[round - 1] == connections {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, completed).await.is_err() {
+                return Err(io::Error::other(format!(
+                    "round {round} incomplete at the deadline"
+                )));
+            }
+        }
+        println!(
+            "{{\"round\": {round}, \"monotonic_s\": {:.6}}}",
+            monotonic_s()
+        );
+    }
+    Ok(())
+}
+
+/// Reads one connection's messages of `size` bytes, counting them into `progress`.
+async fn count_received(
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    size: usize,
+    progress: &Rounds,
+) -> io::Result<()> {
+    let (mut received, mut partial) = (0, 0);
+    loop {
+        for _ in 0..take_messages(&mut buf, false, size, &mut partial)? {
+            let mut reached = progress.reached.borrow_mut();
+            let slot = reached
+                .get_mut(received)
+                .ok_or_else(|| io::Error::other("more messages than rounds"))?;
+            *slot += 1;
+            received += 1;
+            if *slot == progress.connections {
+                progress.completed.notify_waiters();
+            }
+        }
+        buf.reserve(64 * 1024);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::other("the server closed the connection"));
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock Python's `time.monotonic()` reads, so that the
+/// server's process can compare its own times with ours.
+fn monotonic_s() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain libc call on a stack value.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
 }
 
 async fn handshakes(args: &Args) -> io::Result<()> {

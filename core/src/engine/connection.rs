@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
+use super::broadcast::{Outcome, SlowPolicy};
 use super::config::Watermarks;
 use super::slot::{deadline_after, Signal, Slot};
 use super::transport::{SharedTcp, Transport};
@@ -606,6 +607,44 @@ impl Connection {
         }
         self.write_now(&mut inner);
         Ok(false)
+    }
+
+    /// Takes one broadcast message ([`super::broadcast`]) without waiting: queued (and
+    /// written inline when the socket takes it), or left out as `policy` says when the
+    /// outbox is at its high watermark.
+    pub(crate) fn take_broadcast(
+        &self,
+        message: &mut protocol::Broadcast<'_>,
+        policy: &SlowPolicy,
+    ) -> Outcome {
+        let mut inner = self.lock();
+        if inner.ended.is_some() || inner.protocol.state() != protocol::State::Open {
+            return Outcome::NotOpen;
+        }
+        if inner.unsent() >= self.shared.outbox_marks.high {
+            inner.protocol.count_broadcast_skip();
+            let SlowPolicy::Close { code, reason } = policy else {
+                return Outcome::Skipped;
+            };
+            if inner.protocol.close(*code, reason, Instant::now()).is_err() {
+                return Outcome::NotOpen;
+            }
+            self.dispatch(&mut inner);
+            self.shared.wake_writer.notify_one();
+            return Outcome::Closed;
+        }
+        // Refused only in the middle of a fragmented message: its frames must not be split.
+        if message.send_to(&mut inner.protocol).is_err() {
+            return Outcome::Skipped;
+        }
+        write_inline(&mut inner);
+        self.dispatch(&mut inner);
+        Outcome::Sent
+    }
+
+    /// Broadcasts this connection missed for being slow (skipped or closed by the policy).
+    pub fn broadcast_skips(&self) -> u64 {
+        self.lock().protocol.broadcast_skips()
     }
 
     /// Sends a ping with `payload` (at most 125 bytes) and returns a waiter for its pong.

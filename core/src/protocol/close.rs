@@ -14,10 +14,14 @@ pub const NO_STATUS: u16 = 1005;
 pub const ABNORMAL: u16 = 1006;
 /// A text message was not UTF-8.
 pub const INVALID_DATA: u16 = 1007;
+/// A message broke the endpoint's policy (a broadcast's slow consumer, say).
+pub const POLICY_VIOLATION: u16 = 1008;
 /// A message or frame was larger than the limit.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// An unexpected condition, such as a keepalive timeout.
 pub const INTERNAL_ERROR: u16 = 1011;
+/// 1013: try again later (a server sheds a slow consumer).
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Whether `code` may appear in a close frame: the codes RFC 6455 defines for the wire,
 /// the IANA-registered 1012–1014, and the ranges for libraries and applications.

@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::close::{self, INTERNAL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
-use super::deflate::{Agreement, Compressor, DeflateConfig, InflateError, Inflater};
+use super::deflate::{Agreement, Compressor, DeflateConfig, DeflateKey, InflateError, Inflater};
 use super::mask::{apply_mask, copy_into, extend_masked, mask_into};
 use super::message::{message_buffer, Chunk, Inbox};
 use super::utf8::Utf8Validator;
@@ -165,6 +165,21 @@ pub struct Connection {
     next_keepalive: Option<Instant>,
     keepalive_deadline: Option<Instant>,
     latency: Option<Duration>,
+    /// Broadcasts this connection missed for being slow ([`Connection::count_broadcast_skip`]).
+    broadcast_skips: u64,
+}
+
+/// How a broadcast message reaches a connection ([`Connection::broadcast_encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BroadcastEncoding {
+    /// The unmasked, uncompressed frame every such connection shares.
+    Plain,
+    /// The unmasked frame compressed by a stateless compressor with this key, shared by every
+    /// connection with the same key.
+    Compressed(DeflateKey),
+    /// Encoded for this connection alone: a client masks each frame with its own key, and a
+    /// compressor with context takeover depends on the messages before.
+    Own,
 }
 
 /// The longest frame header: 2 bytes, 8 of length, 4 of mask.
@@ -200,6 +215,7 @@ impl Connection {
             next_keepalive,
             keepalive_deadline: None,
             latency: None,
+            broadcast_skips: 0,
         }
     }
 
@@ -473,18 +489,65 @@ impl Connection {
         data: &[u8],
         compress: bool,
     ) -> Result<(), Error> {
-        self.check_can_send()?;
-        if self.sending_fragmented.is_some() {
-            return Err(Error::Concurrency(
-                "cannot send a message while a fragmented message is being sent".into(),
-            ));
-        }
+        self.check_send_message()?;
         if self.compresses(data.len(), compress) {
             self.write_compressed_frame(data_opcode(kind), true, data);
         } else {
             self.write_frame(data_opcode(kind), true, data);
         }
         Ok(())
+    }
+
+    /// Checks that a whole message may be sent now: the connection is open and no fragmented
+    /// message is under way.
+    pub fn check_send_message(&self) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.sending_fragmented.is_some() {
+            return Err(Error::Concurrency(
+                "cannot send a message while a fragmented message is being sent".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How a broadcast message of `len` bytes is encoded for this connection: shared bytes
+    /// only where they are exactly what [`Connection::send_message`] would write.
+    pub(crate) fn broadcast_encoding(&self, len: usize) -> BroadcastEncoding {
+        if self.role == Role::Client {
+            return BroadcastEncoding::Own;
+        }
+        match &self.deflate {
+            Some(d) if d.compressor.wants(len, true) => match d.compressor.shared_key() {
+                Some(key) => BroadcastEncoding::Compressed(key),
+                None => BroadcastEncoding::Own,
+            },
+            _ => BroadcastEncoding::Plain,
+        }
+    }
+
+    /// Queues a frame a [`super::broadcast::Broadcast`] encoded for this connection, as
+    /// [`Connection::send_message`] would have queued it; refuses a frame encoded for a
+    /// connection that encodes differently (a client, other deflate settings).
+    pub fn send_shared(&mut self, frame: super::broadcast::SharedFrame<'_>) -> Result<(), Error> {
+        self.check_send_message()?;
+        if !frame.fits(self) {
+            return Err(Error::Config(
+                "a broadcast frame encoded for a connection with other settings".into(),
+            ));
+        }
+        self.flush_pong();
+        self.output.extend_from_slice(frame.bytes());
+        Ok(())
+    }
+
+    /// Records that a broadcast skipped (or closed) this connection for being slow.
+    pub fn count_broadcast_skip(&mut self) {
+        self.broadcast_skips += 1;
+    }
+
+    /// Broadcasts this connection missed for being slow: skipped, or closed by the policy.
+    pub fn broadcast_skips(&self) -> u64 {
+        self.broadcast_skips
     }
 
     /// The size of the frame [`Connection::encode_message_into`] writes for `len` bytes.
@@ -1193,7 +1256,7 @@ fn after(now: Instant, delay: Option<Duration>) -> Option<Instant> {
     delay.and_then(|d| now.checked_add(d))
 }
 
-fn data_opcode(kind: MessageKind) -> OpCode {
+pub(crate) fn data_opcode(kind: MessageKind) -> OpCode {
     match kind {
         MessageKind::Text => OpCode::Data(Data::Text),
         MessageKind::Binary => OpCode::Data(Data::Binary),

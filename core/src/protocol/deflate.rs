@@ -389,8 +389,9 @@ pub fn check_answer(
 /// context takeover, by their settings, at most this many of each.
 const POOL_SIZE: usize = 4;
 
-/// What a compressor is made with: level, memLevel, window bits.
-type DeflateKey = (u8, u8, u8);
+/// What a compressor is made with: level, memLevel, window bits. Two compressors with the
+/// same key that reset after each message turn a message into the same bytes.
+pub(crate) type DeflateKey = (u8, u8, u8);
 
 /// A per-thread pool of codec states by their settings.
 type Pool<K, T> = std::thread::LocalKey<RefCell<Vec<(K, T)>>>;
@@ -435,6 +436,24 @@ impl Compressor {
             min_size: config.min_size,
             state: None,
         }
+    }
+
+    /// A fresh compressor for `key` that resets after each message: what
+    /// [`super::broadcast::Broadcast`] compresses a message with once for many connections.
+    pub(crate) fn stateless(key: DeflateKey) -> Self {
+        Self {
+            key,
+            reset_each_message: true,
+            disabled: false,
+            min_size: 0,
+            state: None,
+        }
+    }
+
+    /// The key of a compressor whose output depends on the message alone (no context
+    /// takeover, not disabled): any connection with the same key can take the same bytes.
+    pub(crate) fn shared_key(&self) -> Option<DeflateKey> {
+        (self.reset_each_message && !self.disabled).then_some(self.key)
     }
 
     /// Whether a message of `len` bytes is compressed, `compress` being the sender's wish.

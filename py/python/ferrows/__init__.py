@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ._broadcast import BroadcastResult
 from ._ferrows import __version__, set_runtime_threads
 from .compression import Deflate
 from .exceptions import (
@@ -33,6 +34,7 @@ from .frames import Close, CloseCode
 from .http11 import Headers, Request, Response
 
 __all__ = [
+    "BroadcastResult",
     "Close",
     "CloseCode",
     "ConcurrencyError",

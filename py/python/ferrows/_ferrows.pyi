@@ -28,6 +28,7 @@ class Connection:
     latency: float
     inbox_bytes: int
     unsent_bytes: int
+    broadcast_skips: int
     def recv(self, timeout: float | None = None) -> str | bytes | None: ...
     def recv_chunk(self, timeout: float | None = None) -> tuple[bool, str | bytes, bool] | None: ...
     def send(
@@ -114,6 +115,8 @@ class ProtocolCore:
     is_closing: bool
     inbox_bytes: int
     hold_output: bool
+    broadcast_skips: int
+    def count_broadcast_skip(self) -> None: ...
     holds_input: bool
     has_message: bool
     pings_sent: int
@@ -165,3 +168,7 @@ def server_accept_response(
     key: str, subprotocol: str | None, deflate: DeflateAgreement | None, headers: _Headers
 ) -> tuple[bytes, tuple[int, str, _Headers, bytes]]: ...
 def response_bytes(status: int, reason: str, headers: _Headers, body: bytes) -> bytes: ...
+def broadcast_engine(
+    connections: list[Connection], message: str | bytes, close: tuple[int, str] | None = None
+) -> list[int]: ...
+def broadcast_frames(cores: list[ProtocolCore], message: str | bytes) -> list[bytes | None]: ...

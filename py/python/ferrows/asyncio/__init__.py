@@ -3,6 +3,7 @@
 ``connect()`` for clients, ``serve()`` for servers, :class:`Listener` for the callback API.
 """
 
+from .broadcast import broadcast
 from .client import ClientConnection, connect, unix_connect
 from .connection import Connection, Listener
 from .server import Server, ServerConnection, serve, unix_serve
@@ -13,6 +14,7 @@ __all__ = [
     "Listener",
     "Server",
     "ServerConnection",
+    "broadcast",
     "connect",
     "serve",
     "unix_connect",

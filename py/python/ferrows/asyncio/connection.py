@@ -226,6 +226,11 @@ class Connection(asyncio.BufferedProtocol):
         return self._core.latency if self._core is not None else 0.0
 
     @property
+    def broadcast_skips(self) -> int:
+        """Broadcasts this connection missed for being slow: skipped, or closed for it."""
+        return self._core.broadcast_skips if self._core is not None else 0
+
+    @property
     def close_code(self) -> int | None:
         """The close code once closed (1006 without a close frame), else None."""
         return self._closed.code if self._closed is not None else None

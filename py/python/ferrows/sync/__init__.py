@@ -1,6 +1,7 @@
 """The threaded face of ferrows: ``connect()`` and ``reconnect()`` for clients, ``serve()``
 for servers."""
 
+from .broadcast import broadcast
 from .client import ClientConnection, connect, reconnect
 from .connection import Connection
 from .server import Server, ServerConnection, serve
@@ -10,6 +11,7 @@ __all__ = [
     "Connection",
     "Server",
     "ServerConnection",
+    "broadcast",
     "connect",
     "reconnect",
     "serve",

@@ -75,6 +75,11 @@ class Connection:
         return self._core.latency
 
     @property
+    def broadcast_skips(self) -> int:
+        """Broadcasts this connection missed for being slow: skipped, or closed for it."""
+        return self._core.broadcast_skips
+
+    @property
     def close_code(self) -> int | None:
         """The close code once the connection has closed (1006 without a close frame)."""
         frames = self._core.close_frames()
