@@ -23,8 +23,8 @@ from typing import Any
 
 from . import _ferrows
 from ._messages import Data
+from .asyncio.broadcast import broadcast
 from .asyncio.connection import Connection
-from .exceptions import ConcurrencyError, ConnectionClosed
 
 __all__ = ["TopicStats", "Topics"]
 
@@ -78,21 +78,20 @@ class TopicStats:
 def _deliver(
     connections: Iterable[Connection], message: Data, max_buffered: int
 ) -> tuple[int, int, int]:
-    """Sends ``message`` to each connection without waiting; returns how many were sent,
-    skipped (over ``max_buffered`` unsent bytes) and failed (closing). Every local delivery,
-    of messages published here or arriving from Redis, goes through here."""
-    sent = skipped = failed = 0
+    """Sends ``message`` to each connection without waiting, encoded once
+    (:func:`ferrows.asyncio.broadcast`); returns how many were sent, skipped (over
+    ``max_buffered`` unsent bytes, or over their own write limit) and failed (not open).
+    Every local delivery, of messages published here or arriving from Redis, goes through
+    here."""
+    targets: list[Connection] = []
+    skipped = 0
     for connection in connections:
         if connection.write_buffer_size > max_buffered:
             skipped += 1
-            continue
-        try:
-            connection.send_nowait(message)
-        except (ConnectionClosed, ConcurrencyError):
-            failed += 1
         else:
-            sent += 1
-    return sent, skipped, failed
+            targets.append(connection)
+    result = broadcast(targets, message)
+    return result.sent, skipped + len(result.skipped), len(result.not_open)
 
 
 class Topics:
