@@ -22,15 +22,19 @@ import asyncio
 import dataclasses
 import json
 import os
-import queue
-import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import uvloop
 from ferrows.asyncio import ClientConnection, ServerConnection, connect, serve
 from ferrows.topics import Topics
+
+# The suites' child-process helper (tests/python/child.py), also when the benchmark imports
+# this module.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from child import start_reporting_port
 
 START_TIMEOUT = 20.0
 # What a control command may take.
@@ -93,22 +97,12 @@ class ServerProcess:
     """This script in a process of its own: its port; stopped by closing its standard input."""
 
     def __init__(self, url: str | None, loop_kind: str, port: int | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, url or "-", loop_kind, *([str(port)] if port else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(
-            target=lambda: lines.put(self.process.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        ).start()
-        try:
-            self.port = int(lines.get(timeout=START_TIMEOUT))
-        except (queue.Empty, ValueError):
+        argv = [sys.executable, __file__, url or "-", loop_kind, *([str(port)] if port else [])]
+        self.process, port = start_reporting_port(argv, START_TIMEOUT)
+        if port is None:
             self.stop()
-            raise AssertionError("the topics server did not start") from None
+            raise AssertionError("the topics server did not start")
+        self.port = port
 
     def stop(self) -> None:
         assert self.process.stdin is not None

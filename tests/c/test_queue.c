@@ -993,15 +993,28 @@ static bool echo_next(ferrows_queue *queue, ferrows_conn *conn, const char *expe
     return echoed;
 }
 
+/* A raw client and the ferrows connection serving it, attached to a new queue (with
+ * `callback`, if not NULL, and the connection as its own userdata); no keepalive pings. */
+static bool batch_peer_start(raw_peer *peer, ferrows_queue **queue,
+                             const ferrows_event_callback *callback) {
+    peer->config = new_config();
+    return peer->config &&
+           ferrows_config_set_keepalive_ms(peer->config, 0, 0) == FERROWS_OK &&
+           raw_client_pair(peer) && ferrows_queue_new(queue) == FERROWS_OK &&
+           (!callback || ferrows_queue_set_callback(*queue, *callback) == FERROWS_OK) &&
+           ferrows_conn_set_userdata(peer->accepted, peer->accepted) == FERROWS_OK &&
+           ferrows_conn_attach(peer->accepted, *queue) == FERROWS_OK;
+}
+
+static bool read_three_replies(int fd) {
+    return read_text_frame(fd, "one") && read_text_frame(fd, "two") &&
+           read_text_frame(fd, "three");
+}
+
 void test_queue_replies_wait_while_events_wait(void) {
     raw_peer peer = RAW_PEER_INIT;
     ferrows_queue *queue = NULL;
-    peer.config = new_config();
-    CHECK(peer.config);
-    CHECK_OK(ferrows_config_set_keepalive_ms(peer.config, 0, 0)); /* no pings in between */
-    CHECK(raw_client_pair(&peer));
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_conn_attach(peer.accepted, queue));
+    CHECK(batch_peer_start(&peer, &queue, NULL));
     CHECK(send_three_frames(peer.fd));
 
     /* While more events wait, the replies stay in the connection's buffer. */
@@ -1013,9 +1026,7 @@ void test_queue_replies_wait_while_events_wait(void) {
     /* Taking the last waiting event writes them; its own reply is written at once. The
      * application does not come back to the queue, and every reply arrives. */
     CHECK(echo_next(queue, peer.accepted, "three"));
-    CHECK(read_text_frame(peer.fd, "one"));
-    CHECK(read_text_frame(peer.fd, "two"));
-    CHECK(read_text_frame(peer.fd, "three"));
+    CHECK(read_three_replies(peer.fd));
 done:
     raw_peer_free(&peer);
     ferrows_queue_free(queue);
@@ -1039,17 +1050,9 @@ void test_callback_replies_to_a_batch_all_arrive(void) {
     raw_peer peer = RAW_PEER_INIT;
     ferrows_queue *queue = NULL;
     ferrows_event_callback callback = {NULL, echo_call, NULL};
-    peer.config = new_config();
-    CHECK(peer.config);
-    CHECK(raw_client_pair(&peer));
-    CHECK_OK(ferrows_queue_new(&queue));
-    CHECK_OK(ferrows_queue_set_callback(queue, callback));
-    CHECK_OK(ferrows_conn_set_userdata(peer.accepted, peer.accepted));
-    CHECK_OK(ferrows_conn_attach(peer.accepted, queue));
+    CHECK(batch_peer_start(&peer, &queue, &callback));
     CHECK(send_three_frames(peer.fd));
-    CHECK(read_text_frame(peer.fd, "one"));
-    CHECK(read_text_frame(peer.fd, "two"));
-    CHECK(read_text_frame(peer.fd, "three"));
+    CHECK(read_three_replies(peer.fd));
 done:
     raw_peer_free(&peer);
     ferrows_queue_free(queue);

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import selectors
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child import start_reporting_port
 from ferrows.sync import serve
 from ferrows.sync.client import connect
 from wsutil import HOST, RawStream, handshake_request, raw_connect, raw_upgrade
@@ -34,22 +32,12 @@ class ServerProcess:
 
     def __init__(self, **options: Any) -> None:
         script = Path(__file__).resolve().parent / "server_process.py"
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(
-            target=lambda: lines.put(self.process.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        ).start()
-        try:
-            self.port = int(lines.get(timeout=CHILD_TIMEOUT))
-        except (queue.Empty, ValueError):
+        argv = [sys.executable, str(script), json.dumps(options)]
+        self.process, port = start_reporting_port(argv, CHILD_TIMEOUT)
+        if port is None:
             self.stop()
-            raise AssertionError("the server process did not start") from None
+            raise AssertionError("the server process did not start")
+        self.port = port
 
     @property
     def url(self) -> str:
