@@ -1,21 +1,22 @@
-"""permessage-deflate side by side: 64 KiB JSON-like text messages per second, CPU per
-message, and server memory per compressed connection.
+"""The processes of the suite's deflate part (bench/suite.py): permessage-deflate servers,
+clients and a memory probe, each run as its own process.
 
-Clients: ferrows sync, ferrows asyncio, websockets (asyncio) and aiohttp each send MESSAGES
-64 KiB JSON-like text messages, WINDOW in flight, through one aiohttp echo server (a server
-that is not ferrows), with context takeover. ferrows runs its defaults (zlib-rs level 2), the
-peers C zlib at level 1 (aiohttp's fixed level), which compress this text about as much
-(`cargo run --release -p ferrows-core --example deflate_levels` prints zlib-rs' ratios). The
-client runs on core 0, the server on core 1. Reported: messages/s and the client's CPU time
-per message (all its threads), medians of RUNS runs after a warm-up.
+    python bench/deflate.py serve NAME PORT                 an echo server; prints "ready"
+    python bench/deflate.py client NAME PORT MESSAGES WINDOW
+    python bench/deflate.py memory PORT PID CONNECTIONS
 
-Servers: ferrows sync, ferrows asyncio, websockets and aiohttp each accept CONNECTIONS
-connections from one aiohttp client process; every connection exchanges one 4 KiB compressed
-message each way and stays open. Reported: the server's RSS growth per connection, which
-includes what each side keeps for context takeover; and ferrows asyncio asking for
-``server_no_context_takeover``, which keeps no compressor per connection.
+``client`` echoes MESSAGES 64 KiB JSON-like text messages (WINDOW in flight) through the
+server on PORT, after a warm-up of a tenth of them, and prints ``{"rate", "cpu_us"}``:
+messages per second and its process's CPU time per message (all threads). ferrows runs its
+defaults (zlib-rs level 2), the peers C zlib at level 1 (aiohttp's fixed level), which
+compress this text about as much (`cargo run --release -p ferrows-core --example
+deflate_levels` prints zlib-rs' ratios); everyone keeps context takeover.
 
-    python bench/deflate.py [--messages 2000] [--window 8] [--runs 5] [--connections 500]
+``memory`` opens CONNECTIONS connections to the server (process PID) from aiohttp, each
+exchanging one 4 KiB compressed message, and prints ``{"kib_per_connection"}``: the growth
+of the server's resident memory per open connection, which includes what each side keeps
+for context takeover (``ferrows-asyncio-no-takeover`` asks for
+``server_no_context_takeover``, which keeps no compressor per connection).
 """
 
 from __future__ import annotations
@@ -23,18 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import statistics
-import subprocess
-import sys
-import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 LEVEL = 1
 
@@ -58,11 +52,18 @@ def document(size: int, seed: int = 1) -> str:
     return "[" + ",".join(records) + "]"
 
 
-# Servers, each run in its own process: `deflate.py serve NAME PORT`
+# Servers: `deflate.py serve NAME PORT`
 
 #: ferrows' server defaults: 12-bit windows both ways, memLevel 5, context takeover, as the
 #: peers below are set to.
 FERROWS_SERVER = {"max_size": None, "ping_interval": None, "max_connections": 100_000}
+SERVERS = (
+    "ferrows-sync",
+    "ferrows-asyncio",
+    "ferrows-asyncio-no-takeover",
+    "websockets",
+    "aiohttp",
+)
 
 
 async def echo_async(ws: Any) -> None:
@@ -122,7 +123,7 @@ async def serve_async(name: str, port: int) -> None:
         ):
             print("ready", flush=True)
             await stop
-    elif name == "aiohttp":
+    else:
         from aiohttp import web
 
         async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -139,26 +140,6 @@ async def serve_async(name: str, port: int) -> None:
         await web.TCPSite(runner, HOST, port, backlog=4096).start()
         print("ready", flush=True)
         await stop
-    else:
-        raise SystemExit(f"unknown server {name}")
-
-
-def start_server(name: str, core: int) -> tuple[subprocess.Popen, int]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        ["taskset", "-c", str(core), sys.executable, __file__, "serve", name, str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline() if process.stdout else ""
-    if line.strip() != "ready":
-        process.kill()
-        raise RuntimeError(f"server {name} did not start")
-    return process, port
 
 
 def rss_kib(pid: int) -> int:
@@ -255,102 +236,63 @@ def run_client(name: str, url: str, text: str, count: int, window: int) -> tuple
 # Memory per compressed connection
 
 
-async def hold_connections(
-    url: str, count: int, text: str, ready: threading.Event, release: threading.Event
-) -> None:
+async def hold_connections(url: str, count: int, text: str, while_open: Callable[[], Any]) -> Any:
+    """Opens ``count`` connections, each echoing ``text`` once, and returns ``while_open()``
+    called while they all are open."""
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = []
-        for _ in range(count):
-            ws = await session.ws_connect(url, compress=15, max_msg_size=0)
-            await ws.send_str(text)
-            assert (await ws.receive()).data == text
-            sockets.append(ws)
-        ready.set()
-        await asyncio.get_running_loop().run_in_executor(None, release.wait, 120)
-        for ws in sockets:
-            await ws.close()
+        try:
+            for _ in range(count):
+                ws = await session.ws_connect(url, compress=15, max_msg_size=0)
+                sockets.append(ws)
+                await ws.send_str(text)
+                assert (await ws.receive(timeout=30)).data == text
+            return while_open()
+        finally:
+            for ws in sockets:
+                await ws.close()
 
 
-def memory_per_connection(name: str, connections: int) -> float:
+async def memory_per_connection(port: int, pid: int, connections: int) -> float:
     """KiB of server RSS per open connection that exchanged one compressed message."""
-    process, port = start_server(name, 1)
-    try:
-        url = f"ws://{HOST}:{port}/"
-        text = document(4096, seed=2)
-        # Warm the server up (imports, first allocations) before the baseline.
-        asyncio.run(hold_n(url, 4, text))
-        baseline = rss_kib(process.pid)
-        ready, release = threading.Event(), threading.Event()
-        holder = threading.Thread(
-            target=asyncio.run, args=(hold_connections(url, connections, text, ready, release),)
-        )
-        holder.start()
-        if not ready.wait(120):
-            raise RuntimeError("connections did not open in time")
-        grown = rss_kib(process.pid) - baseline
-        release.set()
-        holder.join(120)
-        return grown / connections
-    finally:
-        process.kill()
-        process.wait(10)
-
-
-async def hold_n(url: str, count: int, text: str) -> None:
-    ready, release = threading.Event(), threading.Event()
-    release.set()
-    await hold_connections(url, count, text, ready, release)
+    url = f"ws://{HOST}:{port}/"
+    text = document(4096, seed=2)
+    # Warm the server up (imports, first allocations) before the baseline.
+    await hold_connections(url, 4, text, lambda: None)
+    baseline = rss_kib(pid)
+    grown = await hold_connections(url, connections, text, lambda: rss_kib(pid) - baseline)
+    return grown / connections
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--window", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=500)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_command = commands.add_parser("serve")
+    serve_command.add_argument("name", choices=SERVERS)
+    serve_command.add_argument("port", type=int)
+    client_command = commands.add_parser("client")
+    client_command.add_argument("name", choices=CLIENTS)
+    client_command.add_argument("port", type=int)
+    client_command.add_argument("messages", type=int)
+    client_command.add_argument("window", type=int)
+    memory_command = commands.add_parser("memory")
+    for argument in ("port", "pid", "connections"):
+        memory_command.add_argument(argument, type=int)
     args = parser.parse_args()
-    text = document(64 * 1024)
-    compressed = len(zlib.compress(text.encode(), LEVEL))
-    print(
-        f"64 KiB JSON-like text ({len(text)} bytes, {compressed} at zlib level {LEVEL}); "
-        f"{args.messages} messages, {args.window} in flight, medians of {args.runs} runs"
-    )
-    os.sched_setaffinity(0, {0})
-    server, port = start_server("aiohttp", 1)
-    rows = {}
-    try:
-        url = f"ws://{HOST}:{port}/"
-        for name in CLIENTS:
-            run_client(name, url, text, max(args.messages // 10, args.window), args.window)
-            runs = [
-                run_client(name, url, text, args.messages, args.window) for _ in range(args.runs)
-            ]
-            rows[name] = (
-                statistics.median(r[0] for r in runs),
-                statistics.median(r[1] for r in runs),
-                max(r[0] for r in runs) - min(r[0] for r in runs),
-            )
-    finally:
-        server.kill()
-        server.wait(10)
-    best = max(rate for rate, _, _ in rows.values())
-    print("\nclient (aiohttp echo server)   msg/s   spread   CPU µs/msg   msg/s vs best")
-    for name, (rate, cpu, spread) in rows.items():
-        print(f"  {name:<26} {rate:>7.0f} {spread:>8.0f} {cpu:>12.1f} {rate / best:>14.2f}")
-    os.sched_setaffinity(0, {0})
-    print(
-        f"\nserver RSS per compressed connection ({args.connections} connections, "
-        "one 4 KiB message each way, context takeover)"
-    )
-    servers = ["ferrows-sync", "ferrows-asyncio", "ferrows-asyncio-no-takeover"]
-    for name in [*servers, "websockets", "aiohttp"]:
-        print(f"  {name:<26} {memory_per_connection(name, args.connections):>7.1f} KiB")
+    if args.command == "serve":
+        serve(args.name, args.port)
+    elif args.command == "client":
+        url = f"ws://{HOST}:{args.port}/"
+        text = document(64 * 1024)
+        run_client(args.name, url, text, max(args.messages // 10, args.window), args.window)
+        rate, cpu_us = run_client(args.name, url, text, args.messages, args.window)
+        print(json.dumps({"rate": rate, "cpu_us": cpu_us}))
+    else:
+        kib = asyncio.run(memory_per_connection(args.port, args.pid, args.connections))
+        print(json.dumps({"kib_per_connection": kib}))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]))
-    else:
-        main()
+    main()

@@ -5,6 +5,9 @@ process runs on CPU 0 and every client process on CPU 1 (taskset), so that each 
 crosses cores the same way for every library. Each scenario is bounded in time: RUNS runs,
 each a warm-up of echoes then a measured window (a server's load warms up once, before its
 first window).
+Two parts measure what the echo scenarios cannot: ``broadcast`` (one message to many
+connections, servers of bench/broadcast.py and bench/c/ferrows_broadcast.c) and ``deflate``
+(permessage-deflate, the processes of bench/deflate.py).
 The table gives medians, the spread of the ranked figure ((max - min) / median) and its
 ratio to the best peer (above 1.00: behind it); bench/results/ gets the JSON.
 """
@@ -38,6 +41,12 @@ COMPRESSIONS: tuple[str | None, ...] = (None,)
 SERVER_LOADS = ((1, 1), (1, PIPELINED), (100, 1), (1000, 1))
 SERVER_SIZE = 256
 HANDSHAKE_CONCURRENCY = 16
+BROADCAST_SIZE = 256
+BROADCAST_WARMUP_ROUNDS = 2
+# How long one broadcast round may take, on top of SLACK_SECONDS for the whole part.
+BROADCAST_ROUND_SECONDS = 10
+# Messages in flight on each deflate client.
+DEFLATE_WINDOW = 8
 # How long a process may take beyond its measured time before it counts as failed: the
 # load generator may take 120 s to open its connections to a slow server.
 SLACK_SECONDS = 150
@@ -52,14 +61,38 @@ class Profile:
     idle_connections: int
     idle_deadline: float  # seconds the idle connections may take to open
     probe_seconds: float  # a live client's echo latency window, alone and beside them
+    broadcast_connections: int
+    broadcast_rounds: int  # measured rounds per broadcast server, after warm-up rounds
+    deflate_messages: int  # 64 KiB messages per measured deflate client run
+    deflate_connections: int  # compressed connections held for the memory rows
 
 
 PROFILES = {
     "full": Profile(
-        5, 0.1, 0.5, seconds=0.4, idle_connections=10_000, idle_deadline=30, probe_seconds=2
+        runs=5,
+        warmup=0.1,
+        server_warmup=0.5,
+        seconds=0.4,
+        idle_connections=10_000,
+        idle_deadline=30,
+        probe_seconds=2,
+        broadcast_connections=10_000,
+        broadcast_rounds=20,
+        deflate_messages=1000,
+        deflate_connections=300,
     ),
     "quick": Profile(
-        1, 0.02, 0.05, seconds=0.05, idle_connections=500, idle_deadline=10, probe_seconds=0.2
+        runs=1,
+        warmup=0.02,
+        server_warmup=0.05,
+        seconds=0.05,
+        idle_connections=500,
+        idle_deadline=10,
+        probe_seconds=0.2,
+        broadcast_connections=500,
+        broadcast_rounds=3,
+        deflate_messages=50,
+        deflate_connections=20,
     ),
 }
 
@@ -70,6 +103,7 @@ class Section:
     ranked: str  # the figure ranked against the best peer
     lower_is_better: bool
     columns: tuple[tuple[str, str], ...]  # (heading, figure)
+    about: str = ""  # what the rows measure and what ranks against what, under the title
 
 
 CLIENT_COLUMNS = (("msg/s", "rate"), ("CPU us/msg", "cpu_us"))
@@ -96,6 +130,43 @@ SECTIONS = {
             ),
         ),
         Section("handshakes", "rate", False, (("hs/s", "rate"), ("CPU us/hs", "cpu_us"))),
+        Section(
+            "broadcast",
+            "cpu_ms",
+            True,
+            (("call ms", "call_ms"), ("delivered ms", "delivered_ms"), ("CPU ms", "cpu_ms")),
+            about=(
+                f"One {BROADCAST_SIZE} B message to every connection the load generator holds:"
+                " the server's call (the broadcast, or the whole loop of sends), until the"
+                " last connection has it (delivered), and the server's CPU time over that"
+                " span. ferrows' asyncio broadcast() ranks against websockets.broadcast(),"
+                " a loop of ferrows' send() against a loop of websockets' send(). The C rows"
+                " have no peer (no other C library is measured): ferrows_broadcast reads"
+                " against the loop of ferrows_conn_send beside it, unranked."
+            ),
+        ),
+        Section(
+            "deflate clients",
+            "cpu_us",
+            True,
+            CLIENT_COLUMNS,
+            about=(
+                "permessage-deflate with context takeover: 64 KiB JSON-like text echoed by an"
+                " aiohttp server, ferrows at its defaults (zlib-rs level 2), the peers at C"
+                " zlib level 1. The sync client ranks against the asyncio peers too."
+            ),
+        ),
+        Section(
+            "deflate memory",
+            "kib_per_connection",
+            True,
+            (("KiB/conn", "kib_per_connection"),),
+            about=(
+                "Server memory per compressed connection (one 4 KiB message each way, then"
+                " held open), one run. With no context takeover ferrows keeps no compressor"
+                " per connection: no peer is measured that way, so that row is unranked."
+            ),
+        ),
     )
 }
 
@@ -124,6 +195,31 @@ ASGI_SERVERS = (
     ("uvicorn-ferrows", "uvicorn + ferrows", "ferrows"),
     ("uvicorn-websockets", "uvicorn + websockets", "peer"),
     ("uvicorn-wsproto", "uvicorn + wsproto", "peer"),
+)
+# Broadcast servers: kind (bench/broadcast.py, or c- and the mode of ferrows_broadcast.c),
+# scenario, name, role.
+BROADCASTS = (
+    ("ferrows-broadcast", "broadcast()", "ferrows", "ferrows"),
+    ("websockets-broadcast", "broadcast()", "websockets", "peer"),
+    ("ferrows-send-loop", "send loop", "ferrows", "ferrows"),
+    ("websockets-send-loop", "send loop", "websockets", "peer"),
+    ("c-broadcast", "C", "ferrows_broadcast", "ferrows"),
+    ("c-send-loop", "C", "ferrows_conn_send loop", "ferrows"),
+)
+# Deflate clients and servers (bench/deflate.py): kind, name, role; servers say whether they
+# keep context takeover.
+DEFLATE_CLIENTS = (
+    ("ferrows-sync", "ferrows sync", "ferrows"),
+    ("ferrows-asyncio", "ferrows asyncio", "ferrows"),
+    ("websockets", "websockets", "peer"),
+    ("aiohttp", "aiohttp", "peer"),
+)
+DEFLATE_SERVERS = (
+    ("ferrows-sync", "ferrows sync", "ferrows", True),
+    ("ferrows-asyncio", "ferrows asyncio", "ferrows", True),
+    ("websockets", "websockets", "peer", True),
+    ("aiohttp", "aiohttp", "peer", True),
+    ("ferrows-asyncio-no-takeover", "ferrows asyncio", "ferrows", False),
 )
 HANDSHAKE_SERVERS = ("ferrows-handler", "ferrows-sync", "picows", "aiohttp", "websockets")
 LIBRARY_VERSIONS = (
@@ -212,9 +308,18 @@ class Process:
 
     def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Sends a JSON line and returns the JSON line answered (bench/clients.py)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
+        return self.say(json.dumps(request), timeout)
+
+    def say(self, line: str, timeout: float) -> dict[str, Any]:
+        """Sends a line and returns the JSON line answered."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
+        return self.answer(timeout)
+
+    def answer(self, timeout: float) -> dict[str, Any]:
+        """The next line the process prints, as JSON."""
+        assert self.process.stdout is not None
         return json.loads(read_line(self.process.stdout, timeout))
 
     def stop(self) -> None:
@@ -490,6 +595,92 @@ class Suite:
                 per_message(r, "server_cpu_s") for r in run_json([self.loadgen, *args], timeout)
             ]
 
+    # --- broadcast: one message to many connections
+
+    def broadcast(self) -> None:
+        connections = self.profile.broadcast_connections
+        print(f"Broadcast: one {BROADCAST_SIZE} B message to {connections:,} connections")
+        for kind, scenario, name, role in BROADCASTS:
+            row = self.row("broadcast", f"{connections:,} conn {scenario}", name, role)
+            row.add(self.broadcast_rounds, kind)
+
+    def broadcast_rounds(self, kind: str) -> list[dict[str, float]]:
+        """The rounds of one server against the load generator's ``receive`` mode, after
+        BROADCAST_WARMUP_ROUNDS."""
+        connections, size = self.profile.broadcast_connections, BROADCAST_SIZE
+        library, mode = kind.split("-", 1)
+        if library == "c":
+            command = [self.bin_dir / "ferrows_broadcast", mode, connections, size]
+        else:
+            command = [sys.executable, HERE / "broadcast.py", kind, connections, size]
+        rounds = BROADCAST_WARMUP_ROUNDS + self.profile.broadcast_rounds
+        deadline = SLACK_SECONDS + rounds * BROADCAST_ROUND_SECONDS
+        receive = [
+            self.loadgen, "receive", "--connections", connections, "--size", size,
+            "--rounds", rounds, "--deadline", deadline, "--port",
+        ]  # fmt: skip
+        log = self.logs / f"broadcast-{kind}.log"
+        samples = []
+        with Process(SERVER_CPU, command, log, wait_ready=False) as server:
+            port = server.answer(30)["port"]
+            log = self.logs / "broadcast-loadgen.log"
+            with Process(CLIENT_CPU, [*receive, port], log, wait_ready=False) as loadgen:
+                loadgen.answer(SLACK_SECONDS)  # {"opened": N}
+                for number in range(1, rounds + 1):
+                    call = server.say("round", BROADCAST_ROUND_SECONDS)
+                    received = loadgen.answer(BROADCAST_ROUND_SECONDS)
+                    if received.get("round") != number:
+                        raise RuntimeError(f"round {number}: the load generator said {received}")
+                    cpu_s = server.say("done", BROADCAST_ROUND_SECONDS)["cpu_s"]
+                    if number > BROADCAST_WARMUP_ROUNDS:
+                        delivered_s = received["monotonic_s"] - call["started"]
+                        samples.append(
+                            {
+                                "call_ms": call["call_s"] * 1e3,
+                                "delivered_ms": delivered_s * 1e3,
+                                "cpu_ms": cpu_s * 1e3,
+                            }
+                        )
+        return samples
+
+    # --- permessage-deflate
+
+    def deflate(self) -> None:
+        print("permessage-deflate: clients through an aiohttp echo server, server memory")
+        scenario = f"64 KiB JSON x{DEFLATE_WINDOW}"
+        rows = [
+            (self.row("deflate clients", scenario, name, role), kind)
+            for kind, name, role in DEFLATE_CLIENTS
+        ]
+        port = free_port()
+        command = [sys.executable, HERE / "deflate.py", "serve", "aiohttp", port]
+        try:
+            server = Process(SERVER_CPU, command, self.logs / "deflate-aiohttp.log")
+        except Exception as error:
+            for row, _ in rows:
+                row.fail(error)
+        else:
+            with server:
+                for _ in range(self.profile.runs):
+                    for row, kind in rows:
+                        row.add(self.deflate_client, kind, port)
+        connections = self.profile.deflate_connections
+        for kind, name, role, takeover in DEFLATE_SERVERS:
+            scenario = f"{connections} conn" + ("" if takeover else " no takeover")
+            self.row("deflate memory", scenario, name, role).add(self.deflate_memory, kind)
+
+    def deflate_client(self, kind: str, port: int) -> list[dict[str, float]]:
+        command = [sys.executable, HERE / "deflate.py", "client", kind, port]
+        command += [self.profile.deflate_messages, DEFLATE_WINDOW]
+        return run_json(command, SLACK_SECONDS)
+
+    def deflate_memory(self, kind: str) -> list[dict[str, float]]:
+        port = free_port()
+        command = [sys.executable, HERE / "deflate.py", "serve", kind, port]
+        with Process(SERVER_CPU, command, self.logs / f"deflate-{kind}.log") as server:
+            memory = [sys.executable, HERE / "deflate.py", "memory", port, server.pid]
+            return run_json([*memory, self.profile.deflate_connections], SLACK_SECONDS)
+
     # --- results
 
     def summarize(self) -> None:
@@ -531,6 +722,18 @@ def table_line(cells: list[str], widths: list[int]) -> str:
     return "| " + " | ".join(padded) + " |"
 
 
+def row_cells(row: Row, section: Section) -> list[str]:
+    cells = [row.scenario, row.name]
+    if row.median:
+        cells += [number(row.median[key]) for _, key in section.columns]
+        cells.append(f"{row.spread:.0%}" if row.spread is not None else "")
+        cells.append(f"{row.ratio:.2f}" if row.ratio is not None else "")
+    else:
+        cells += ["FAILED" if row.error else "-"]
+        cells += ["" for _ in range(len(section.columns) + 1)]
+    return cells
+
+
 def table(suite: Suite) -> str:
     """The results as Markdown tables, one per section."""
     lines = []
@@ -541,24 +744,20 @@ def table(suite: Suite) -> str:
         ranked_heading = next(h for h, key in section.columns if key == section.ranked)
         order = "lower" if section.lower_is_better else "higher"
         headings = ["scenario", "library", *(h for h, _ in section.columns), "spread", "x best"]
-        widths = [20, 16, *(10 for _ in section.columns), 6, 6]
+        body = [row_cells(row, section) for row in rows]
+        # At least these widths, wider where a heading or a cell needs it.
+        minimums = [20, 16, *(10 for _ in section.columns), 6, 6]
+        widths = [max(w, *map(len, column)) for w, column in zip(minimums, zip(headings, *body))]
         lines += ["", f"### {section.title} (ranked by {ranked_heading}, {order} is better)", ""]
+        if section.about:
+            lines += [section.about, ""]
         lines.append(table_line(headings, widths))
         lines.append(
             table_line(
                 ["-" * w if i < 2 else "-" * (w - 1) + ":" for i, w in enumerate(widths)], widths
             )
         )
-        for row in rows:
-            cells = [row.scenario, row.name]
-            if row.median:
-                cells += [number(row.median[key]) for _, key in section.columns]
-                cells.append(f"{row.spread:.0%}" if row.spread is not None else "")
-                cells.append(f"{row.ratio:.2f}" if row.ratio is not None else "")
-            else:
-                cells += ["FAILED" if row.error else "-"]
-                cells += ["" for _ in range(len(section.columns) + 1)]
-            lines.append(table_line(cells, widths))
+        lines += [table_line(cells, widths) for cells in body]
         lines += [f"\n{row.name}, {row.scenario}: {row.note}" for row in rows if row.note]
     return "\n".join(lines)
 
@@ -600,7 +799,10 @@ def machine() -> dict[str, Any]:
 
 
 # The suite's parts, in the order they run.
-PARTS = ("python_clients", "c_clients", "python_servers", "asgi_servers", "c_servers", "handshakes")
+PARTS = (
+    *("python_clients", "c_clients", "python_servers", "asgi_servers", "c_servers"),
+    *("handshakes", "broadcast", "deflate"),
+)
 
 
 def main() -> int:

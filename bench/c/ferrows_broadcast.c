@@ -1,4 +1,5 @@
-/* The C server of bench/broadcast.py: accepts CONNECTIONS connections, then on each "round"
+/* The C server of the suite's broadcast part (bench/suite.py), with the protocol of
+ * bench/broadcast.py: accepts CONNECTIONS connections, then on each "round"
  * line of stdin sends one SIZE-byte binary message to all of them, with ferrows_broadcast
  * or with a loop of ferrows_conn_send (MODE "broadcast" or "send-loop"), and prints the
  * call's time; on "done" it prints the process's CPU time since just before the call.
