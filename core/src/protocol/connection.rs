@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -16,6 +17,7 @@ use super::message::{message_buffer, Chunk, Inbox};
 use super::utf8::Utf8Validator;
 use super::ProtocolConfig;
 use crate::error::{CloseFrame, CloseInfo, Error};
+use crate::metrics::{Pause, ServerMetrics};
 
 /// Which end of the connection we are: clients mask, servers require masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,8 @@ pub struct Connection {
     next_keepalive: Option<Instant>,
     keepalive_deadline: Option<Instant>,
     latency: Option<Duration>,
+    /// The server's counters, for a connection it accepted.
+    metrics: Option<Arc<ServerMetrics>>,
 }
 
 /// The longest frame header: 2 bytes, 8 of length, 4 of mask.
@@ -200,6 +204,28 @@ impl Connection {
             next_keepalive,
             keepalive_deadline: None,
             latency: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts this connection, accepted by a server, in `metrics` from now until it ends:
+    /// its messages, pings and close code.
+    pub fn attach_metrics(&mut self, metrics: Arc<ServerMetrics>) {
+        metrics.record_accepted();
+        self.metrics = Some(metrics);
+    }
+
+    /// Counts a pause for lack of room in the server's metrics, if attached (the driver
+    /// decides when to pause).
+    pub fn record_pause(&self, side: Pause) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_pause(side);
+        }
+    }
+
+    fn record_sent(&self, bytes: usize, whole: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_sent(bytes, whole);
         }
     }
 
@@ -478,6 +504,7 @@ impl Connection {
         } else {
             self.write_frame(data_opcode(kind), true, data);
         }
+        self.record_sent(data.len(), true);
         Ok(())
     }
 
@@ -529,6 +556,7 @@ impl Connection {
             Some(key) => mask_into(data, payload_out, key, 0),
             None => copy_into(data, payload_out),
         }
+        self.record_sent(data.len(), true);
         Ok(())
     }
 
@@ -569,6 +597,7 @@ impl Connection {
         } else {
             self.write_frame(opcode, fin, data);
         }
+        self.record_sent(data.len(), fin);
         Ok(())
     }
 
@@ -754,6 +783,9 @@ impl Connection {
         self.next_keepalive = None;
         self.keepalive_deadline = None;
         let error = self.failure.take().or(error);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_closed(&self.close);
+        }
         self.events.push_back(Event::Closed {
             info: self.close.clone(),
             error,
@@ -1108,6 +1140,9 @@ impl Connection {
         if fin {
             self.incoming = None;
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.record_received(chunk.len(), fin);
+        }
         self.inbox.push(kind, chunk, fin);
     }
 
@@ -1120,6 +1155,9 @@ impl Connection {
         let ping = self.pending_pings.drain(..=index).next_back()?;
         let latency = now.saturating_duration_since(ping.sent_at);
         self.latency = Some(latency);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_ping_latency(latency);
+        }
         self.keepalive_deadline = None;
         Some(PingAck {
             id: ping.id,
