@@ -102,7 +102,9 @@
     /* permessage-deflate (test_deflate.c) */                                              \
     X(deflate_defaults_agree_and_messages_flow)                                          \
     X(deflate_configured_and_turned_off)                                                 \
-    X(deflate_setters_check_their_values)
+    X(deflate_setters_check_their_values)                                                \
+    /* server metrics (test_metrics.c) */                                                  \
+    X(server_metrics_count_a_known_workload)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)
