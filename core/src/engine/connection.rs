@@ -641,6 +641,12 @@ impl Connection {
         &self.shared.id
     }
 
+    /// The counters of the server that accepted this connection (a broadcast counts the
+    /// connections it skips there); `None` for a client's.
+    pub fn server_metrics(&self) -> Option<Arc<ServerMetrics>> {
+        self.lock().protocol.server_metrics().cloned()
+    }
+
     /// The permessage-deflate parameters agreed, if it was negotiated.
     pub fn deflate(&self) -> Option<protocol::Agreement> {
         self.lock().protocol.deflate().copied()

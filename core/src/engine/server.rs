@@ -421,14 +421,19 @@ async fn accept_loop(
             let local_addr = tcp.local_addr().ok();
             let serve = async {
                 let transport = match acceptor {
-                    Some(acceptor) => match acceptor.accept(SharedTcp::new(tcp)).await {
-                        Ok(stream) => Transport::Secure(Box::new(stream)),
-                        Err(error) => {
-                            log::debug!("TLS handshake from {remote_addr} failed: {error}");
-                            shared.metrics.record_refused(Refusal::Tls);
-                            return None;
+                    // Fallible: the socket comes back with the error, so that the refusal
+                    // is counted before the client sees the connection close.
+                    Some(acceptor) => {
+                        match acceptor.accept(SharedTcp::new(tcp)).into_fallible().await {
+                            Ok(stream) => Transport::Secure(Box::new(stream)),
+                            Err((error, socket)) => {
+                                log::debug!("TLS handshake from {remote_addr} failed: {error}");
+                                shared.metrics.record_refused(Refusal::Tls);
+                                drop(socket);
+                                return None;
+                            }
                         }
-                    },
+                    }
                     None => Transport::Plain(tcp),
                 };
                 handshake(transport, &shared, has_slot, local_addr, remote_addr).await

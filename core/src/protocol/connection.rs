@@ -215,6 +215,11 @@ impl Connection {
         self.metrics = Some(metrics);
     }
 
+    /// The counters of the server that accepted this connection; `None` for a client's.
+    pub fn server_metrics(&self) -> Option<&Arc<ServerMetrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Counts a pause for lack of room in the server's metrics, if attached (the driver
     /// decides when to pause).
     pub fn record_pause(&self, side: Pause) {
