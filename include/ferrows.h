@@ -26,6 +26,20 @@
 #define FERROWS_SEND_UNCOMPRESSED 256
 
 /*
+ Close codes counted one by one in [`ferrows_metrics`]`.close_codes`: 1000 to 1015;
+ the last entry counts every other code.
+ */
+#define FERROWS_METRICS_CLOSE_CODES 17
+
+/*
+ Buckets of [`ferrows_metrics`]`.ping_latency_buckets`: pings answered within 0.5,
+ 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1 s and 2.5 s (each bucket counts only its own
+ range, not the ones below), then slower. (Both lengths are the core's: the struct's
+ arrays are filled from its, which would not compile if they differed.)
+ */
+#define FERROWS_METRICS_PING_BUCKETS 13
+
+/*
  The outcome of a call. 0 is success, positive values are statuses that are not errors,
  negative values are errors. The numbers are stable: a retired one is never reused.
  */
@@ -303,6 +317,87 @@ typedef struct {
    */
   void (*drop)(void *context);
 } ferrows_event_callback;
+
+/*
+ A server's counters at one moment (each read on its own). The struct may grow at its end:
+ set `struct_size` to `sizeof(ferrows_metrics)` before the call; the library fills
+ as many fields as both it and the caller know, and stores the bytes it filled there.
+ */
+typedef struct {
+  /*
+   In: the size of the caller's struct. Out: the bytes filled.
+   */
+  size_t struct_size;
+  /*
+   Connections accepted and not ended.
+   */
+  uint64_t connections_open;
+  /*
+   Opening handshakes accepted.
+   */
+  uint64_t handshakes_accepted;
+  /*
+   Refused: not a valid upgrade request.
+   */
+  uint64_t refused_bad_request;
+  /*
+   Refused: Origin not allowed.
+   */
+  uint64_t refused_origin;
+  /*
+   Refused: a subprotocol the client did not offer was chosen.
+   */
+  uint64_t refused_subprotocol;
+  /*
+   Refused: max_connections reached, or too many handshakes waiting.
+   */
+  uint64_t refused_limit;
+  /*
+   Refused: the TLS handshake failed.
+   */
+  uint64_t refused_tls;
+  /*
+   Whole messages received.
+   */
+  uint64_t messages_in;
+  /*
+   Whole messages sent.
+   */
+  uint64_t messages_out;
+  /*
+   Message payload bytes received (after decompression).
+   */
+  uint64_t bytes_in;
+  /*
+   Message payload bytes sent (before compression).
+   */
+  uint64_t bytes_out;
+  /*
+   Ended connections by close code (the peer's, else ours, else 1006): index `code -
+   1000` for 1000 to 1015, the last for every other code.
+   */
+  uint64_t close_codes[FERROWS_METRICS_CLOSE_CODES];
+  /*
+   Answered pings by latency (see `FERROWS_METRICS_PING_BUCKETS`).
+   */
+  uint64_t ping_latency_buckets[FERROWS_METRICS_PING_BUCKETS];
+  /*
+   The sum of those latencies, in microseconds.
+   */
+  uint64_t ping_latency_sum_us;
+  /*
+   Connections a broadcast skipped (send buffer full).
+   */
+  uint64_t broadcast_skips;
+  /*
+   Times a connection stopped reading for lack of room.
+   */
+  uint64_t read_pauses;
+  /*
+   Times a send waited for room.
+   */
+  uint64_t write_pauses;
+} ferrows_metrics;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1065,6 +1160,15 @@ ferrows_result ferrows_server_shutdown(ferrows_server *server, int32_t timeout_m
  `server` must be NULL or valid, not used afterwards.
  */
 void ferrows_server_free(ferrows_server *server);
+
+/*
+ Fills `out` with the server's counters. `out->struct_size` must be set (at least
+ `sizeof(size_t)`); see [`ferrows_metrics`].
+
+ # Safety
+ `server` must be valid; `out` valid for `out->struct_size` bytes.
+ */
+ferrows_result ferrows_server_metrics(const ferrows_server *server, ferrows_metrics *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod protocol;
 pub mod reconnect;
 

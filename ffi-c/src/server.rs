@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ferrows_core::engine::{self, PendingHandshake, Server};
+use ferrows_core::metrics::MetricsSnapshot;
 use ferrows_core::protocol::handshake::Headers;
 use ferrows_core::Error;
 
@@ -219,5 +220,123 @@ pub unsafe extern "C" fn ferrows_server_free(server: *mut ferrows_server) {
                 queue.forget(&Source::Server(state.clone()));
             }
         }
+    })
+}
+
+/// Close codes counted one by one in [`ferrows_metrics`]`.close_codes`: 1000 to 1015;
+/// the last entry counts every other code.
+pub const FERROWS_METRICS_CLOSE_CODES: usize = 17;
+
+/// Buckets of [`ferrows_metrics`]`.ping_latency_buckets`: pings answered within 0.5,
+/// 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1 s and 2.5 s (each bucket counts only its own
+/// range, not the ones below), then slower. (Both lengths are the core's: the struct's
+/// arrays are filled from its, which would not compile if they differed.)
+pub const FERROWS_METRICS_PING_BUCKETS: usize = 13;
+
+/// A server's counters at one moment (each read on its own). The struct may grow at its end:
+/// set `struct_size` to `sizeof(ferrows_metrics)` before the call; the library fills
+/// as many fields as both it and the caller know, and stores the bytes it filled there.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ferrows_metrics {
+    /// In: the size of the caller's struct. Out: the bytes filled.
+    pub struct_size: usize,
+    /// Connections accepted and not ended.
+    pub connections_open: u64,
+    /// Opening handshakes accepted.
+    pub handshakes_accepted: u64,
+    /// Refused: not a valid upgrade request.
+    pub refused_bad_request: u64,
+    /// Refused: Origin not allowed.
+    pub refused_origin: u64,
+    /// Refused: a subprotocol the client did not offer was chosen.
+    pub refused_subprotocol: u64,
+    /// Refused: max_connections reached, or too many handshakes waiting.
+    pub refused_limit: u64,
+    /// Refused: the TLS handshake failed.
+    pub refused_tls: u64,
+    /// Whole messages received.
+    pub messages_in: u64,
+    /// Whole messages sent.
+    pub messages_out: u64,
+    /// Message payload bytes received (after decompression).
+    pub bytes_in: u64,
+    /// Message payload bytes sent (before compression).
+    pub bytes_out: u64,
+    /// Ended connections by close code (the peer's, else ours, else 1006): index `code -
+    /// 1000` for 1000 to 1015, the last for every other code.
+    pub close_codes: [u64; FERROWS_METRICS_CLOSE_CODES],
+    /// Answered pings by latency (see `FERROWS_METRICS_PING_BUCKETS`).
+    pub ping_latency_buckets: [u64; FERROWS_METRICS_PING_BUCKETS],
+    /// The sum of those latencies, in microseconds.
+    pub ping_latency_sum_us: u64,
+    /// Connections a broadcast skipped (send buffer full).
+    pub broadcast_skips: u64,
+    /// Times a connection stopped reading for lack of room.
+    pub read_pauses: u64,
+    /// Times a send waited for room.
+    pub write_pauses: u64,
+}
+
+impl ferrows_metrics {
+    fn of(snapshot: &MetricsSnapshot) -> Self {
+        let [bad_request, origin, subprotocol, limit, tls] = snapshot.refused;
+        Self {
+            struct_size: std::mem::size_of::<Self>(),
+            connections_open: snapshot.open(),
+            handshakes_accepted: snapshot.accepted,
+            refused_bad_request: bad_request,
+            refused_origin: origin,
+            refused_subprotocol: subprotocol,
+            refused_limit: limit,
+            refused_tls: tls,
+            messages_in: snapshot.messages_in,
+            messages_out: snapshot.messages_out,
+            bytes_in: snapshot.bytes_in,
+            bytes_out: snapshot.bytes_out,
+            close_codes: snapshot.close_codes,
+            ping_latency_buckets: snapshot.ping_buckets,
+            ping_latency_sum_us: (snapshot.ping_seconds * 1e6) as u64,
+            broadcast_skips: snapshot.broadcast_skips,
+            read_pauses: snapshot.read_pauses,
+            write_pauses: snapshot.write_pauses,
+        }
+    }
+}
+
+/// Fills `out` with the server's counters. `out->struct_size` must be set (at least
+/// `sizeof(size_t)`); see [`ferrows_metrics`].
+///
+/// # Safety
+/// `server` must be valid; `out` valid for `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ferrows_server_metrics(
+    server: *const ferrows_server,
+    out: *mut ferrows_metrics,
+) -> ferrows_result {
+    ffi!(FERROWS_ERR_PANIC, {
+        non_null!(server, out);
+        // SAFETY: not NULL; the caller promises at least the size field is writable.
+        let given = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        if given < std::mem::size_of::<usize>() {
+            return crate::boundary::invalid(format!(
+                "struct_size is {given}: set it to sizeof(ferrows_metrics)"
+            ));
+        }
+        // SAFETY: not NULL, and the caller promises a live server.
+        let snapshot = unsafe { &*server }.state.server.metrics().snapshot();
+        let mut filled = ferrows_metrics::of(&snapshot);
+        let size = given.min(std::mem::size_of::<ferrows_metrics>());
+        filled.struct_size = size;
+        // SAFETY: `size` bytes fit in both the local struct and, as the caller promises by
+        // `struct_size`, in `out`; they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(filled).cast::<u8>(),
+                out.cast::<u8>(),
+                size,
+            )
+        };
+        FERROWS_OK
     })
 }

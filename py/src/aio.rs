@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use ferrows_core::metrics::{Pause, Refusal};
 use ferrows_core::protocol::handshake::{
     self, accept_response, parse_request, validate_request, ClientHandshake, ClientOptions,
     HandshakeLimits, Response, ServerOptions,
@@ -22,6 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyTuple};
 use crate::connection::{data_to_py, Outgoing};
 use crate::convert::{headers_from, request_tuple, response_tuple, RequestTuple};
 use crate::errors::to_py_err;
+use crate::metrics::PyServerMetrics;
 use crate::options::{deflate, protocol};
 
 /// Event tags in the lists `ProtocolCore` returns (received data waits in the core's inbox).
@@ -275,10 +277,12 @@ impl PyProtocolCore {
     /// disables), compression, the same as the sync face's. `direct`: messages go to a
     /// listener as they arrive. `deflate`: what the handshake agreed on, if anything.
     /// `inbox_limit`: the read limit, above which input is held (see `holds_input`).
-    /// `send_buffer`: the event-loop thread's `SendBuffer`, for large frames.
+    /// `send_buffer`: the event-loop thread's `SendBuffer`, for large frames. `metrics`: the
+    /// server's counters, for a connection it accepted (counted as accepted now).
     #[new]
     #[pyo3(signature = (
-        is_client, options, direct=false, deflate=None, inbox_limit=None, send_buffer=None
+        is_client, options, direct=false, deflate=None, inbox_limit=None, send_buffer=None,
+        metrics=None
     ))]
     fn new(
         is_client: bool,
@@ -287,6 +291,7 @@ impl PyProtocolCore {
         deflate: Option<PyRef<'_, PyAgreement>>,
         inbox_limit: Option<usize>,
         send_buffer: Option<Py<PySendBuffer>>,
+        metrics: Option<PyRef<'_, PyServerMetrics>>,
     ) -> PyResult<Self> {
         let (role, default) = if is_client {
             (Role::Client, DeflateConfig::client())
@@ -299,6 +304,9 @@ impl PyProtocolCore {
             inner.enable_deflate(agreement.0, &settings);
         }
         inner.set_inbox_limit(inbox_limit);
+        if let Some(metrics) = metrics {
+            inner.attach_metrics(metrics.0.clone());
+        }
         Ok(Self {
             reported_deadline: None,
             inner,
@@ -336,6 +344,16 @@ impl PyProtocolCore {
     #[getter]
     fn pings_sent(&self) -> u64 {
         self.inner.pings_sent()
+    }
+
+    /// Counts a pause for lack of room in the server's metrics (reading: the face stopped
+    /// reading; else the transport paused writing).
+    fn record_pause(&self, reading: bool) {
+        self.inner.record_pause(if reading {
+            Pause::Reading
+        } else {
+            Pause::Writing
+        });
     }
 
     /// True while input waits for room in the inbox (over `inbox_limit`): `receive(b"")`
@@ -676,9 +694,11 @@ pub fn server_parse_request(
 
 /// Validates an upgrade request. Returns `(key, offered_subprotocols, deflate_agreement)`,
 /// or raises the handshake error with `.response` set to `(status, reason, headers, body)`
-/// to send back. `options` holds `compression` as the connection options do.
+/// to send back. `options` holds `compression` as the connection options do. A refusal is
+/// counted in `metrics` (the server's), if given.
 #[pyfunction]
-#[pyo3(signature = (method, path, headers, subprotocols, origins, options))]
+#[pyo3(signature = (method, path, headers, subprotocols, origins, options, metrics=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn server_validate_request(
     py: Python<'_>,
     method: String,
@@ -687,6 +707,7 @@ pub fn server_validate_request(
     subprotocols: Vec<String>,
     origins: Option<Vec<Option<String>>>,
     options: &Bound<'_, PyDict>,
+    metrics: Option<PyRef<'_, PyServerMetrics>>,
 ) -> PyResult<(String, Vec<String>, Option<PyAgreement>)> {
     let request = handshake::Request {
         method,
@@ -705,6 +726,9 @@ pub fn server_validate_request(
             valid.deflate.map(PyAgreement),
         )),
         Err((error, response)) => {
+            if let Some(metrics) = metrics {
+                metrics.0.record_refused(Refusal::of(&error));
+            }
             let err = to_py_err(py, error, None);
             err.value(py)
                 .setattr("http_response", response_tuple(py, &response)?)?;

@@ -6,6 +6,7 @@ mod broadcast;
 mod connection;
 mod convert;
 mod errors;
+mod metrics;
 mod options;
 mod proxy;
 mod reconnect;
@@ -32,6 +33,7 @@ fn _ferrows(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<connection::PyPendingConnect>()?;
     module.add_class::<server::PyServer>()?;
     module.add_class::<server::PyPendingHandshake>()?;
+    module.add_class::<metrics::PyServerMetrics>()?;
     module.add_function(wrap_pyfunction!(connection::connect, module)?)?;
     module.add_function(wrap_pyfunction!(set_runtime_threads, module)?)?;
     module.add_class::<proxy::PyProxyHandshake>()?;

@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use crate::connection::PyConnection;
 use crate::convert::{address_tuple, headers_from, request_tuple, RequestTuple};
 use crate::errors::to_py_err;
+use crate::metrics::PyServerMetrics;
 use crate::options::server_config;
 use crate::wait::{timeout_from, wait_interruptibly};
 
@@ -60,6 +61,12 @@ impl PyServer {
         let timeout = timeout_from(timeout)?;
         py.detach(|| self.inner.shutdown(timeout))
             .map_err(|e| to_py_err(py, e, None))
+    }
+
+    /// The server's counters.
+    #[getter]
+    fn metrics(&self) -> PyServerMetrics {
+        PyServerMetrics(self.inner.metrics().clone())
     }
 
     /// Open connections.

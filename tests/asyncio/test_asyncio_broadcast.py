@@ -174,6 +174,7 @@ async def test_a_slow_consumer_is_skipped_and_counted():
         again = broadcast([idle_side], "again")
         assert (again.sent, again.skipped) == (0, [idle_side])
         assert idle_side.broadcast_skips == 2
+        assert server.metrics.snapshot()["broadcast_skips"] == 2
         # Skipped, not closed: it still gets every message it was sent, then nothing else.
         for _ in range(rounds):
             assert await bounded(idle.recv()) == LARGE

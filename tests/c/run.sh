@@ -41,7 +41,8 @@ WARNINGS=(-Wall -Wextra -Wpedantic -Werror)
 CFLAGS=(-std=c99 "${WARNINGS[@]}" -O1 -g -pthread -I"$INCLUDE")
 SOURCES=("$SRC"/test_ferrows.c "$SRC"/harness.c "$SRC"/test_conn.c "$SRC"/test_queue.c
          "$SRC"/test_boundary.c "$SRC"/test_peers.c "$SRC"/test_deflate.c "$SRC"/test_proxy.c
-         "$SRC"/test_reconnect.c "$SRC"/test_broadcast.c)
+         "$SRC"/test_reconnect.c "$SRC"/test_broadcast.c
+         "$SRC"/test_metrics.c)
 
 step "the header alone, twice in one translation unit, as C99, C11 and C++17"
 "$CC" -std=c99 "${WARNINGS[@]}" -I"$INCLUDE" -c "$SRC/header_check.c" -o "$BUILD/header_c99.o"

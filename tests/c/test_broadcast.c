@@ -112,6 +112,7 @@ void test_broadcast_skips_then_closes_a_client_that_never_reads(void) {
     uint8_t *data = calloc(SIZE, 1);
     uint8_t outcome = 0xff;
     ferrows_broadcast_result result;
+    ferrows_metrics metrics;
     uint16_t code = 0;
     char reason[64] = "";
     int rounds = 0;
@@ -139,6 +140,9 @@ void test_broadcast_skips_then_closes_a_client_that_never_reads(void) {
     CHECK_EQ(outcome, FERROWS_BROADCAST_CLOSED);
     CHECK_EQ(result.closed, 1);
     CHECK_EQ(ferrows_conn_broadcast_skips(peer.accepted), 2);
+    metrics.struct_size = sizeof metrics;
+    CHECK_OK(ferrows_server_metrics(peer.server, &metrics));
+    CHECK_EQ(metrics.broadcast_skips, 2); /* the server counts them too */
     CHECK_OK(ferrows_broadcast(&peer.accepted, 1, FERROWS_MESSAGE_TEXT, (const uint8_t *)"x",
                                1, 0, NULL, &outcome, &result));
     CHECK_EQ(outcome, FERROWS_BROADCAST_NOT_OPEN);

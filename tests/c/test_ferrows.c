@@ -108,7 +108,9 @@
     /* broadcast (test_broadcast.c) */                                                     \
     X(broadcast_every_client_receives_the_exact_message)                                 \
     X(broadcast_skips_then_closes_a_client_that_never_reads)                             \
-    X(broadcast_checks_its_arguments)
+    X(broadcast_checks_its_arguments)                                                    \
+    /* server metrics (test_metrics.c) */                                                  \
+    X(server_metrics_count_a_known_workload)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)

@@ -133,6 +133,7 @@ def test_a_slow_consumer_is_skipped_and_counted(ferrows_server: Callable[..., Ru
     again = broadcast([idle_side], "again")
     assert (again.sent, again.skipped) == (0, [idle_side])
     assert idle_side.broadcast_skips == 2
+    assert server.server.metrics.snapshot()["broadcast_skips"] == 2
     # Skipped, not closed: it still gets every message it was sent.
     for _ in range(rounds):
         assert idle.recv(timeout=10) == LARGE

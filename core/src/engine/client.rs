@@ -277,6 +277,7 @@ async fn finish_handshake(
             local_addr,
             remote_addr,
         },
+        metrics: None,
     });
     connection.start(runtime, stream, rest);
     Ok(connection)

@@ -22,6 +22,7 @@ use super::config::Watermarks;
 use super::slot::{deadline_after, Signal, Slot};
 use super::transport::{SharedTcp, Transport};
 use crate::error::{CloseInfo, Error, Result};
+use crate::metrics::{Pause, ServerMetrics};
 use crate::protocol::handshake::{Request, Response};
 use crate::protocol::{self, Chunk, Event, MessageKind};
 
@@ -90,6 +91,9 @@ struct Inner {
     reading_paused: bool,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
+    /// A sender found the outbox over its high mark, and no sender has seen it drained to
+    /// its low mark since: one pause for the metrics, however many senders or wait slices.
+    writing_paused: bool,
     /// The socket, for threads to use directly (plain TCP only): senders write to it while
     /// the writer task is idle, and a receiver finding the inbox empty reads and waits on it.
     socket: Option<Arc<TcpStream>>,
@@ -173,6 +177,8 @@ pub struct Setup {
     pub info: HandshakeInfo,
     /// permessage-deflate as the handshake agreed it, with our side's settings.
     pub deflate: Option<(protocol::Agreement, protocol::DeflateConfig)>,
+    /// The server's counters, for a connection it accepted.
+    pub metrics: Option<Arc<ServerMetrics>>,
 }
 
 impl Connection {
@@ -184,11 +190,15 @@ impl Connection {
             protocol.enable_deflate(*agreement, config);
         }
         protocol.set_inbox_limit(Some(setup.inbox.high));
+        if let Some(metrics) = setup.metrics {
+            protocol.attach_metrics(metrics);
+        }
         let inner = Inner {
             protocol,
             arrivals_seen: 0,
             reading_paused: false,
             in_flight: 0,
+            writing_paused: false,
             socket: None,
             inline_reading: false,
             pings: VecDeque::new(),
@@ -467,8 +477,9 @@ impl Connection {
             Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
         }
         self.dispatch(inner);
-        if self.over_budget(inner) {
+        if self.over_budget(inner) && !inner.reading_paused {
             inner.reading_paused = true;
+            inner.protocol.record_pause(Pause::Reading);
         }
     }
 
@@ -490,8 +501,15 @@ impl Connection {
         mut inner: MutexGuard<'a, Inner>,
         timeout: Option<Duration>,
     ) -> Result<MutexGuard<'a, Inner>> {
+        if inner.unsent() <= self.shared.outbox_marks.low {
+            inner.writing_paused = false;
+        }
         if inner.unsent() < self.shared.outbox_marks.high {
             return Ok(inner);
+        }
+        if !inner.writing_paused {
+            inner.writing_paused = true;
+            inner.protocol.record_pause(Pause::Writing);
         }
         if timeout == Some(Duration::ZERO) {
             return Err(Error::Timeout("send would block"));
@@ -725,6 +743,12 @@ impl Connection {
     /// A unique identifier, for logs.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The counters of the server that accepted this connection (a broadcast counts the
+    /// connections it skips there); `None` for a client's.
+    pub fn server_metrics(&self) -> Option<Arc<ServerMetrics>> {
+        self.lock().protocol.server_metrics().cloned()
     }
 
     /// The permessage-deflate parameters agreed, if it was negotiated.

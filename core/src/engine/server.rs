@@ -19,6 +19,7 @@ use super::slot::{deadline_after, Signal};
 use super::transport::{SharedTcp, Transport};
 use super::{runtime, tls};
 use crate::error::{Error, Result};
+use crate::metrics::{Refusal, ServerMetrics};
 use crate::protocol::close::GOING_AWAY;
 use crate::protocol::handshake::{
     accept_response, parse_request, select_subprotocol, validate_request, Headers, Request,
@@ -81,6 +82,7 @@ impl PendingHandshake {
         let valid = match self.valid {
             Ok(valid) => valid,
             Err((error, mut response)) => {
+                self.server.metrics.record_refused(Refusal::of(&error));
                 add_headers(&mut response, &self.server.config.response_headers);
                 let _ = self.decision.send(Decision::Respond(response));
                 return Err(error);
@@ -88,6 +90,7 @@ impl PendingHandshake {
         };
         if let Some(chosen) = &subprotocol {
             if !valid.subprotocols.contains(chosen) {
+                self.server.metrics.record_refused(Refusal::Subprotocol);
                 return Err(Error::Negotiation(format!(
                     "subprotocol {chosen:?} was not offered by the client"
                 )));
@@ -119,6 +122,7 @@ impl PendingHandshake {
                 local_addr: self.local_addr,
                 remote_addr: self.remote_addr,
             },
+            metrics: Some(self.server.metrics.clone()),
         });
         self.server.track(&connection);
         let decision = Decision::Accept {
@@ -181,6 +185,7 @@ struct ServerShared {
     live: Mutex<HashMap<String, Connection>>,
     shutdown_tx: watch::Sender<bool>,
     notifier: Mutex<Option<Notifier>>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl ServerShared {
@@ -227,6 +232,7 @@ impl Server {
             live: Mutex::new(HashMap::new()),
             shutdown_tx,
             notifier: Mutex::new(None),
+            metrics: Arc::default(),
         });
         runtime.spawn(accept_loop(listener, tls, shared.clone(), shutdown_rx));
         Ok(Server { shared, local_addr })
@@ -321,6 +327,11 @@ impl Server {
         }
     }
 
+    /// This server's counters: handshakes, messages, close codes, pings, pauses.
+    pub fn metrics(&self) -> &Arc<ServerMetrics> {
+        &self.shared.metrics
+    }
+
     /// Open connections accepted by this server.
     pub fn connection_count(&self) -> usize {
         let live = self.shared.live();
@@ -408,13 +419,19 @@ async fn accept_loop(
             let local_addr = tcp.local_addr().ok();
             let serve = async {
                 let transport = match acceptor {
-                    Some(acceptor) => match acceptor.accept(SharedTcp::new(tcp)).await {
-                        Ok(stream) => Transport::Secure(Box::new(stream)),
-                        Err(error) => {
-                            log::debug!("TLS handshake from {remote_addr} failed: {error}");
-                            return None;
+                    // Fallible: the socket comes back with the error, so that the refusal
+                    // is counted before the client sees the connection close.
+                    Some(acceptor) => {
+                        match acceptor.accept(SharedTcp::new(tcp)).into_fallible().await {
+                            Ok(stream) => Transport::Secure(Box::new(stream)),
+                            Err((error, socket)) => {
+                                log::debug!("TLS handshake from {remote_addr} failed: {error}");
+                                shared.metrics.record_refused(Refusal::Tls);
+                                drop(socket);
+                                return None;
+                            }
                         }
-                    },
+                    }
                     None => Transport::Plain(tcp),
                 };
                 handshake(transport, &shared, has_slot, local_addr, remote_addr).await
@@ -500,6 +517,7 @@ async fn handshake(
         Ok(Some(parsed)) => parsed,
         Ok(None) => return None,
         Err(error) => {
+            shared.metrics.record_refused(Refusal::BadRequest);
             let answer = refuse(&error, Response::new(400, format!("{error}\n")));
             let _ = stream.write_all(&answer).await;
             return None;
@@ -507,6 +525,7 @@ async fn handshake(
     };
     let valid = validate_request(&request, &shared.config.handshake);
     if !has_slot {
+        shared.metrics.record_refused(Refusal::Limit);
         let answer = refuse(
             &"too many connections",
             Response::new(503, "too many connections\n"),
@@ -539,7 +558,10 @@ async fn handshake(
                 notify();
             }
         }
-        Some(pending) => pending.respond(Response::new(503, "server busy\n")),
+        Some(pending) => {
+            shared.metrics.record_refused(Refusal::Limit);
+            pending.respond(Response::new(503, "server busy\n"));
+        }
     }
     let answer = match decision_rx.await {
         Ok(Decision::Accept {

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -16,6 +17,7 @@ use super::message::{message_buffer, Chunk, Inbox};
 use super::utf8::Utf8Validator;
 use super::ProtocolConfig;
 use crate::error::{CloseFrame, CloseInfo, Error};
+use crate::metrics::{Pause, ServerMetrics};
 
 /// Which end of the connection we are: clients mask, servers require masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +169,8 @@ pub struct Connection {
     latency: Option<Duration>,
     /// Broadcasts this connection missed for being slow ([`Connection::count_broadcast_skip`]).
     broadcast_skips: u64,
+    /// The server's counters, for a connection it accepted.
+    metrics: Option<Arc<ServerMetrics>>,
 }
 
 /// How a broadcast message reaches a connection ([`Connection::broadcast_encoding`]).
@@ -216,6 +220,33 @@ impl Connection {
             keepalive_deadline: None,
             latency: None,
             broadcast_skips: 0,
+            metrics: None,
+        }
+    }
+
+    /// Counts this connection, accepted by a server, in `metrics` from now until it ends:
+    /// its messages, pings and close code.
+    pub fn attach_metrics(&mut self, metrics: Arc<ServerMetrics>) {
+        metrics.record_accepted();
+        self.metrics = Some(metrics);
+    }
+
+    /// The counters of the server that accepted this connection; `None` for a client's.
+    pub fn server_metrics(&self) -> Option<&Arc<ServerMetrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Counts a pause for lack of room in the server's metrics, if attached (the driver
+    /// decides when to pause).
+    pub fn record_pause(&self, side: Pause) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_pause(side);
+        }
+    }
+
+    fn record_sent(&self, bytes: usize, whole: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_sent(bytes, whole);
         }
     }
 
@@ -495,6 +526,7 @@ impl Connection {
         } else {
             self.write_frame(data_opcode(kind), true, data);
         }
+        self.record_sent(data.len(), true);
         Ok(())
     }
 
@@ -540,9 +572,13 @@ impl Connection {
         Ok(())
     }
 
-    /// Records that a broadcast skipped (or closed) this connection for being slow.
+    /// Records that a broadcast skipped (or closed) this connection for being slow, here
+    /// and in its server's metrics.
     pub fn count_broadcast_skip(&mut self) {
         self.broadcast_skips += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_broadcast_skips(1);
+        }
     }
 
     /// Broadcasts this connection missed for being slow: skipped, or closed by the policy.
@@ -598,6 +634,7 @@ impl Connection {
             Some(key) => mask_into(data, payload_out, key, 0),
             None => copy_into(data, payload_out),
         }
+        self.record_sent(data.len(), true);
         Ok(())
     }
 
@@ -638,6 +675,7 @@ impl Connection {
         } else {
             self.write_frame(opcode, fin, data);
         }
+        self.record_sent(data.len(), fin);
         Ok(())
     }
 
@@ -823,6 +861,9 @@ impl Connection {
         self.next_keepalive = None;
         self.keepalive_deadline = None;
         let error = self.failure.take().or(error);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_closed(&self.close);
+        }
         self.events.push_back(Event::Closed {
             info: self.close.clone(),
             error,
@@ -1177,6 +1218,9 @@ impl Connection {
         if fin {
             self.incoming = None;
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.record_received(chunk.len(), fin);
+        }
         self.inbox.push(kind, chunk, fin);
     }
 
@@ -1189,6 +1233,9 @@ impl Connection {
         let ping = self.pending_pings.drain(..=index).next_back()?;
         let latency = now.saturating_duration_since(ping.sent_at);
         self.latency = Some(latency);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_ping_latency(latency);
+        }
         self.keepalive_deadline = None;
         Some(PingAck {
             id: ping.id,

@@ -116,6 +116,7 @@ class Connection(asyncio.BufferedProtocol):
         "_listener_broken",
         "_loop",
         "_lost",
+        "_metrics",
         "_pongs",
         "_read_high",
         "_read_low",
@@ -164,6 +165,8 @@ class Connection(asyncio.BufferedProtocol):
         self._deflate: Any = None
         self._transport: asyncio.Transport | None = None
         self._core: Any = None
+        # The server's counters (ServerMetrics), for a connection a server accepted.
+        self._metrics: Any = None
         # The loop's shared read buffer, from connection_made on.
         self._buffer: bytearray | None = None
         self._view: memoryview | None = None
@@ -302,6 +305,7 @@ class Connection(asyncio.BufferedProtocol):
         self._writing_paused = True
         if self._core is not None:
             self._core.hold_output = True
+            self._core.record_pause(False)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -330,6 +334,7 @@ class Connection(asyncio.BufferedProtocol):
             self._deflate,
             self._read_high,
             _send_buffer(),
+            self._metrics,
         )
         self._process(self._core.poll())
         if self.listener is not None:
@@ -361,6 +366,7 @@ class Connection(asyncio.BufferedProtocol):
             waiter.set_result(None)
         if inbox_bytes > self._read_high and not self._inbox_full:
             self._inbox_full = True
+            self._core.record_pause(True)
             if not self._transport.is_closing():
                 self._transport.pause_reading()
 

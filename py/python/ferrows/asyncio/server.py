@@ -49,6 +49,7 @@ class ServerConnection(Connection):
     def __init__(self, server: Server, **kwargs: Any) -> None:
         super().__init__(is_client=False, **kwargs)
         self._server = server
+        self._metrics = server.metrics
         self._head: bytearray | None = bytearray()
         self._has_slot = False
         # The handshake's task, then the handler's (the loop keeps only weak references).
@@ -86,6 +87,7 @@ class ServerConnection(Connection):
         try:
             parsed = _ferrows.server_parse_request(bytes(self._head))
         except InvalidHandshake as exc:
+            self._metrics.record_refused("bad_request")
             self._refuse(400, f"Failed to open a WebSocket connection: {exc}.\n")
             return
         if parsed is None:
@@ -95,6 +97,7 @@ class ServerConnection(Connection):
         self._head = None
         if not self._has_slot:
             self.logger.debug("refused %s: too many connections", self.remote_address)
+            self._metrics.record_refused("limit")
             self._refuse(503, "too many connections\n")
             return
         self.request = _request_from_core(raw_request)
@@ -144,6 +147,7 @@ class ServerConnection(Connection):
                     server._subprotocols,
                     server._origins,
                     self._core_options,
+                    self._metrics,
                 )
             except InvalidHandshake as exc:
                 self.logger.info("refused handshake from %s: %s", self.remote_address, exc)
@@ -152,6 +156,15 @@ class ServerConnection(Connection):
                 return
             if server._select_subprotocol is not None and offered:
                 self.subprotocol = server._select_subprotocol(self, offered)
+                if self.subprotocol is not None and self.subprotocol not in offered:
+                    self.logger.info(
+                        "refused handshake from %s: subprotocol %r was not offered",
+                        self.remote_address,
+                        self.subprotocol,
+                    )
+                    self._metrics.record_refused("subprotocol")
+                    self._refuse(500, "Failed to open a WebSocket connection.\n")
+                    return
             else:
                 self.subprotocol = next((p for p in server._subprotocols if p in offered), None)
             extra = [("Server", server._server_header)] if server._server_header else []
@@ -187,7 +200,11 @@ class ServerConnection(Connection):
 
 
 class Server:
-    """A running WebSocket server, returned by :func:`serve`."""
+    """A running WebSocket server, returned by :func:`serve`.
+
+    :attr:`metrics` counts its handshakes, messages, close codes, pings and pauses
+    (:mod:`ferrows.metrics`).
+    """
 
     def __init__(
         self,
@@ -218,6 +235,7 @@ class Server:
         # ... and those beyond, reading their request only to be answered 503.
         self._overflow: set[ServerConnection] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.metrics = _ferrows.ServerMetrics()
 
     def _new_connection(self) -> ServerConnection:
         listener = self._listener() if self._listener else None

@@ -86,6 +86,12 @@ class Server:
         return self._core.local_address
 
     @property
+    def metrics(self) -> _ferrows.ServerMetrics:
+        """The server's counters: handshakes, messages, close codes, pings, pauses
+        (:mod:`ferrows.metrics`)."""
+        return self._core.metrics
+
+    @property
     def port(self) -> int:
         """The port the server listens on (useful after binding port 0)."""
         return self._core.local_address[1]
