@@ -16,7 +16,7 @@ deflate_levels` prints zlib-rs' ratios); everyone keeps context takeover.
 exchanging one 4 KiB compressed message, and prints ``{"kib_per_connection"}``: the growth
 of the server's resident memory per open connection, which includes what each side keeps
 for context takeover (``ferrows-asyncio-no-takeover`` asks for
-``server_no_context_takeover``, which keeps no compressor per connection).
+``server_no_context_takeover``, which keeps not even the server's window per connection).
 """
 
 from __future__ import annotations

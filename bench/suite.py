@@ -163,8 +163,9 @@ SECTIONS = {
             (("KiB/conn", "kib_per_connection"),),
             about=(
                 "Server memory per compressed connection (one 4 KiB message each way, then"
-                " held open), one run. With no context takeover ferrows keeps no compressor"
-                " per connection: no peer is measured that way, so that row is unranked."
+                " held open), one run. With no context takeover ferrows keeps not even the"
+                " server's window per connection: no peer is measured that way, so that row"
+                " is unranked."
             ),
         ),
     )

@@ -466,6 +466,82 @@ fn rfc7692_7_1_1_context_takeover_across_messages_and_reset_without_it() {
     }
 }
 
+/// Sends `message` each way between `client` and `server`, checks that it arrives intact and
+/// returns the compressed payload sizes, client's first.
+fn exchange(client: &mut Connection, server: &mut Connection, message: &[u8]) -> [usize; 2] {
+    let mut sizes = [0; 2];
+    for (size, from_client) in sizes.iter_mut().zip([true, false]) {
+        let (from, to) = if from_client {
+            (&mut *client, &mut *server)
+        } else {
+            (&mut *server, &mut *client)
+        };
+        from.send_message(MessageKind::Binary, message).unwrap();
+        let frames = deliver(from, to);
+        assert_eq!(
+            frames[0].rsv,
+            0b100,
+            "{:?} compressed its message",
+            from.role()
+        );
+        *size = frames[0].payload.len();
+        assert_eq!(messages(to), [(MessageKind::Binary, message.to_vec())]);
+    }
+    sizes
+}
+
+#[test]
+fn context_takeover_keeps_each_connection_its_own_window_across_pooled_states() {
+    // Compressors and inflaters go back to a shared pool between messages, so connections
+    // take each other's states: each must still start from its own window.
+    let server_defaults = agreement(Some(12), Some(12), false, false);
+    let mut pairs: Vec<_> = (0..3).map(|_| both_ways(server_defaults)).collect();
+    let texts: Vec<String> = (0..3)
+        .map(|i| format!("connection {i}: {}", json_like(30 + 10 * i)))
+        .collect();
+    let mut first = Vec::new();
+    for round in 0..3 {
+        for ((client, server), text) in pairs.iter_mut().zip(&texts) {
+            let sizes = exchange(client, server, text.as_bytes());
+            if round == 0 {
+                first.push(sizes);
+            } else {
+                let before = first[first.len().min(3) - 1];
+                assert!(
+                    sizes.iter().zip(before).all(|(now, was)| now * 4 < was),
+                    "round {round}: {sizes:?} after {before:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_connections_with_context_takeover_keep_only_their_windows() {
+    // The suite's memory scenario in the core: connections at the server defaults (12-bit
+    // windows, memLevel 5, context takeover) that each sent a 4 KiB message each way and
+    // are held open. A compressor kept per connection would cost zlib-rs' 128 KiB hash
+    // table and more on each side; a window costs 4 KiB per direction and side.
+    const PAIRS: usize = 100;
+    let message = json_like(80);
+    assert!((4000..5000).contains(&message.len()), "{}", message.len());
+    let before = LIVE.with(Cell::get);
+    let pairs: Vec<_> = (0..PAIRS)
+        .map(|_| {
+            let (mut client, mut server) = both_ways(agreement(Some(12), Some(12), false, false));
+            exchange(&mut client, &mut server, message.as_bytes());
+            (client, server)
+        })
+        .collect();
+    // The pool's few states are counted too, shared among the pairs.
+    let per_pair = (LIVE.with(Cell::get) - before) as usize / PAIRS;
+    assert!(
+        per_pair < 64 * 1024,
+        "{per_pair} bytes held per idle pair of connections"
+    );
+    drop(pairs);
+}
+
 #[test]
 fn rfc7692_7_1_2_every_window_size_both_ways() {
     let text = json_like(2000); // ~120 KB: longer than every window

@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import ferrows
@@ -250,6 +250,37 @@ def test_compression_off_on_either_side(face: str, websockets_server: Callable[.
         ferrows_client_exchange(face, running.url, [], compression=ferrows.Deflate(level=10))
     with pytest.raises(ValueError, match="compression"):
         ferrows_client_exchange(face, running.url, [], compression="gzip")
+
+
+# Between ferrows peers at their defaults
+
+
+@pytest.mark.parametrize("server_face", FACES)
+@pytest.mark.parametrize("client_face", FACES)
+def test_default_ferrows_peers_agree_on_the_server_defaults(
+    server_face: str, client_face: str
+) -> None:
+    messages = [(DOCUMENT, True), (DOCUMENT, True), (DOCUMENT.encode(), True), ("", True)]
+    with ferrows_echo_server(server_face) as port:
+        agreed, answers = ferrows_client_exchange(client_face, f"ws://{HOST}:{port}", messages)
+    assert agreed == DEFAULT_AGREEMENT
+    assert answers == [message for message, _ in messages]
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_connections_keep_their_own_context_between_messages(face: str) -> None:
+    # Compression state goes back to a pool shared by connections between messages; each
+    # connection's next message must still start from its own window, on both sides.
+    documents = [DOCUMENT.replace("user", f"client{i}-") for i in range(3)]
+    with ferrows_echo_server(face) as port, ExitStack() as stack:
+        clients = [
+            stack.enter_context(ferrows.sync.connect(f"ws://{HOST}:{port}", open_timeout=WAIT))
+            for _ in documents
+        ]
+        for _ in range(3):
+            for ws, document in zip(clients, documents):
+                ws.send(document)
+                assert ws.recv(timeout=WAIT) == document
 
 
 # The wire, from a hand-made client

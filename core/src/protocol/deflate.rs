@@ -8,15 +8,18 @@
 //! message). Inflating works with any window: the inflater's window is never below 9.
 //!
 //! Memory: a zlib-rs compressor costs a fixed 128 KiB hash table plus windows and buffers
-//! set by `window_bits` and `mem_level`; an inflater about a window. A direction without
-//! context takeover keeps no state between messages, so its compressor or inflater goes
-//! back to a small per-thread pool when the message ends instead of staying with an idle
-//! connection. A direction with context takeover keeps its own, created with its first
-//! compressed message.
+//! set by `window_bits` and `mem_level`; an inflater 7 KiB plus a 32 KiB window (zlib-rs
+//! allocates the largest whatever the bits). Neither stays with a connection between
+//! messages: when a message ends, its compressor or inflater goes back to a small
+//! process-wide pool, and a direction with context takeover keeps only what the next message
+//! may refer to, the last window of uncompressed bytes, which the next state taken from the
+//! pool starts from as its dictionary. An idle connection thus holds at most a window per
+//! direction (4 KiB each at 12 bits), for the cost of resetting a state and loading that
+//! window with each message.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 use zlib_rs::{
     Deflate, DeflateConfig as ZlibConfig, DeflateFlush, Inflate, InflateFlush, Method, Status,
@@ -385,54 +388,83 @@ pub fn check_answer(
     }))
 }
 
-/// Compressors and inflaters kept per thread between messages of connections without
-/// context takeover, by their settings, at most this many of each.
-const POOL_SIZE: usize = 4;
+/// Compressors and inflaters kept between messages for the whole process, by their
+/// settings, at most this many of each: process-wide, so that a thread per connection (the
+/// sync face) does not keep one per idle connection.
+const POOL_SIZE: usize = 8;
 
 /// What a compressor is made with: level, memLevel, window bits. Two compressors with the
 /// same key that reset after each message turn a message into the same bytes.
 pub(crate) type DeflateKey = (u8, u8, u8);
 
-/// A per-thread pool of codec states by their settings.
-type Pool<K, T> = std::thread::LocalKey<RefCell<Vec<(K, T)>>>;
+/// A pool of reset codec states by their settings.
+type Pool<K, T> = Mutex<Vec<(K, T)>>;
 
-thread_local! {
-    static DEFLATERS: RefCell<Vec<(DeflateKey, Deflate)>> = const { RefCell::new(Vec::new()) };
-    static INFLATERS: RefCell<Vec<(u8, Inflate)>> = const { RefCell::new(Vec::new()) };
+static DEFLATERS: Pool<DeflateKey, Deflate> = Mutex::new(Vec::new());
+static INFLATERS: Pool<u8, Inflate> = Mutex::new(Vec::new());
+
+fn take_pooled<K: PartialEq, T>(pool: &Pool<K, T>, key: &K) -> Option<T> {
+    let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let index = pool.iter().position(|(k, _)| k == key)?;
+    Some(pool.swap_remove(index).1)
 }
 
-fn take_pooled<K: PartialEq, T>(pool: &'static Pool<K, T>, key: &K) -> Option<T> {
-    pool.with_borrow_mut(|pool| {
-        let index = pool.iter().position(|(k, _)| k == key)?;
-        Some(pool.swap_remove(index).1)
-    })
+fn give_back<K, T>(pool: &Pool<K, T>, key: K, state: T) {
+    let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pool.len() < POOL_SIZE {
+        pool.push((key, state));
+    }
 }
 
-fn give_back<K, T>(pool: &'static Pool<K, T>, key: K, state: T) {
-    pool.with_borrow_mut(|pool| {
-        if pool.len() < POOL_SIZE {
-            pool.push((key, state));
+/// The last `1 << bits` bytes of a direction's uncompressed stream: all that a message may
+/// refer back to under context takeover, kept between messages instead of a codec state.
+struct Window {
+    bytes: Vec<u8>,
+    size: usize,
+}
+
+impl Window {
+    fn new(bits: u8) -> Self {
+        Self {
+            bytes: Vec::new(),
+            size: 1 << bits,
         }
-    })
+    }
+
+    /// Appends `data`, keeping only the last window of the stream.
+    fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(self.size)..];
+        let overflow = (self.bytes.len() + data.len()).saturating_sub(self.size);
+        self.bytes.drain(..overflow);
+        if self.bytes.len() + data.len() > self.bytes.capacity() {
+            // Straight to the window's size, never past it.
+            self.bytes.reserve_exact(self.size - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(data);
+    }
 }
 
 /// Our side's compressor: whether and how the messages we send are compressed.
 pub(crate) struct Compressor {
     key: DeflateKey,
-    reset_each_message: bool,
+    /// Context takeover: what the next message starts from (`None` without takeover).
+    history: Option<Window>,
     /// 8-bit window: nothing is compressed (RFC 7692 allows per-message choice).
     disabled: bool,
     min_size: usize,
+    /// The state compressing a message, from its first bytes to its end.
     state: Option<Deflate>,
 }
 
 impl Compressor {
     pub(crate) fn new(agreement: &Agreement, config: &DeflateConfig, role: Role) -> Self {
         let (bits, reset_each_message) = agreement.sender(role);
+        let disabled = bits < MIN_WINDOW_BITS;
+        let bits = bits.max(MIN_WINDOW_BITS);
         Self {
-            key: (config.level, config.mem_level, bits.max(MIN_WINDOW_BITS)),
-            reset_each_message,
-            disabled: bits < MIN_WINDOW_BITS,
+            key: (config.level, config.mem_level, bits),
+            history: (!reset_each_message).then(|| Window::new(bits)),
+            disabled,
             min_size: config.min_size,
             state: None,
         }
@@ -443,7 +475,7 @@ impl Compressor {
     pub(crate) fn stateless(key: DeflateKey) -> Self {
         Self {
             key,
-            reset_each_message: true,
+            history: None,
             disabled: false,
             min_size: 0,
             state: None,
@@ -453,7 +485,7 @@ impl Compressor {
     /// The key of a compressor whose output depends on the message alone (no context
     /// takeover, not disabled): any connection with the same key can take the same bytes.
     pub(crate) fn shared_key(&self) -> Option<DeflateKey> {
-        (self.reset_each_message && !self.disabled).then_some(self.key)
+        (self.history.is_none() && !self.disabled).then_some(self.key)
     }
 
     /// Whether a message of `len` bytes is compressed, `compress` being the sender's wish.
@@ -470,7 +502,7 @@ impl Compressor {
     pub(crate) fn compress(&mut self, data: &[u8], out: &mut Vec<u8>, fin: bool) {
         let (level, mem_level, bits) = self.key;
         let mut state = self.state.take().unwrap_or_else(|| {
-            take_pooled(&DEFLATERS, &self.key).unwrap_or_else(|| {
+            let mut state = take_pooled(&DEFLATERS, &self.key).unwrap_or_else(|| {
                 Deflate::new_with_config(ZlibConfig {
                     level: i32::from(level),
                     method: Method::Deflated,
@@ -478,8 +510,17 @@ impl Compressor {
                     mem_level: i32::from(mem_level),
                     strategy: Strategy::Default,
                 })
-            })
+            });
+            if let Some(history) = self.history.as_ref().filter(|h| !h.bytes.is_empty()) {
+                state
+                    .set_dictionary(&history.bytes)
+                    .expect("a reset raw compressor takes a dictionary");
+            }
+            state
         });
+        if let Some(history) = &mut self.history {
+            history.push(data);
+        }
         let start = out.len();
         let mut input = data;
         loop {
@@ -510,11 +551,9 @@ impl Compressor {
             } else {
                 out.truncate(out.len() - SYNC_TAIL.len());
             }
-            if self.reset_each_message {
-                state.reset();
-                give_back(&DEFLATERS, self.key, state);
-                return;
-            }
+            state.reset();
+            give_back(&DEFLATERS, self.key, state);
+            return;
         }
         self.state = Some(state);
     }
@@ -532,7 +571,9 @@ pub(crate) enum InflateError {
 /// The inflater for the messages the peer sends.
 pub(crate) struct Inflater {
     bits: u8,
-    reset_each_message: bool,
+    /// Context takeover: what the next message may refer to (`None` without takeover).
+    history: Option<Window>,
+    /// The state inflating a message, from its first bytes to its end.
     state: Option<Inflate>,
 }
 
@@ -544,7 +585,7 @@ impl Inflater {
         };
         let (bits, reset_each_message) = agreement.sender(peer);
         // A peer told 8 may still use 9 (zlib does): a larger window is always safe. Pooled
-        // inflaters, shared by all such connections of a thread, take the largest.
+        // inflaters, shared by all such connections, take the largest.
         let bits = if reset_each_message {
             MAX_WINDOW_BITS
         } else {
@@ -552,7 +593,7 @@ impl Inflater {
         };
         Self {
             bits,
-            reset_each_message,
+            history: (!reset_each_message).then(|| Window::new(bits)),
             state: None,
         }
     }
@@ -567,11 +608,20 @@ impl Inflater {
         limit: usize,
     ) -> Result<(), InflateError> {
         let bits = self.bits;
+        let history = &mut self.history;
         let state = self.state.get_or_insert_with(|| {
-            take_pooled(&INFLATERS, &bits).unwrap_or_else(|| Inflate::new(false, bits))
+            let mut state =
+                take_pooled(&INFLATERS, &bits).unwrap_or_else(|| Inflate::new(false, bits));
+            if let Some(history) = history.as_ref().filter(|h| !h.bytes.is_empty()) {
+                state
+                    .set_dictionary(&history.bytes)
+                    .expect("a reset raw inflater takes a dictionary");
+            }
+            state
         });
+        let start = out.len();
         let mut input = input;
-        loop {
+        let status = loop {
             if out.len() == out.capacity() {
                 // Grow by doubling from 16 KiB, never past one byte over the limit (which is
                 // how an oversized message shows).
@@ -595,32 +645,37 @@ impl Inflater {
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
-            if status == Status::StreamEnd {
-                // A final block ends the stream (and its window): what follows is ignored,
-                // and the next message starts a stream of its own.
-                *state = Inflate::new(false, bits);
-                return Ok(());
+            if status == Status::StreamEnd || produced < spare_len || status == Status::BufError {
+                break status;
             }
-            if produced < spare_len || status == Status::BufError {
-                return Ok(());
+        };
+        if let Some(history) = history {
+            history.push(&out[start..]);
+        }
+        if status == Status::StreamEnd {
+            // A final block ends the stream (and its window): what follows is ignored, and
+            // the next message starts a stream of its own.
+            state.reset(false);
+            if let Some(history) = history {
+                history.bytes.clear();
             }
         }
+        Ok(())
     }
 
-    /// Ends a message: feeds the sync tail the sender removed, then resets or keeps the
-    /// window as agreed.
+    /// Ends a message: feeds the sync tail the sender removed, then gives the state back to
+    /// the pool (the window, kept under context takeover, is in `history`).
     pub(crate) fn finish_message(
         &mut self,
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), InflateError> {
         self.inflate(&SYNC_TAIL, out, limit)?;
-        if self.reset_each_message {
-            if let Some(mut state) = self.state.take() {
-                // A reset inflater has the largest window, which pooled ones use.
-                state.reset(false);
-                give_back(&INFLATERS, self.bits, state);
-            }
+        if let Some(mut state) = self.state.take() {
+            // A reset inflater has a 15-bit window (zlib-rs allocates 32 KiB whatever the
+            // bits), which inflates what any peer sends.
+            state.reset(false);
+            give_back(&INFLATERS, self.bits, state);
         }
         Ok(())
     }
