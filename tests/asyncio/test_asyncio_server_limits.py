@@ -227,8 +227,10 @@ def refuse_or_fail(connection: ServerConnection, request: Request) -> Response |
 
 # pytest keeps the records it captures, and with them the frames of a logged exception: the
 # connection in them would look leaked. This logger makes no records.
+# Logs nothing: a kept log record's traceback would keep the connection alive. A level, not
+# `disabled`: logging.config.dictConfig (uvicorn's, in tests/asgi) re-enables disabled loggers.
 SILENT = logging.getLogger("ferrows.tests.silent")
-SILENT.disabled = True
+SILENT.setLevel(logging.CRITICAL + 1)
 
 PARTIAL = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 Drive = Callable[[Server], Awaitable[bytes]]
