@@ -217,6 +217,15 @@ pub unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], fer
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// The message kind of a `FERROWS_MESSAGE_*` value (1 text, 2 binary).
+pub fn message_kind_arg(value: u32) -> Result<ferrows_core::protocol::MessageKind, ferrows_result> {
+    match value {
+        1 => Ok(ferrows_core::protocol::MessageKind::Text),
+        2 => Ok(ferrows_core::protocol::MessageKind::Binary),
+        other => Err(invalid(format!("unknown message type {other}"))),
+    }
+}
+
 /// A timeout in milliseconds: -1 waits forever, 0 does not wait, more bounds the wait.
 pub fn timeout_arg(timeout_ms: i32) -> Result<Option<std::time::Duration>, ferrows_result> {
     match timeout_ms {

@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use ferrows_core::engine::{self, Outcome, SlowPolicy};
-use ferrows_core::protocol::MessageKind;
 
 use crate::boundary::ferrows_result::*;
 use crate::boundary::*;
@@ -67,10 +66,9 @@ pub unsafe extern "C" fn ferrows_broadcast(
     result: *mut ferrows_broadcast_result,
 ) -> ferrows_result {
     ffi!(FERROWS_ERR_PANIC, {
-        let kind = match r#type {
-            1 => MessageKind::Text,
-            2 => MessageKind::Binary,
-            other => return invalid(format!("unknown message type {other}")),
+        let kind = match message_kind_arg(r#type) {
+            Ok(kind) => kind,
+            Err(code) => return code,
         };
         // SAFETY: the caller promises `len` readable bytes at `data` (checked if NULL).
         let data = match unsafe { bytes_arg(data, len) } {

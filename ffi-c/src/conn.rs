@@ -12,8 +12,8 @@ use ferrows_core::Error;
 use std::time::{Duration, Instant};
 
 use crate::boundary::{
-    bytes_arg, code_of, copy_out, fail, ferrows_result, ferrows_result::*, ffi, invalid, non_null,
-    status, timeout_arg, utf8_arg,
+    bytes_arg, code_of, copy_out, fail, ferrows_result, ferrows_result::*, ffi, invalid,
+    message_kind_arg, non_null, status, timeout_arg, utf8_arg,
 };
 use crate::config::ferrows_config;
 use crate::event::{ferrows_event, ferrows_event_kind};
@@ -632,10 +632,9 @@ pub unsafe extern "C" fn ferrows_conn_send(
     ffi!(FERROWS_ERR_PANIC, {
         non_null!(conn);
         let compress = r#type & FERROWS_SEND_UNCOMPRESSED == 0;
-        let kind = match r#type & !FERROWS_SEND_UNCOMPRESSED {
-            1 => MessageKind::Text,
-            2 => MessageKind::Binary,
-            other => return invalid(format!("unknown message type {other}")),
+        let kind = match message_kind_arg(r#type & !FERROWS_SEND_UNCOMPRESSED) {
+            Ok(kind) => kind,
+            Err(code) => return code,
         };
         // SAFETY: the caller promises `len` readable bytes at `data` (checked if NULL).
         let (data, timeout) = match (unsafe { bytes_arg(data, len) }, timeout_arg(timeout_ms)) {

@@ -581,6 +581,15 @@ impl Connection {
         self.dispatch(inner);
     }
 
+    /// Starts the closing handshake and writes the close frame after what waits.
+    fn close_locked(&self, inner: &mut Inner, code: u16, reason: &str) -> Result<()> {
+        inner.protocol.close(code, reason, Instant::now())?;
+        self.write_now(inner);
+        // The close timeout is a new deadline for the writer's timer.
+        self.shared.wake_writer.notify_one();
+        Ok(())
+    }
+
     /// Sends one fragment of a message (`kind` and `compress` count on the first; `fin`
     /// ends the message), with the same waiting rule as [`Connection::send`].
     pub fn send_fragment(
@@ -644,19 +653,16 @@ impl Connection {
             let SlowPolicy::Close { code, reason } = policy else {
                 return Outcome::Skipped;
             };
-            if inner.protocol.close(*code, reason, Instant::now()).is_err() {
+            if self.close_locked(&mut inner, *code, reason).is_err() {
                 return Outcome::NotOpen;
             }
-            self.dispatch(&mut inner);
-            self.shared.wake_writer.notify_one();
             return Outcome::Closed;
         }
         // Refused only in the middle of a fragmented message: its frames must not be split.
         if message.send_to(&mut inner.protocol).is_err() {
             return Outcome::Skipped;
         }
-        write_inline(&mut inner);
-        self.dispatch(&mut inner);
+        self.write_now(&mut inner);
         Outcome::Sent
     }
 
@@ -671,8 +677,7 @@ impl Connection {
         let id = inner.protocol.send_ping(payload, Instant::now())?;
         let waiter = PongWaiter::default();
         inner.pings.push_back((id, waiter.clone()));
-        inner.deferred = false;
-        self.dispatch(&mut inner);
+        self.write_now(&mut inner);
         Ok(waiter)
     }
 
@@ -680,8 +685,7 @@ impl Connection {
     pub fn pong(&self, payload: &[u8]) -> Result<()> {
         let mut inner = self.lock();
         inner.protocol.send_pong(payload)?;
-        inner.deferred = false;
-        self.dispatch(&mut inner);
+        self.write_now(&mut inner);
         Ok(())
     }
 
@@ -691,12 +695,7 @@ impl Connection {
         if inner.ended.is_some() || inner.protocol.is_closed() {
             return Ok(()); // over already, or ending: the writer is flushing
         }
-        inner.protocol.close(code, reason, Instant::now())?;
-        inner.deferred = false;
-        self.dispatch(&mut inner);
-        // The close timeout is a new deadline for the writer's timer.
-        self.shared.wake_writer.notify_one();
-        Ok(())
+        self.close_locked(&mut inner, code, reason)
     }
 
     /// Closes with `code` and `reason` and waits until the connection has ended: everything
