@@ -57,7 +57,10 @@ pub fn broadcast_frames<'py>(
             continue;
         }
         let shared = match broadcast.frame_for(protocol) {
-            Some(frame) if !protocol.has_output() => Some(frame.bytes()),
+            Some(frame) if !protocol.has_output() => {
+                protocol.record_shared(&frame);
+                Some(frame.bytes())
+            }
             _ => None,
         };
         let write = match shared {

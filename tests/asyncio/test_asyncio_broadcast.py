@@ -64,6 +64,10 @@ async def test_every_client_receives_the_exact_messages_in_order():
         for result in results:
             assert result.sent == clients_count and result
             assert (result.skipped, result.closed, result.not_open) == ([], [], [])
+        # The server's metrics count broadcasts as sent messages, shared frames included.
+        metrics = server.metrics.snapshot()
+        assert metrics["messages_out"] == 3 * clients_count + 1
+        assert metrics["bytes_out"] == (4 + 6) * clients_count + len("first, on one connection")
         received = await receive_all(clients, 3)
         first = next(c for c in clients if c.local_address == connections[0].remote_address)
         for client, messages in zip(clients, received):

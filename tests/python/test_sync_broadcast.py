@@ -50,6 +50,9 @@ def test_every_client_receives_the_exact_messages(ferrows_server: Callable[..., 
     for message in messages:
         result = broadcast(connections, message)
         assert result.sent == room.expected and result
+    # The server's metrics count broadcasts as sent messages, shared frames included.
+    metrics = server.server.metrics.snapshot()
+    assert (metrics["messages_out"], metrics["bytes_out"]) == (3 * 50, (4 + 6) * 50)
     for client in clients:
         assert [client.recv(timeout=10) for _ in messages] == messages
         client.close()

@@ -39,6 +39,11 @@ impl<'b> SharedFrame<'b> {
         self.bytes
     }
 
+    /// The length of the message it carries (before compression).
+    pub fn message_len(&self) -> usize {
+        self.message_len
+    }
+
     /// Whether `connection` would encode the message into these very bytes.
     pub(crate) fn fits(&self, connection: &Connection) -> bool {
         connection.broadcast_encoding(self.message_len) == self.encoding

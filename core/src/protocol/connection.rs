@@ -569,7 +569,15 @@ impl Connection {
         }
         self.flush_pong();
         self.output.extend_from_slice(frame.bytes());
+        self.record_shared(&frame);
         Ok(())
+    }
+
+    /// Counts a shared broadcast frame sent on this connection in its server's metrics, as
+    /// [`Connection::send_message`] counts its own (a driver that writes the frame itself,
+    /// without [`Connection::send_shared`], calls it).
+    pub fn record_shared(&self, frame: &super::broadcast::SharedFrame<'_>) {
+        self.record_sent(frame.message_len(), true);
     }
 
     /// Records that a broadcast skipped (or closed) this connection for being slow, here
