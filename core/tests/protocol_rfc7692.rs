@@ -501,12 +501,12 @@ fn context_takeover_keeps_each_connection_its_own_window_across_pooled_states() 
         .collect();
     let mut first = Vec::new();
     for round in 0..3 {
-        for ((client, server), text) in pairs.iter_mut().zip(&texts) {
+        for (index, ((client, server), text)) in pairs.iter_mut().zip(&texts).enumerate() {
             let sizes = exchange(client, server, text.as_bytes());
             if round == 0 {
                 first.push(sizes);
             } else {
-                let before = first[first.len().min(3) - 1];
+                let before = first[index];
                 assert!(
                     sizes.iter().zip(before).all(|(now, was)| now * 4 < was),
                     "round {round}: {sizes:?} after {before:?}"
