@@ -37,13 +37,12 @@ from uvicorn.protocols.utils import (
 from uvicorn.server import ServerState
 
 from . import _ferrows
-from .asyncio.connection import _send_buffer
+from .asyncio.connection import _CLOSED, _OUTPUT, _TIMER, _send_buffer
 from .asyncio.options import core_options
 from .exceptions import ConnectionClosed, InvalidHandshake
 
 __all__ = ["FerrowsProtocol"]
 
-_OUTPUT, _TIMER, _CLOSED = 4, 5, 3
 
 #: uvicorn's protocols take a close timeout of 0 as "give up at once", the core as "never":
 #: 0 reaches the core as the shortest delay it can wait.

@@ -263,8 +263,9 @@ class Topics:
         if watcher.cancelled():
             return  # the topics closed first
         last = self._remove(connection, ())
-        del self._topics_of[connection]
-        del self._watchers[connection]
+        # Gone already when the topics closed after the watcher ended, before this ran.
+        self._topics_of.pop(connection, None)
+        self._watchers.pop(connection, None)
         self._backend.unlisten_soon(last)
 
     def _check_topic(self, topic: str) -> None:
