@@ -149,6 +149,29 @@ async def aiohttp_server(port: int, tls: tuple[str, str] | None) -> None:
     await asyncio.Event().wait()
 
 
+def websockets_sync(port: int, tls: tuple[str, str] | None) -> None:
+    """websockets' threaded server: the peer of ferrows.sync's (a thread per connection)."""
+    from websockets.sync.server import serve
+
+    def echo(connection: Any) -> None:
+        for message in connection:
+            connection.send(message)
+
+    with serve(
+        echo,
+        "127.0.0.1",
+        port,
+        ssl=tls_context(tls),
+        backlog=BACKLOG,
+        open_timeout=OPEN_TIMEOUT,
+        max_size=None,
+        ping_interval=None,
+        compression=None,
+    ) as server:
+        ready()
+        server.serve_forever()
+
+
 async def websockets_server(port: int, tls: tuple[str, str] | None) -> None:
     from websockets.asyncio.server import serve
 
@@ -211,7 +234,7 @@ ASYNC_SERVERS: dict[str, Callable[[int, tuple[str, str] | None], Any]] = {
     "uvicorn-websockets": uvicorn_server("websockets-sansio"),
     "uvicorn-wsproto": uvicorn_server("wsproto"),
 }
-SYNC_SERVERS = {"ferrows-sync": ferrows_sync}
+SYNC_SERVERS = {"ferrows-sync": ferrows_sync, "websockets-sync": websockets_sync}
 KINDS = [*ASYNC_SERVERS, *SYNC_SERVERS]
 
 

@@ -37,9 +37,15 @@ PIPELINED = 32
 # Deflate rows: once ferrows takes compression="deflate", add "deflate" here and the client
 # scenarios run again compressed, for the libraries bench/clients.py knows the option of.
 COMPRESSIONS: tuple[str | None, ...] = (None,)
-# The servers' load: (connections, messages in flight on each), messages of SERVER_SIZE.
-SERVER_LOADS = ((1, 1), (1, PIPELINED), (100, 1), (1000, 1))
-SERVER_SIZE = 256
+# The servers' load: (message size, connections, messages in flight on each).
+SERVER_LOADS = (
+    (256, 1, 1),
+    (256, 1, PIPELINED),
+    (256, 100, 1),
+    (256, 1000, 1),
+    (64 * 1024, 1, PIPELINED),
+    (1024 * 1024, 1, 8),
+)
 HANDSHAKE_CONCURRENCY = 16
 BROADCAST_SIZE = 256
 BROADCAST_WARMUP_ROUNDS = 2
@@ -190,6 +196,7 @@ PYTHON_SERVERS = (
     ("picows", "picows", "peer"),
     ("aiohttp", "aiohttp", "peer"),
     ("websockets", "websockets", "peer"),
+    ("websockets-sync", "websockets.sync", "peer"),
 )
 # A Starlette echo endpoint under uvicorn, with each WebSocket protocol (bench/servers.py).
 ASGI_SERVERS = (
@@ -222,7 +229,14 @@ DEFLATE_SERVERS = (
     ("aiohttp", "aiohttp", "peer", True),
     ("ferrows-asyncio-no-takeover", "ferrows asyncio", "ferrows", False),
 )
-HANDSHAKE_SERVERS = ("ferrows-handler", "ferrows-sync", "picows", "aiohttp", "websockets")
+HANDSHAKE_SERVERS = (
+    "ferrows-handler",
+    "ferrows-sync",
+    "picows",
+    "aiohttp",
+    "websockets",
+    "websockets-sync",
+)
 LIBRARY_VERSIONS = (
     *("ferrows", "picows", "aiohttp", "websockets", "websocket-client", "uvloop"),
     *("uvicorn", "starlette", "wsproto", "httptools"),
@@ -478,12 +492,14 @@ class Suite:
 
     # --- servers under the load generator
 
-    def load(self, server: Process, port: int, connections: int, inflight: int, raw: bool):
+    def load(
+        self, server: Process, port: int, size: int, connections: int, inflight: int, raw: bool
+    ):
         profile = self.profile
         warmup = profile.server_warmup
         command = [
             self.loadgen, "load", "--port", port, "--pid", server.pid,
-            "--connections", connections, "--inflight", inflight, "--size", SERVER_SIZE,
+            "--connections", connections, "--inflight", inflight, "--size", size,
             "--warmup", warmup, "--seconds", profile.seconds, "--runs", profile.runs,
             *(["--raw"] if raw else []),
         ]  # fmt: skip
@@ -499,19 +515,19 @@ class Suite:
         print(f"{section} under the load generator")
         for name, role, command, raw in servers:
             loads = [
-                (self.row(section, f"{SERVER_SIZE} B {c} conn x{k}", name, role), c, k)
-                for c, k in SERVER_LOADS
+                (self.row(section, f"{size_label(size)} {c} conn x{k}", name, role), size, c, k)
+                for size, c, k in SERVER_LOADS
             ]
             port = free_port()
             try:
                 server = Process(SERVER_CPU, [*command, port], self.logs / f"{name}.log")
             except Exception as error:
-                for row, _, _ in loads:
+                for row, *_ in loads:
                     row.fail(error)
                 continue
             with server:
-                for row, connections, inflight in loads:
-                    row.add(self.load, server, port, connections, inflight, raw)
+                for row, size, connections, inflight in loads:
+                    row.add(self.load, server, port, size, connections, inflight, raw)
             if idle and not raw:
                 self.idle_memory(name, role, command)
 
