@@ -143,19 +143,52 @@ fn raise_file_limit() {
     }
 }
 
-/// CPU time of every thread of process `pid` so far, in nanoseconds (schedstat: the
-/// scheduler's own accounting, finer than the 10 ms ticks of /proc/PID/stat).
+/// CPU time of process `pid` so far, in nanoseconds: its live threads from schedstat (the
+/// scheduler's own accounting, finer than the 10 ms ticks of /proc/PID/stat), plus the
+/// threads that have exited, which only /proc/PID/stat keeps (in ticks). A server with a
+/// thread per connection ends threads while it is measured; summing the live ones alone
+/// would make its CPU time go backwards.
 fn process_cpu_ns(pid: usize) -> io::Result<u64> {
-    let mut total = 0;
+    let mut live_ns = 0;
+    let mut live_ticks = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let stat = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
-        total += stat
+        let path = task?.path();
+        let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        live_ns += schedstat
             .split_whitespace()
             .next()
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
+        live_ticks += cpu_ticks(&stat);
     }
-    Ok(total)
+    let process_ticks = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?);
+    let exited_ticks = process_ticks.saturating_sub(live_ticks);
+    Ok(live_ns + exited_ticks * (1_000_000_000 / clock_ticks_per_second()))
+}
+
+/// utime + stime of a /proc stat line, in clock ticks (0 if it cannot be read).
+fn cpu_ticks(stat: &str) -> u64 {
+    // The fields after the command name, which may hold spaces, closed by the last ')'.
+    let fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let mut fields = fields.split_whitespace().skip(11);
+    let mut next = || {
+        fields
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    next() + next()
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -286,7 +319,7 @@ impl Windows {
                 "{{\"count\": {}, \"seconds\": {:.6}, \"server_cpu_s\": {:.6}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"open_s\": {:.3}}}",
                 completed_end - completed,
                 (ended - started).as_secs_f64(),
-                (cpu_end - cpu) as f64 / 1e9,
+                cpu_end.saturating_sub(cpu) as f64 / 1e9,
                 percentile_us(&latencies, 0.50),
                 percentile_us(&latencies, 0.99),
                 self.opening.as_secs_f64(),
