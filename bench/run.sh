@@ -16,10 +16,12 @@ OUT=$TARGET/bench
 step() { printf '\n=== bench: %s\n' "$*"; }
 
 build_ferrows=1
+quick=0
 suite_args=()
 for arg in "$@"; do
   case $arg in
     --installed) build_ferrows=0 ;;
+    --quick) quick=1; suite_args+=("$arg") ;;
     *) suite_args+=("$arg") ;;
   esac
 done
@@ -41,6 +43,10 @@ fi
 
 step "Load generator (bench/loadgen, outside the workspace)"
 cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir "$TARGET/loadgen"
+
+step "permessage-deflate in the core, without I/O (bench/codec; docs/compression.md runs it)"
+cargo build --release --quiet --manifest-path bench/codec/Cargo.toml --target-dir "$TARGET/codec"
+if [ "$quick" = 1 ]; then "$TARGET/codec/release/ferrows-codec-bench" 0.02 1 >/dev/null; fi
 
 step "C programs (bench/c)"
 LIB_DIR=$TARGET/release

@@ -58,6 +58,7 @@ cargo tree --workspace --edges normal --prefix none | grep -q '^zlib-rs ' || { e
 
 step "Style: cargo fmt, clippy, ruff"
 cargo fmt --all -- --check
+for crate in bench/loadgen bench/codec; do cargo fmt --manifest-path "$crate/Cargo.toml" -- --check; done
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 "$VENV/bin/ruff" check py/python tests bench
 "$VENV/bin/ruff" format --check py/python tests bench

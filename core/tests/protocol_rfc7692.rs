@@ -517,6 +517,32 @@ fn context_takeover_keeps_each_connection_its_own_window_across_pooled_states() 
 }
 
 #[test]
+fn a_pooled_state_taken_by_another_connection_does_not_carry_its_stream() {
+    // A state goes back to the pool still holding its connection's stream, for that
+    // connection to go on with. Settings no other test uses make the second connection
+    // take the first one's states: it must reset them, else its message would refer to
+    // bytes its peer never saw.
+    let settings = DeflateConfig {
+        level: 9,
+        mem_level: 9,
+        ..DeflateConfig::client()
+    };
+    let agreed = agreement(Some(10), Some(10), false, false);
+    let (mut first_client, mut first_server) = deflate_pair(agreed, &settings, quiet());
+    let (mut second_client, mut second_server) = deflate_pair(agreed, &settings, quiet());
+    let text = json_like(12);
+    let fresh = exchange(&mut first_client, &mut first_server, text.as_bytes());
+    // The same text: a state still holding the first stream would send back-references.
+    let other = exchange(&mut second_client, &mut second_server, text.as_bytes());
+    assert_eq!(other, fresh, "the second connection started from nothing");
+    let again = exchange(&mut first_client, &mut first_server, text.as_bytes());
+    assert!(
+        again.iter().zip(fresh).all(|(now, was)| now * 4 < was),
+        "the first connection went on from its own window: {again:?} after {fresh:?}"
+    );
+}
+
+#[test]
 fn idle_connections_with_context_takeover_keep_only_their_windows() {
     // The suite's memory scenario in the core: connections at the server defaults (12-bit
     // windows, memLevel 5, context takeover) that each sent a 4 KiB message each way and

@@ -14,11 +14,13 @@
 //! process-wide pool, and a direction with context takeover keeps only what the next message
 //! may refer to, the last window of uncompressed bytes, which the next state taken from the
 //! pool starts from as its dictionary. An idle connection thus holds at most a window per
-//! direction (4 KiB each at 12 bits), for the cost of resetting a state and loading that
-//! window with each message.
+//! direction (4 KiB each at 12 bits). A state given back keeps its stream, tagged with its
+//! direction, so a busy connection takes its own back and goes on; only a connection whose
+//! state another one took pays for resetting one and loading its window.
 
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use zlib_rs::{
@@ -397,22 +399,62 @@ const POOL_SIZE: usize = 8;
 /// same key that reset after each message turn a message into the same bytes.
 pub(crate) type DeflateKey = (u8, u8, u8);
 
-/// A pool of reset codec states by their settings.
-type Pool<K, T> = Mutex<Vec<(K, T)>>;
+/// A pool of codec states by their settings. A state given back under context takeover
+/// keeps its stream, tagged with the direction that used it: when that direction takes it
+/// again (a busy connection, the common case) it goes on without the reset and the
+/// dictionary load that any other taker pays (about half of compressing a small message).
+type Pool<K, T> = Mutex<Vec<Pooled<K, T>>>;
+
+struct Pooled<K, T> {
+    key: K,
+    /// The direction whose stream the state still holds; `None`: the state is reset.
+    owner: Option<u64>,
+    state: T,
+}
 
 static DEFLATERS: Pool<DeflateKey, Deflate> = Mutex::new(Vec::new());
 static INFLATERS: Pool<u8, Inflate> = Mutex::new(Vec::new());
 
-fn take_pooled<K: PartialEq, T>(pool: &Pool<K, T>, key: &K) -> Option<T> {
-    let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let index = pool.iter().position(|(k, _)| k == key)?;
-    Some(pool.swap_remove(index).1)
+/// Tags of the directions with context takeover, unique for the process's life.
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(0);
+
+fn new_owner() -> u64 {
+    NEXT_OWNER.fetch_add(1, Ordering::Relaxed)
 }
 
-fn give_back<K, T>(pool: &Pool<K, T>, key: K, state: T) {
+/// How a state came out of the pool.
+enum Taken<T> {
+    /// The taker's own stream, as it left it.
+    Continued(T),
+    /// Another's stream: reset it before use.
+    Dirty(T),
+    /// A reset state.
+    Clean(T),
+}
+
+/// Takes `owner`'s own state if pooled, else a reset one for `key`, else any for `key`.
+fn take_pooled<K: PartialEq, T>(
+    pool: &Pool<K, T>,
+    key: &K,
+    owner: Option<u64>,
+) -> Option<Taken<T>> {
+    let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let own = owner.and_then(|owner| pool.iter().position(|p| p.owner == Some(owner)));
+    let index = own
+        .or_else(|| pool.iter().position(|p| p.key == *key && p.owner.is_none()))
+        .or_else(|| pool.iter().position(|p| p.key == *key))?;
+    let pooled = pool.swap_remove(index);
+    Some(match pooled.owner {
+        None => Taken::Clean(pooled.state),
+        Some(_) if own.is_some() => Taken::Continued(pooled.state),
+        Some(_) => Taken::Dirty(pooled.state),
+    })
+}
+
+fn give_back<K, T>(pool: &Pool<K, T>, key: K, owner: Option<u64>, state: T) {
     let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if pool.len() < POOL_SIZE {
-        pool.push((key, state));
+        pool.push(Pooled { key, owner, state });
     }
 }
 
@@ -449,6 +491,8 @@ pub(crate) struct Compressor {
     key: DeflateKey,
     /// Context takeover: what the next message starts from (`None` without takeover).
     history: Option<Window>,
+    /// Context takeover: the tag of this direction's state in the pool.
+    owner: Option<u64>,
     /// 8-bit window: nothing is compressed (RFC 7692 allows per-message choice).
     disabled: bool,
     min_size: usize,
@@ -464,6 +508,7 @@ impl Compressor {
         Self {
             key: (config.level, config.mem_level, bits),
             history: (!reset_each_message).then(|| Window::new(bits)),
+            owner: (!reset_each_message).then(new_owner),
             disabled,
             min_size: config.min_size,
             state: None,
@@ -476,6 +521,7 @@ impl Compressor {
         Self {
             key,
             history: None,
+            owner: None,
             disabled: false,
             min_size: 0,
             state: None,
@@ -500,24 +546,7 @@ impl Compressor {
 
     /// Appends `data` compressed to `out`; `fin` ends the message (its sync tail removed).
     pub(crate) fn compress(&mut self, data: &[u8], out: &mut Vec<u8>, fin: bool) {
-        let (level, mem_level, bits) = self.key;
-        let mut state = self.state.take().unwrap_or_else(|| {
-            let mut state = take_pooled(&DEFLATERS, &self.key).unwrap_or_else(|| {
-                Deflate::new_with_config(ZlibConfig {
-                    level: i32::from(level),
-                    method: Method::Deflated,
-                    window_bits: -i32::from(bits),
-                    mem_level: i32::from(mem_level),
-                    strategy: Strategy::Default,
-                })
-            });
-            if let Some(history) = self.history.as_ref().filter(|h| !h.bytes.is_empty()) {
-                state
-                    .set_dictionary(&history.bytes)
-                    .expect("a reset raw compressor takes a dictionary");
-            }
-            state
-        });
+        let mut state = self.state.take().unwrap_or_else(|| self.take_state());
         if let Some(history) = &mut self.history {
             history.push(data);
         }
@@ -551,11 +580,42 @@ impl Compressor {
             } else {
                 out.truncate(out.len() - SYNC_TAIL.len());
             }
-            state.reset();
-            give_back(&DEFLATERS, self.key, state);
+            if self.owner.is_none() {
+                state.reset();
+            }
+            give_back(&DEFLATERS, self.key, self.owner, state);
             return;
         }
         self.state = Some(state);
+    }
+
+    /// A state for the next message: this direction's own from the pool as it left it,
+    /// else one reset and started from the window.
+    fn take_state(&self) -> Deflate {
+        let mut state = match take_pooled(&DEFLATERS, &self.key, self.owner) {
+            Some(Taken::Continued(state)) => return state,
+            Some(Taken::Dirty(mut state)) => {
+                state.reset();
+                state
+            }
+            Some(Taken::Clean(state)) => state,
+            None => {
+                let (level, mem_level, bits) = self.key;
+                Deflate::new_with_config(ZlibConfig {
+                    level: i32::from(level),
+                    method: Method::Deflated,
+                    window_bits: -i32::from(bits),
+                    mem_level: i32::from(mem_level),
+                    strategy: Strategy::Default,
+                })
+            }
+        };
+        if let Some(history) = self.history.as_ref().filter(|h| !h.bytes.is_empty()) {
+            state
+                .set_dictionary(&history.bytes)
+                .expect("a reset raw compressor takes a dictionary");
+        }
+        state
     }
 }
 
@@ -573,6 +633,8 @@ pub(crate) struct Inflater {
     bits: u8,
     /// Context takeover: what the next message may refer to (`None` without takeover).
     history: Option<Window>,
+    /// Context takeover: the tag of this direction's state in the pool.
+    owner: Option<u64>,
     /// The state inflating a message, from its first bytes to its end.
     state: Option<Inflate>,
 }
@@ -594,6 +656,7 @@ impl Inflater {
         Self {
             bits,
             history: (!reset_each_message).then(|| Window::new(bits)),
+            owner: (!reset_each_message).then(new_owner),
             state: None,
         }
     }
@@ -607,18 +670,9 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), InflateError> {
-        let bits = self.bits;
+        let state = self.state.take().unwrap_or_else(|| self.take_state());
+        let state = self.state.insert(state);
         let history = &mut self.history;
-        let state = self.state.get_or_insert_with(|| {
-            let mut state =
-                take_pooled(&INFLATERS, &bits).unwrap_or_else(|| Inflate::new(false, bits));
-            if let Some(history) = history.as_ref().filter(|h| !h.bytes.is_empty()) {
-                state
-                    .set_dictionary(&history.bytes)
-                    .expect("a reset raw inflater takes a dictionary");
-            }
-            state
-        });
         let start = out.len();
         let mut input = input;
         let status = loop {
@@ -672,11 +726,33 @@ impl Inflater {
     ) -> Result<(), InflateError> {
         self.inflate(&SYNC_TAIL, out, limit)?;
         if let Some(mut state) = self.state.take() {
-            // A reset inflater has a 15-bit window (zlib-rs allocates 32 KiB whatever the
-            // bits), which inflates what any peer sends.
-            state.reset(false);
-            give_back(&INFLATERS, self.bits, state);
+            if self.owner.is_none() {
+                state.reset(false);
+            }
+            give_back(&INFLATERS, self.bits, self.owner, state);
         }
         Ok(())
+    }
+
+    /// A state for the next message: this direction's own from the pool as it left it,
+    /// else one reset and started from the window.
+    fn take_state(&self) -> Inflate {
+        let mut state = match take_pooled(&INFLATERS, &self.bits, self.owner) {
+            Some(Taken::Continued(state)) => return state,
+            Some(Taken::Dirty(mut state)) => {
+                // A reset inflater has a 15-bit window (zlib-rs allocates 32 KiB whatever
+                // the bits), which inflates what any peer sends.
+                state.reset(false);
+                state
+            }
+            Some(Taken::Clean(state)) => state,
+            None => Inflate::new(false, self.bits),
+        };
+        if let Some(history) = self.history.as_ref().filter(|h| !h.bytes.is_empty()) {
+            state
+                .set_dictionary(&history.bytes)
+                .expect("a reset raw inflater takes a dictionary");
+        }
+        state
     }
 }
