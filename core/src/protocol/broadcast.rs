@@ -19,7 +19,6 @@ pub struct Broadcast<'a> {
     plain: Option<Vec<u8>>,
     /// Compressed frames by compressor key: a server has one or a few keys.
     compressed: Vec<(DeflateKey, Vec<u8>)>,
-    encodings: usize,
 }
 
 /// A frame a [`Broadcast`] encoded for a connection, for [`Connection::send_shared`] or to
@@ -58,7 +57,6 @@ impl<'a> Broadcast<'a> {
             data,
             plain: None,
             compressed: Vec::new(),
-            encodings: 0,
         }
     }
 
@@ -70,7 +68,6 @@ impl<'a> Broadcast<'a> {
             BroadcastEncoding::Own => return None,
             BroadcastEncoding::Plain => {
                 if self.plain.is_none() {
-                    self.encodings += 1;
                     self.plain = Some(frame(self.kind, false, self.data));
                 }
                 self.plain.as_deref()
@@ -81,7 +78,6 @@ impl<'a> Broadcast<'a> {
                     None => {
                         let mut payload = Vec::new();
                         Compressor::stateless(key).compress(self.data, &mut payload, true);
-                        self.encodings += 1;
                         let frame = frame(self.kind, true, &payload);
                         self.compressed.push((key, frame));
                         self.compressed.len() - 1
@@ -109,7 +105,7 @@ impl<'a> Broadcast<'a> {
     /// How many shared frames were encoded so far: one per distinct encoding (plain, or
     /// compressed with one key), whatever the number of connections.
     pub fn shared_encodings(&self) -> usize {
-        self.encodings
+        usize::from(self.plain.is_some()) + self.compressed.len()
     }
 }
 

@@ -413,7 +413,7 @@ struct Pooled<K, T> {
 }
 
 static DEFLATERS: Pool<DeflateKey, Deflate> = Mutex::new(Vec::new());
-static INFLATERS: Pool<u8, Inflate> = Mutex::new(Vec::new());
+static INFLATERS: Pool<(), Inflate> = Mutex::new(Vec::new());
 
 /// Tags of the directions with context takeover, unique for the process's life.
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(0);
@@ -630,7 +630,6 @@ pub(crate) enum InflateError {
 
 /// The inflater for the messages the peer sends.
 pub(crate) struct Inflater {
-    bits: u8,
     /// Context takeover: what the next message may refer to (`None` without takeover).
     history: Option<Window>,
     /// Context takeover: the tag of this direction's state in the pool.
@@ -646,16 +645,9 @@ impl Inflater {
             Role::Server => Role::Client,
         };
         let (bits, reset_each_message) = agreement.sender(peer);
-        // A peer told 8 may still use 9 (zlib does): a larger window is always safe. Pooled
-        // inflaters, shared by all such connections, take the largest.
-        let bits = if reset_each_message {
-            MAX_WINDOW_BITS
-        } else {
-            bits.max(MIN_WINDOW_BITS)
-        };
         Self {
-            bits,
-            history: (!reset_each_message).then(|| Window::new(bits)),
+            // A peer told 8 may still use 9 (zlib does): keep the larger window.
+            history: (!reset_each_message).then(|| Window::new(bits.max(MIN_WINDOW_BITS))),
             owner: (!reset_each_message).then(new_owner),
             state: None,
         }
@@ -729,7 +721,7 @@ impl Inflater {
             if self.owner.is_none() {
                 state.reset(false);
             }
-            give_back(&INFLATERS, self.bits, self.owner, state);
+            give_back(&INFLATERS, (), self.owner, state);
         }
         Ok(())
     }
@@ -737,16 +729,16 @@ impl Inflater {
     /// A state for the next message: this direction's own from the pool as it left it,
     /// else one reset and started from the window.
     fn take_state(&self) -> Inflate {
-        let mut state = match take_pooled(&INFLATERS, &self.bits, self.owner) {
+        let mut state = match take_pooled(&INFLATERS, &(), self.owner) {
             Some(Taken::Continued(state)) => return state,
             Some(Taken::Dirty(mut state)) => {
-                // A reset inflater has a 15-bit window (zlib-rs allocates 32 KiB whatever
-                // the bits), which inflates what any peer sends.
                 state.reset(false);
                 state
             }
             Some(Taken::Clean(state)) => state,
-            None => Inflate::new(false, self.bits),
+            // The largest window inflates what any peer sends, and costs what a smaller one
+            // does (zlib-rs allocates 32 KiB whatever the bits): one kind of state for all.
+            None => Inflate::new(false, MAX_WINDOW_BITS),
         };
         if let Some(history) = self.history.as_ref().filter(|h| !h.bytes.is_empty()) {
             state
