@@ -353,3 +353,32 @@ async def test_server_close_during_a_slow_handshake():
     with pytest.raises(InvalidHandshake):
         await bounded(opening)
     assert not server.connections
+
+
+@aiotest
+async def test_the_upgrade_needs_a_task_only_to_await_process_request():
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+    default_factory = loop.get_task_factory()
+
+    def recording_factory(loop: asyncio.AbstractEventLoop, coro, **kwargs):
+        started.append(getattr(coro, "__qualname__", ""))
+        if default_factory is not None:
+            return default_factory(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(recording_factory)
+    try:
+        for process_request in (None, health_check):
+            started.clear()
+            async with serve(echo, HOST, 0, process_request=process_request) as server:
+                async with connect(ws_url(server.port)) as ws:
+                    await ws.send("tasks")
+                    assert await bounded(ws.recv()) == "tasks"
+            server_tasks = [name for name in started if name.startswith("ServerConnection.")]
+            expected = ["ServerConnection._run_handler"]
+            if process_request is not None:
+                expected.insert(0, "ServerConnection._handshake")
+            assert server_tasks == expected
+    finally:
+        loop.set_task_factory(default_factory)

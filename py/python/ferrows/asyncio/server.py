@@ -101,6 +101,10 @@ class ServerConnection(Connection):
             self._refuse(503, "too many connections\n")
             return
         self.request = _request_from_core(raw_request)
+        if self._server._process_request is None:
+            # Nothing to await: the upgrade completes here, without a task of its own.
+            self._upgrade(raw_request, rest)
+            return
         self._transport.pause_reading()  # type: ignore[union-attr]
         self._task = self._loop.create_task(self._handshake(raw_request, rest))
 
@@ -125,19 +129,32 @@ class ServerConnection(Connection):
         self._transport.close()  # type: ignore[union-attr]
 
     async def _handshake(self, raw_request: Any, rest: bytes) -> None:
+        """Runs ``process_request`` (reading paused meanwhile), then upgrades unless it
+        answered."""
         server = self._server
         assert self.request is not None
         try:
-            if server._process_request is not None:
-                response = server._process_request(self, self.request)
-                if inspect.isawaitable(response):
-                    response = await response
-                if self._transport.is_closing():  # type: ignore[union-attr]
-                    return  # the client left or the server closed meanwhile
-                if response is not None:
-                    self._send_response(response)
-                    self._transport.close()  # type: ignore[union-attr]
-                    return
+            response = server._process_request(self, self.request)  # type: ignore[misc]
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception:
+            self.logger.exception("opening handshake failed")
+            self._refuse(500, "Failed to open a WebSocket connection.\n")
+            return
+        if self._transport.is_closing():  # type: ignore[union-attr]
+            return  # the client left or the server closed meanwhile
+        if response is not None:
+            self._send_response(response)
+            self._transport.close()  # type: ignore[union-attr]
+            return
+        if self._upgrade(raw_request, rest):
+            self._transport.resume_reading()  # type: ignore[union-attr]
+
+    def _upgrade(self, raw_request: Any, rest: bytes) -> bool:
+        """Validates the request and answers it: 101 and the connection starts, with the
+        handler's task, or the error response. Returns whether it upgraded."""
+        server = self._server
+        try:
             method, path, headers = raw_request
             try:
                 key, offered, self._deflate = _ferrows.server_validate_request(
@@ -153,7 +170,7 @@ class ServerConnection(Connection):
                 self.logger.info("refused handshake from %s: %s", self.remote_address, exc)
                 self._send_response(_response_from_core(exc.http_response))  # type: ignore[attr-defined]
                 self._transport.close()  # type: ignore[union-attr]
-                return
+                return False
             if server._select_subprotocol is not None and offered:
                 self.subprotocol = server._select_subprotocol(self, offered)
                 if self.subprotocol is not None and self.subprotocol not in offered:
@@ -164,7 +181,7 @@ class ServerConnection(Connection):
                     )
                     self._metrics.record_refused("subprotocol")
                     self._refuse(500, "Failed to open a WebSocket connection.\n")
-                    return
+                    return False
             else:
                 self.subprotocol = next((p for p in server._subprotocols if p in offered), None)
             extra = [("Server", server._server_header)] if server._server_header else []
@@ -174,18 +191,18 @@ class ServerConnection(Connection):
         except Exception:
             self.logger.exception("opening handshake failed")
             self._refuse(500, "Failed to open a WebSocket connection.\n")
-            return
+            return False
         if self._transport is None or self._transport.is_closing():
-            return
+            return False
         self.response = _response_from_core(raw_response)
         self._transport.write(data)
         self._cancel_handshake_timer()
         self._start(rest)
-        self._transport.resume_reading()
         if server._handler is not None:
-            # In a task of its own, so that this one's frame (the request as parsed, the
+            # In a task of its own, so that the handshake's frame (the request as parsed, the
             # response's bytes) is not kept for as long as the handler runs.
             self._task = self._loop.create_task(self._run_handler(server._handler))
+        return True
 
     async def _run_handler(self, handler: Handler) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http
 import logging
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -23,6 +24,11 @@ __all__ = ["Server", "ServerConnection", "serve"]
 logger = logging.getLogger("ferrows.server")
 
 SERVER_HEADER = f"ferrows/{_ferrows.__version__}"
+
+#: Handler threads kept waiting for the next connection once theirs ended. Starting a thread
+#: per connection made the accepting thread wait for each one to start, which halved the
+#: handshake rate; beyond this many idle threads, a finished one exits.
+MAX_IDLE_THREADS = 64
 
 ProcessRequest = Callable[["ServerConnection", Request], Optional[Response]]
 SelectSubprotocol = Callable[["ServerConnection", Sequence[str]], Optional[str]]
@@ -78,7 +84,11 @@ class Server:
         self._shutdown_timeout = shutdown_timeout
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()
-        self._threads_lock = threading.Lock()
+        # Guards _threads and _idle, and is notified when they change; each idle thread
+        # waits for one item of _handoff.
+        self._threads_changed = threading.Condition()
+        self._idle = 0
+        self._handoff: queue.SimpleQueue[_ferrows.PendingHandshake | None] = queue.SimpleQueue()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -97,7 +107,8 @@ class Server:
         return self._core.local_address[1]
 
     def serve_forever(self) -> None:
-        """Accepts connections until :meth:`shutdown`; each handler runs in its own thread."""
+        """Accepts connections until :meth:`shutdown`; each handler runs in a thread of its
+        own while its connection lasts (an idle thread takes the next one)."""
         while not self._stopping.is_set():
             try:
                 pending = self._core.accept(None)
@@ -105,21 +116,38 @@ class Server:
                 return
             if pending is None:
                 continue
-            thread = threading.Thread(
-                target=self._handle, args=(pending,), name="ferrows-handler", daemon=True
-            )
-            with self._threads_lock:
+            with self._threads_changed:
+                if self._idle:
+                    self._idle -= 1
+                    self._handoff.put(pending)
+                    continue
+                thread = threading.Thread(
+                    target=self._work, args=(pending,), name="ferrows-handler", daemon=True
+                )
                 self._threads.add(thread)
             thread.start()
 
-    def _handle(self, pending: _ferrows.PendingHandshake) -> None:
+    def _work(self, pending: _ferrows.PendingHandshake | None) -> None:
+        """Serves `pending`, then the connections handed over while idle, until told to stop
+        (None) or enough threads are idle already."""
         try:
-            connection = self._open(pending)
-            if connection is not None:
-                self._run_handler(connection)
+            while pending is not None:
+                self._handle(pending)
+                with self._threads_changed:
+                    if self._stopping.is_set() or self._idle >= MAX_IDLE_THREADS:
+                        return
+                    self._idle += 1
+                    self._threads_changed.notify_all()
+                pending = self._handoff.get()
         finally:
-            with self._threads_lock:
+            with self._threads_changed:
                 self._threads.discard(threading.current_thread())
+                self._threads_changed.notify_all()
+
+    def _handle(self, pending: _ferrows.PendingHandshake) -> None:
+        connection = self._open(pending)
+        if connection is not None:
+            self._run_handler(connection)
 
     def _open(self, pending: _ferrows.PendingHandshake) -> ServerConnection | None:
         connection = ServerConnection(pending)
@@ -171,8 +199,11 @@ class Server:
         """Stops accepting, closes every connection with 1001 (going away), waits for them."""
         self._stopping.set()
         self._core.shutdown(self._shutdown_timeout)
-        with self._threads_lock:
+        with self._threads_changed:
             threads = list(self._threads)
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._handoff.put(None)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(self._shutdown_timeout)
