@@ -1,7 +1,7 @@
 //! The process-wide tokio runtime every connection runs on: built on first use, rebuilt in
 //! a child process after `fork()` (a runtime's threads do not survive a fork).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -14,6 +14,39 @@ static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
 
 thread_local! {
     static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// Work handed to the reader task running on this thread ([`after_read`]); `None`
+    /// while no reader is in [`reading`].
+    static AFTER_READ: RefCell<Option<Vec<AfterRead>>> = const { RefCell::new(None) };
+}
+
+/// Work that must not run where it is decided: a notifier runs with its connection locked.
+pub type AfterRead = Box<dyn FnOnce() + Send>;
+
+/// Runs `work` on this thread as soon as the reader task running here has unlocked the
+/// connection it read, sparing the task a notifier would otherwise spawn (and the wake-up of
+/// another runtime thread that may come with it). Gives `work` back when this thread is not
+/// such a reader: an application thread, or a runtime task other than a reader.
+pub fn after_read(work: AfterRead) -> Option<AfterRead> {
+    AFTER_READ.with(|pending| match &mut *pending.borrow_mut() {
+        Some(pending) => {
+            pending.push(work);
+            None
+        }
+        None => Some(work),
+    })
+}
+
+/// Runs `read` (a reader task's read, which locks and unlocks its connection), then the
+/// work that notifiers handed over meanwhile with [`after_read`]. That work runs once no
+/// lock is held and after this thread stops collecting: what it triggers is not deferred.
+pub(crate) fn reading<T>(read: impl FnOnce() -> T) -> T {
+    AFTER_READ.with(|pending| *pending.borrow_mut() = Some(Vec::new()));
+    let outcome = read();
+    let collected = AFTER_READ.with(|pending| pending.borrow_mut().take());
+    for work in collected.into_iter().flatten() {
+        work();
+    }
+    outcome
 }
 
 /// Sets the number of runtime worker threads (0 means the default: `FERROWS_RUNTIME_THREADS`
@@ -98,5 +131,26 @@ mod tests {
                 .unwrap()
         });
         assert!(on_runtime);
+    }
+
+    /// Work handed over during a read runs after it, in order; elsewhere it is given back.
+    #[test]
+    fn work_after_a_read_runs_once_the_read_is_done() {
+        use std::sync::{Arc, Mutex};
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let record = |entry: &'static str| {
+            let log = log.clone();
+            Box::new(move || log.lock().unwrap().push(entry)) as AfterRead
+        };
+        assert!(after_read(record("outside")).is_some());
+        let outcome = reading(|| {
+            assert!(after_read(record("first")).is_none());
+            assert!(after_read(record("second")).is_none());
+            log.lock().unwrap().push("read");
+            7
+        });
+        assert_eq!(outcome, 7);
+        assert_eq!(*log.lock().unwrap(), ["read", "first", "second"]);
+        assert!(after_read(record("after")).is_some());
     }
 }
