@@ -135,7 +135,8 @@ fn single_thread() -> Result<Handle> {
 /// The thread count when none was set, from the cores this process may run on (its CPU
 /// affinity): one per core, at most 4, and 2 when unknown. One core gets one thread: a
 /// second could only take turns with the first, each turn a context switch (a C server
-/// pinned to one core spent a fifth to a quarter more CPU per message with two).
+/// pinned to one core spent up to 40% more CPU per message with two; see
+/// `single_thread` for why one thread is a current-thread runtime).
 fn default_threads(cores: Option<usize>) -> usize {
     cores.map_or(2, |cores| cores.clamp(1, 4))
 }
