@@ -570,6 +570,12 @@ class Suite:
     def c_servers(self) -> None:
         servers = [
             ("ferrows (C)", "ferrows", [self.bin_dir / "ferrows_server"], False),
+            (
+                "ferrows (C, callback)",
+                "ferrows",
+                [self.bin_dir / "ferrows_server", "--callback"],
+                False,
+            ),
             ("libwebsockets", "peer", [self.bin_dir / "lws_server"], False),
             ("raw TCP", "floor", [self.loadgen, "echo", "--raw", "--port"], True),
         ]

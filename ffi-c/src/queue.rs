@@ -371,19 +371,24 @@ impl QueueShared {
         self.lock().has_waiting()
     }
 
-    /// With a callback set, drains the queue into it on a runtime task; one drain at a time.
-    /// Takes no lock: it runs inside connection notifications.
+    /// With a callback set, drains the queue into it on a runtime thread; one drain at a
+    /// time. Takes no lock: it runs inside connection notifications. Notified by a reader
+    /// task, the drain runs on its thread once the reader has unlocked its connection;
+    /// otherwise on a task of its own.
     fn schedule_callback(self: &Arc<Self>) {
         if !self.has_callback.load(Ordering::Acquire) || self.draining.swap(true, Ordering::AcqRel)
         {
             return;
         }
+        let queue = self.clone();
+        let Some(drain) = runtime::after_read(Box::new(move || queue.drain_into_callback())) else {
+            return;
+        };
         let Ok(handle) = runtime::handle() else {
             self.draining.store(false, Ordering::Release);
             return;
         };
-        let queue = self.clone();
-        handle.spawn(async move { queue.drain_into_callback() });
+        handle.spawn(async move { drain() });
     }
 
     fn current_callback(&self) -> Option<Arc<Callback>> {

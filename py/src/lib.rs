@@ -15,9 +15,9 @@ mod wait;
 
 use pyo3::prelude::*;
 
-/// Sets how many threads the engine's runtime uses (0: `FERROWS_RUNTIME_THREADS` if set, else
-/// one per core, between 2 and 4). Call it before the first connection or server; raises
-/// ValueError once the runtime runs.
+/// Sets how many threads the engine's runtime uses (0: `FERROWS_RUNTIME_THREADS` if set,
+/// else one per core the process may run on, at most 4). Call it before the first connection
+/// or server; raises ValueError once the runtime runs.
 #[pyfunction]
 fn set_runtime_threads(py: Python<'_>, count: usize) -> PyResult<()> {
     ferrows_core::engine::runtime::set_worker_threads(count)

@@ -59,6 +59,7 @@
     X(conn_free_racing_the_handshake_closes_the_connection)                              \
     X(queue_replies_wait_while_events_wait)                                              \
     X(callback_replies_to_a_batch_all_arrive)                                            \
+    X(callback_may_free_the_connection_it_reads)                                         \
     /* boundary (test_boundary.c) */                                                       \
     X(null_arguments_are_refused)                                                        \
     X(free_null_is_a_no_op)                                                              \

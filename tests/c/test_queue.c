@@ -1046,6 +1046,45 @@ static void echo_call(void *context, ferrows_event *event) {
     ferrows_event_free(event);
 }
 
+/* Echoes a message, then frees the connection it came from (its userdata) and raises the
+ * h_signal in `context`. */
+static void echo_then_free_call(void *context, ferrows_event *event) {
+    ferrows_conn *conn = ferrows_event_userdata(event);
+    if (ferrows_event_type(event) != FERROWS_EVENT_TEXT) {
+        ferrows_event_free(event);
+        return;
+    }
+    echo_call(NULL, event); /* frees the event */
+    ferrows_conn_free(conn);
+    h_signal_raise(context);
+}
+
+/* A message's callback runs on the thread that read it, once the reader has let go of the
+ * connection: freeing that very connection there closes it (1001) after the reply, and its
+ * other messages are never delivered. */
+void test_callback_may_free_the_connection_it_reads(void) {
+    raw_peer peer = RAW_PEER_INIT;
+    ferrows_queue *queue = NULL;
+    h_signal freed = H_SIGNAL_INIT;
+    uint16_t code = 0;
+    char reason[64] = "";
+    ferrows_event_callback callback = {&freed, echo_then_free_call, NULL};
+    CHECK(batch_peer_start(&peer, &queue, &callback));
+    CHECK(send_three_frames(peer.fd));
+    CHECK(h_signal_wait(&freed, 1, long_wait_ms()));
+    peer.accepted = NULL; /* the callback freed it */
+    CHECK(read_text_frame(peer.fd, "one"));
+    CHECK(raw_ws_read_close(peer.fd, &code, reason, sizeof reason));
+    CHECK_EQ(code, 1001);
+    pthread_mutex_lock(&freed.mutex);
+    int frees = freed.count;
+    pthread_mutex_unlock(&freed.mutex);
+    CHECK_EQ(frees, 1);
+done:
+    raw_peer_free(&peer);
+    ferrows_queue_free(queue);
+}
+
 void test_callback_replies_to_a_batch_all_arrive(void) {
     raw_peer peer = RAW_PEER_INIT;
     ferrows_queue *queue = NULL;

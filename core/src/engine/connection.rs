@@ -9,6 +9,7 @@
 //! pings and never reads is owed a few pongs, kept in the protocol, not one per ping.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -446,11 +447,11 @@ impl Connection {
         socket: &TcpStream,
         deadline: Option<Instant>,
     ) -> Result<MutexGuard<'a, Inner>> {
-        let mut buffer = [0u8; READ_BUFFER];
+        let mut buffer = [MaybeUninit::uninit(); READ_BUFFER];
         match read_raw(socket, &mut buffer) {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             read => {
-                self.absorb_read(&mut inner, read, &buffer);
+                self.absorb_read(&mut inner, read);
                 return Ok(inner);
             }
         }
@@ -469,11 +470,12 @@ impl Connection {
         Ok(inner)
     }
 
-    /// Feeds the outcome of a socket read to the protocol and dispatches the events.
-    fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<usize>, buffer: &[u8]) {
+    /// Feeds the outcome of a socket read (the bytes read; none at the end of the stream) to
+    /// the protocol and dispatches the events.
+    fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<&[u8]>) {
         match read {
-            Ok(0) => inner.protocol.receive_eof(),
-            Ok(n) => inner.protocol.receive_data(&buffer[..n], Instant::now()),
+            Ok([]) => inner.protocol.receive_eof(),
+            Ok(data) => inner.protocol.receive_data(data, Instant::now()),
             Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
         }
         self.dispatch(inner);
@@ -834,10 +836,17 @@ pub const DEFER_LIMIT: usize = 64 * 1024;
 /// How long a receiving thread waits on the socket before looking at the connection again.
 const INLINE_WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// One non-blocking read straight from the socket, whoever the caller is.
-fn read_raw(socket: &TcpStream, buffer: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    (&*socket2::SockRef::from(socket)).read(buffer)
+/// One non-blocking read straight from the socket, whoever the caller is: the bytes read
+/// (none at the end of the stream). The buffer is not zeroed first: clearing 16 KiB before
+/// every read of a small message cost more than the read's own copy.
+fn read_raw<'b>(
+    socket: &TcpStream,
+    buffer: &'b mut [MaybeUninit<u8>],
+) -> std::io::Result<&'b [u8]> {
+    let read = socket2::SockRef::from(socket).recv(buffer)?;
+    // SAFETY: recv initialized the first `read` bytes of the buffer, which it does not
+    // exceed.
+    Ok(unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read) })
 }
 
 /// Blocks the calling thread until `socket` is readable or `timeout` passes.
@@ -875,9 +884,12 @@ async fn read_tls_until_closed<R: AsyncRead + Unpin>(connection: &Connection, re
             read = reader.read(&mut buffer) => read,
             _ = closed.wait_for(|closed| *closed) => return,
         };
-        let mut inner = connection.lock();
-        connection.absorb_read(&mut inner, read, &buffer);
-        if inner.protocol.is_closed() {
+        let closed = super::runtime::reading(|| {
+            let mut inner = connection.lock();
+            connection.absorb_read(&mut inner, read.map(|n| &buffer[..n]));
+            inner.protocol.is_closed()
+        });
+        if closed {
             return;
         }
     }
@@ -913,46 +925,54 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
             ready = socket.readable() => {
                 if let Err(error) = ready {
                     let mut inner = connection.lock();
-                    connection.absorb_read(&mut inner, Err(error), &[]);
+                    connection.absorb_read(&mut inner, Err(error));
                     return;
                 }
             }
             _ = closed.wait_for(|closed| *closed) => return,
         }
-        let mut inner = connection.lock();
-        if inner.inline_reading || inner.reading_paused {
-            continue;
-        }
-        // The buffer lives on this poll's stack, not in the task: an idle connection holds
-        // none (16 KiB each, on servers with many connections).
-        let mut buffer = [0u8; READ_BUFFER];
-        // try_io clears tokio's readiness when the socket turns out empty (an inline reader
-        // may have emptied it), so the next readable() really waits. A short read emptied
-        // it too (TCP hands over all it holds, up to the buffer's size): it clears the
-        // readiness as well, sparing the read that would find nothing. Tokio keeps
-        // readiness that an event newer than this read brought.
-        let mut short_read = None;
-        let read = socket.try_io(tokio::io::Interest::READABLE, || {
-            match read_raw(socket, &mut buffer)? {
-                n if n > 0 && n < buffer.len() => {
-                    short_read = Some(n);
-                    Err(std::io::ErrorKind::WouldBlock.into())
-                }
-                n => Ok(n),
-            }
-        });
-        let read = match short_read {
-            Some(n) => Ok(n),
-            None if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) => {
-                continue;
-            }
-            None => read,
-        };
-        connection.absorb_read(&mut inner, read, &buffer);
-        if inner.protocol.is_closed() {
+        if super::runtime::reading(|| read_plain_once(connection, socket)) {
             return;
         }
     }
+}
+
+/// One read of the socket into the protocol, under the connection's lock, unless an inline
+/// reader or a full inbox stops it; true once the protocol is closed.
+fn read_plain_once(connection: &Connection, socket: &TcpStream) -> bool {
+    let mut inner = connection.lock();
+    if inner.inline_reading || inner.reading_paused {
+        return false;
+    }
+    // The buffer lives on the stack, not in the task: an idle connection holds none
+    // (16 KiB each, on servers with many connections).
+    let mut buffer = [MaybeUninit::uninit(); READ_BUFFER];
+    let unfilled = &mut buffer;
+    // try_io clears tokio's readiness when the socket turns out empty (an inline reader
+    // may have emptied it), so the next readable() really waits. A short read emptied
+    // it too (TCP hands over all it holds, up to the buffer's size): it clears the
+    // readiness as well, sparing the read that would find nothing. Tokio keeps
+    // readiness that an event newer than this read brought.
+    let mut short_read = None;
+    let short = &mut short_read;
+    let read = socket.try_io(tokio::io::Interest::READABLE, move || {
+        match read_raw(socket, unfilled)? {
+            data if !data.is_empty() && data.len() < READ_BUFFER => {
+                *short = Some(data);
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+            data => Ok(data),
+        }
+    });
+    let read = match short_read {
+        Some(data) => Ok(data),
+        None if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) => {
+            return false;
+        }
+        None => read,
+    };
+    connection.absorb_read(&mut inner, read);
+    inner.protocol.is_closed()
 }
 
 /// How long a reader goes on reading, once the connection is over, for the peer to close.
