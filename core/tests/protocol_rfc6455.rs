@@ -11,6 +11,7 @@ use ferrows_core::protocol::config::DEFAULT_MAX_FRAGMENTS;
 use ferrows_core::protocol::connection::{MAX_OWED_PONGS, MAX_PENDING_PINGS};
 use ferrows_core::protocol::message::{
     recycle_message_buffer, CHUNK_OVERHEAD, INITIAL_MESSAGE_BUFFER, MAX_SPARE_BUFFER,
+    MAX_SPARE_BYTES, MIN_SPARE_BUFFER,
 };
 use ferrows_core::protocol::{
     Chunk, Connection, Event, MessageKind, PingAck, ProtocolConfig, Role, State,
@@ -216,6 +217,40 @@ fn a_recycled_message_buffer_assembles_the_next_large_message_on_its_thread() {
             "{role:?}: the cap was not kept"
         );
         drop(second);
+    }
+}
+
+#[test]
+fn a_burst_of_large_messages_is_assembled_in_recycled_buffers_up_to_their_cap() {
+    let t0 = Instant::now();
+    let payload = vec![3u8; MIN_SPARE_BUFFER];
+    // Spares twice the messages' size: a message assembled in one shows it by its capacity.
+    let spare = 2 * MIN_SPARE_BUFFER;
+    let room = MAX_SPARE_BYTES / spare;
+    for role in ROLES {
+        let mut conn = Connection::new(role, unlimited(), t0);
+        (0..room + 8).for_each(|_| recycle_message_buffer(Vec::with_capacity(spare)));
+        // All held at once, as an inbox full of them would hold them.
+        let frame = Frame::binary(&payload).to(role).encode();
+        let held: Vec<Vec<u8>> = (0..room + 8)
+            .map(|_| {
+                conn.receive_data(&frame, t0);
+                let (_, data) = conn.pop_message().expect("a whole message");
+                assert_eq!(data, payload);
+                data
+            })
+            .collect();
+        let in_spares = held.iter().filter(|d| d.capacity() == spare).count();
+        assert_eq!(
+            in_spares, room,
+            "{role:?}: spares kept beyond or below the cap"
+        );
+        // A message under the smallest spare is not assembled in one.
+        held.into_iter().for_each(recycle_message_buffer);
+        let small = vec![1u8; MIN_SPARE_BUFFER - 1];
+        conn.receive_data(&Frame::binary(&small).to(role).encode(), t0);
+        let (_, data) = conn.pop_message().expect("a whole message");
+        assert_eq!(data.capacity(), small.len(), "{role:?}");
     }
 }
 

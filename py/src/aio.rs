@@ -52,7 +52,7 @@ impl PyAgreement {
 }
 
 /// Received data as a Python object; its buffer goes back to the core for the next large
-/// message (every connection of this thread's event loop shares one spare).
+/// messages (every connection of this thread's event loop shares its spares).
 fn message_to_py(py: Python<'_>, kind: MessageKind, data: Vec<u8>) -> Bound<'_, PyAny> {
     let object = data_to_py(py, kind, &data);
     recycle_message_buffer(data);

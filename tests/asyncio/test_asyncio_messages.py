@@ -73,6 +73,24 @@ async def test_large_messages_sent_back_to_back_arrive_intact():
         await send_large_messages_back_to_back(ws_url(server.port))
 
 
+@aiotest
+async def test_bursts_of_large_messages_of_mixed_sizes_arrive_intact():
+    """Messages from 16 KiB up are assembled in buffers the thread recycles (the echo server
+    on this loop shares them), many held at once and of any capacity: each must come out
+    holding its own bytes only, burst after burst."""
+    sizes = [16384, 65536, 20000, MIB, 40000, 65537, 16384, 3 * MIB]
+    messages = [bytes([i + 1]) * size for i, size in enumerate(sizes)]
+    async with serve(echo, HOST, 0, max_size=None) as server:
+        async with connect(ws_url(server.port), max_size=None) as ws:
+            for _ in range(3):
+                for message in messages:
+                    ws.send_nowait(message)
+                for message in messages:
+                    answer = await bounded(ws.recv())
+                    assert len(answer) == len(message) and answer == message
+                messages.reverse()
+
+
 def test_a_large_frame_still_referenced_is_never_overwritten():
     """The send buffer that large frames reuse: while anything refers to one (a transport
     keeping what it could not write yet), the next frame is written elsewhere."""

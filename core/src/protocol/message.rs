@@ -8,55 +8,115 @@
 //! own. A message being reassembled by a receiver that stopped waiting (a timeout, an
 //! interrupt) stays here, so the next receive goes on where the last one stopped.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use super::connection::MessageKind;
 
 /// A message announced at most this long gets a buffer of its announced size at once; a
 /// longer one starts at this size and grows as its data arrives, so that a frame header
-/// alone cannot make us allocate much. Also the smallest buffer worth keeping as a spare.
+/// alone cannot make us allocate much.
 pub const INITIAL_MESSAGE_BUFFER: usize = 64 << 10;
 
-/// The largest buffer a thread keeps as its spare (see [`recycle_message_buffer`]).
+/// The largest buffer a thread keeps as a spare (see [`recycle_message_buffer`]).
 pub const MAX_SPARE_BUFFER: usize = 4 << 20;
 
+/// The smallest buffer a thread keeps as a spare, and the smallest message assembled in one:
+/// below it an allocation costs little next to the message's own handling.
+pub const MIN_SPARE_BUFFER: usize = 16 << 10;
+
+/// What a thread's spares may hold together: the inbox of a connection reading large
+/// messages fills to its read limit (4 MiB by default) before the application takes them,
+/// so a burst of them is assembled in spares, not in memory the allocator has to fetch from
+/// the kernel (and fault in page by page) again.
+pub const MAX_SPARE_BYTES: usize = 2 * MAX_SPARE_BUFFER;
+
 thread_local! {
-    static SPARE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static SPARE_BUFFERS: RefCell<SpareBuffers> = const { RefCell::new(SpareBuffers::new()) };
+}
+
+/// Empty buffers a thread keeps for the next large messages it receives, at most
+/// [`MAX_SPARE_BYTES`] of capacity together (hence at most `MAX_SPARE_BYTES /
+/// MIN_SPARE_BUFFER` of them).
+struct SpareBuffers {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl SpareBuffers {
+    const fn new() -> Self {
+        Self {
+            buffers: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The smallest spare that holds `length` bytes; for a message above
+    /// [`INITIAL_MESSAGE_BUFFER`], else the largest one above that (it grows from there).
+    fn take(&mut self, length: u64) -> Option<Vec<u8>> {
+        let capacities = self.buffers.iter().map(Vec::capacity).enumerate();
+        let fitting = capacities
+            .clone()
+            .filter(|&(_, capacity)| capacity as u64 >= length)
+            .min_by_key(|&(_, capacity)| capacity);
+        let (index, _) = fitting.or_else(|| {
+            capacities
+                .filter(|&(_, capacity)| capacity > INITIAL_MESSAGE_BUFFER)
+                .max_by_key(|&(_, capacity)| capacity)
+                .filter(|_| length > INITIAL_MESSAGE_BUFFER as u64)
+        })?;
+        let buffer = self.buffers.swap_remove(index);
+        self.bytes -= buffer.capacity();
+        Some(buffer)
+    }
+
+    /// Keeps `buffer`, making room by dropping smaller spares; drops it if it is the
+    /// smallest and there is no room.
+    fn keep(&mut self, mut buffer: Vec<u8>) {
+        let capacity = buffer.capacity();
+        while self.bytes + capacity > MAX_SPARE_BYTES {
+            let Some((index, smallest)) = self
+                .buffers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, buffer)| buffer.capacity())
+                .filter(|(_, smallest)| smallest.capacity() < capacity)
+            else {
+                return;
+            };
+            self.bytes -= smallest.capacity();
+            self.buffers.swap_remove(index);
+        }
+        buffer.clear();
+        self.bytes += capacity;
+        self.buffers.push(buffer);
+    }
 }
 
 /// The buffer a message whose first frame announces `length` bytes is assembled in: for a
-/// large one, the calling thread's spare if it has one.
+/// large one, one of the calling thread's spares if one fits.
 pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
-    if length <= INITIAL_MESSAGE_BUFFER as u64 {
-        return Vec::with_capacity(length as usize);
+    let initial = length.min(INITIAL_MESSAGE_BUFFER as u64) as usize;
+    if initial < MIN_SPARE_BUFFER {
+        return Vec::with_capacity(initial);
     }
-    let spare = SPARE_BUFFER.take();
-    if spare.capacity() > INITIAL_MESSAGE_BUFFER {
-        spare
-    } else {
-        Vec::with_capacity(INITIAL_MESSAGE_BUFFER)
-    }
+    SPARE_BUFFERS
+        .with_borrow_mut(|spares| spares.take(length))
+        .unwrap_or_else(|| Vec::with_capacity(initial))
 }
 
 /// Hands back the buffer of a received message whose bytes the caller has copied out, for
 /// the next large message received on this thread. A driver that copies every message into
 /// objects of its own, on one thread (the asyncio face), then receives large messages
-/// without allocating and freeing megabytes each time: freed, such blocks go back to the
-/// kernel and the next message faults every page in again. Each thread keeps one spare, of
-/// at most [`MAX_SPARE_BUFFER`] bytes.
-pub fn recycle_message_buffer(mut buffer: Vec<u8>) {
+/// without allocating and freeing them each time: freed, such blocks go back to the kernel
+/// (the allocator trims its heap) and the next message faults every page in again. A
+/// thread keeps buffers of [`MIN_SPARE_BUFFER`] to [`MAX_SPARE_BUFFER`] bytes, at most
+/// [`MAX_SPARE_BYTES`] together, preferring large ones.
+pub fn recycle_message_buffer(buffer: Vec<u8>) {
     let capacity = buffer.capacity();
-    if capacity <= INITIAL_MESSAGE_BUFFER || capacity > MAX_SPARE_BUFFER {
-        return;
+    if (MIN_SPARE_BUFFER..=MAX_SPARE_BUFFER).contains(&capacity) {
+        SPARE_BUFFERS.with_borrow_mut(|spares| spares.keep(buffer));
     }
-    buffer.clear();
-    let current = SPARE_BUFFER.take();
-    SPARE_BUFFER.set(if current.capacity() >= capacity {
-        current
-    } else {
-        buffer
-    });
 }
 
 /// What a queued chunk costs beyond its payload: its place in the queue, the buffer's header
