@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferrows_core::engine::{self, Chunk, PendingConnect};
-use ferrows_core::protocol::{recycle_message_buffer, MessageKind};
+use ferrows_core::protocol::{recycle_shared_message_buffer, MessageKind};
 use ferrows_core::Error;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -28,11 +28,12 @@ pub fn data_to_py<'py>(py: Python<'py>, kind: MessageKind, data: &[u8]) -> Bound
 }
 
 /// [`data_to_py`] for data the caller owns: its buffer goes back to the core for the next
-/// large message this thread receives. A fresh megabyte per message, freed once copied, goes
-/// back to the kernel and is faulted in again by the next one.
+/// large message (assembled by this thread reading inline, or by the reader task). A fresh
+/// megabyte per message, freed once copied, goes back to the kernel and is faulted in again
+/// by the next one.
 fn owned_data_to_py(py: Python<'_>, kind: MessageKind, data: Vec<u8>) -> Bound<'_, PyAny> {
     let object = data_to_py(py, kind, &data);
-    recycle_message_buffer(data);
+    recycle_shared_message_buffer(data);
     object
 }
 

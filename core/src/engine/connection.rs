@@ -9,6 +9,7 @@
 //! pings and never reads is owed a few pongs, kept in the protocol, not one per ping.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -446,11 +447,10 @@ impl Connection {
         socket: &TcpStream,
         deadline: Option<Instant>,
     ) -> Result<MutexGuard<'a, Inner>> {
-        let mut buffer = [0u8; READ_BUFFER];
-        match read_raw(socket, &mut buffer) {
+        match read_plain(&mut inner, socket) {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             read => {
-                self.absorb_read(&mut inner, read, &buffer);
+                self.after_read(&mut inner, read.map(|(count, _)| count));
                 return Ok(inner);
             }
         }
@@ -469,11 +469,23 @@ impl Connection {
         Ok(inner)
     }
 
-    /// Feeds the outcome of a socket read to the protocol and dispatches the events.
+    /// Feeds the outcome of a socket read into `buffer` to the protocol and dispatches the
+    /// events.
     fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<usize>, buffer: &[u8]) {
+        if let Ok(count @ 1..) = read {
+            inner
+                .protocol
+                .receive_data(&buffer[..count], Instant::now());
+        }
+        self.after_read(inner, read);
+    }
+
+    /// Tells the protocol how a read ended (the bytes it read are in the protocol already)
+    /// and dispatches the events.
+    fn after_read(&self, inner: &mut Inner, read: std::io::Result<usize>) {
         match read {
             Ok(0) => inner.protocol.receive_eof(),
-            Ok(n) => inner.protocol.receive_data(&buffer[..n], Instant::now()),
+            Ok(_) => {}
             Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
         }
         self.dispatch(inner);
@@ -834,10 +846,34 @@ pub const DEFER_LIMIT: usize = 64 * 1024;
 /// How long a receiving thread waits on the socket before looking at the connection again.
 const INLINE_WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// One non-blocking read straight from the socket, whoever the caller is.
-fn read_raw(socket: &TcpStream, buffer: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    (&*socket2::SockRef::from(socket)).read(buffer)
+/// One non-blocking read of a plain socket, whoever the caller is, fed to the protocol:
+/// straight into the message being assembled while a large payload is under way
+/// ([`protocol::Connection::payload_room`]: no copy, and reads as long as the payload), else
+/// through a buffer on the stack. Returns the bytes read (0 at end of file) and whether they
+/// emptied the socket: fewer than there was room for (TCP hands over all it holds).
+fn read_plain(inner: &mut Inner, socket: &TcpStream) -> std::io::Result<(usize, bool)> {
+    let socket = socket2::SockRef::from(socket);
+    if let Some(room) = inner.protocol.payload_room(READ_BUFFER) {
+        let room_len = room.len();
+        let count = socket.recv(room)?;
+        if count > 0 {
+            // SAFETY: recv initialized the first `count` bytes of the room just given.
+            unsafe {
+                inner
+                    .protocol
+                    .receive_payload_in_place(count, Instant::now())
+            };
+        }
+        return Ok((count, count > 0 && count < room_len));
+    }
+    let mut buffer = [MaybeUninit::<u8>::uninit(); READ_BUFFER];
+    let count = socket.recv(&mut buffer)?;
+    // SAFETY: recv initialized the first `count` bytes.
+    let data = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), count) };
+    if count > 0 {
+        inner.protocol.receive_data(data, Instant::now());
+    }
+    Ok((count, count > 0 && count < READ_BUFFER))
 }
 
 /// Blocks the calling thread until `socket` is readable or `timeout` passes.
@@ -913,7 +949,7 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
             ready = socket.readable() => {
                 if let Err(error) = ready {
                     let mut inner = connection.lock();
-                    connection.absorb_read(&mut inner, Err(error), &[]);
+                    connection.after_read(&mut inner, Err(error));
                     return;
                 }
             }
@@ -923,32 +959,30 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
         if inner.inline_reading || inner.reading_paused {
             continue;
         }
-        // The buffer lives on this poll's stack, not in the task: an idle connection holds
-        // none (16 KiB each, on servers with many connections).
-        let mut buffer = [0u8; READ_BUFFER];
-        // try_io clears tokio's readiness when the socket turns out empty (an inline reader
-        // may have emptied it), so the next readable() really waits. A short read emptied
-        // it too (TCP hands over all it holds, up to the buffer's size): it clears the
-        // readiness as well, sparing the read that would find nothing. Tokio keeps
-        // readiness that an event newer than this read brought.
+        // The read buffer lives on read_plain's stack, not in the task: an idle connection
+        // holds none (16 KiB each, on servers with many connections). try_io clears tokio's
+        // readiness when the socket turns out empty (an inline reader may have emptied it),
+        // so the next readable() really waits. A short read emptied it too: it clears the
+        // readiness as well, sparing the read that would find nothing. Tokio keeps readiness
+        // that an event newer than this read brought.
         let mut short_read = None;
         let read = socket.try_io(tokio::io::Interest::READABLE, || {
-            match read_raw(socket, &mut buffer)? {
-                n if n > 0 && n < buffer.len() => {
-                    short_read = Some(n);
+            match read_plain(&mut inner, socket)? {
+                (count, true) => {
+                    short_read = Some(count);
                     Err(std::io::ErrorKind::WouldBlock.into())
                 }
-                n => Ok(n),
+                (count, false) => Ok(count),
             }
         });
         let read = match short_read {
-            Some(n) => Ok(n),
+            Some(count) => Ok(count),
             None if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) => {
                 continue;
             }
             None => read,
         };
-        connection.absorb_read(&mut inner, read, &buffer);
+        connection.after_read(&mut inner, read);
         if inner.protocol.is_closed() {
             return;
         }

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 
 use super::connection::MessageKind;
 
@@ -21,22 +22,39 @@ pub const INITIAL_MESSAGE_BUFFER: usize = 64 << 10;
 /// The largest buffer a thread keeps as its spare (see [`recycle_message_buffer`]).
 pub const MAX_SPARE_BUFFER: usize = 4 << 20;
 
+/// The most spares [`recycle_shared_message_buffer`] keeps for any thread to take.
+pub const MAX_SHARED_SPARES: usize = 4;
+
 thread_local! {
     static SPARE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
+/// Spares of any thread, for drivers that assemble messages on one thread and copy them out
+/// on another (the engine's reader task, and the application thread that receives).
+static SHARED_SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn shared_spares() -> MutexGuard<'static, Vec<Vec<u8>>> {
+    SHARED_SPARES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The buffer a message whose first frame announces `length` bytes is assembled in: for a
-/// large one, the calling thread's spare if it has one.
+/// large one, the calling thread's spare if it has one, else a shared one.
 pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
     if length <= INITIAL_MESSAGE_BUFFER as u64 {
         return Vec::with_capacity(length as usize);
     }
     let spare = SPARE_BUFFER.take();
     if spare.capacity() > INITIAL_MESSAGE_BUFFER {
-        spare
-    } else {
-        Vec::with_capacity(INITIAL_MESSAGE_BUFFER)
+        return spare;
     }
+    shared_spares()
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(INITIAL_MESSAGE_BUFFER))
+}
+
+/// Whether a buffer is worth keeping as a spare.
+fn spare_sized(buffer: &Vec<u8>) -> bool {
+    (INITIAL_MESSAGE_BUFFER + 1..=MAX_SPARE_BUFFER).contains(&buffer.capacity())
 }
 
 /// Hands back the buffer of a received message whose bytes the caller has copied out, for
@@ -46,17 +64,32 @@ pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
 /// kernel and the next message faults every page in again. Each thread keeps one spare, of
 /// at most [`MAX_SPARE_BUFFER`] bytes.
 pub fn recycle_message_buffer(mut buffer: Vec<u8>) {
-    let capacity = buffer.capacity();
-    if capacity <= INITIAL_MESSAGE_BUFFER || capacity > MAX_SPARE_BUFFER {
+    if !spare_sized(&buffer) {
         return;
     }
     buffer.clear();
     let current = SPARE_BUFFER.take();
-    SPARE_BUFFER.set(if current.capacity() >= capacity {
+    SPARE_BUFFER.set(if current.capacity() >= buffer.capacity() {
         current
     } else {
         buffer
     });
+}
+
+/// Hands back the buffer of a received message whose bytes the caller has copied out, for
+/// the next large message received on any thread: [`recycle_message_buffer`] for a driver
+/// whose messages may be assembled on a thread other than the one that copies them out (the
+/// sync face: a receiving thread reads the socket itself, or the reader task does). At most
+/// [`MAX_SHARED_SPARES`] are kept, each of at most [`MAX_SPARE_BUFFER`] bytes.
+pub fn recycle_shared_message_buffer(mut buffer: Vec<u8>) {
+    if !spare_sized(&buffer) {
+        return;
+    }
+    buffer.clear();
+    let mut spares = shared_spares();
+    if spares.len() < MAX_SHARED_SPARES {
+        spares.push(buffer);
+    }
 }
 
 /// What a queued chunk costs beyond its payload: its place in the queue, the buffer's header
@@ -193,6 +226,35 @@ mod tests {
     use super::*;
 
     const TEXT: MessageKind = MessageKind::Text;
+
+    #[test]
+    fn shared_spares_go_to_whichever_thread_assembles_next_and_are_bounded() {
+        let large = || Vec::<u8>::with_capacity(INITIAL_MESSAGE_BUFFER * 4);
+        let first = large();
+        let address = first.as_ptr();
+        let recycle = |buffer: Vec<u8>| {
+            std::thread::spawn(move || recycle_shared_message_buffer(buffer))
+                .join()
+                .unwrap()
+        };
+        recycle(first);
+        let taken = std::thread::spawn(|| message_buffer(INITIAL_MESSAGE_BUFFER as u64 + 1))
+            .join()
+            .unwrap();
+        assert_eq!(taken.as_ptr(), address, "the spare went to another thread");
+        // Too small or too large to keep, then more than the pool holds.
+        recycle(Vec::with_capacity(INITIAL_MESSAGE_BUFFER));
+        recycle(Vec::with_capacity(MAX_SPARE_BUFFER + 1));
+        for _ in 0..=MAX_SHARED_SPARES {
+            recycle(large());
+        }
+        let capacities: Vec<usize> = (0..=MAX_SHARED_SPARES)
+            .map(|_| message_buffer(INITIAL_MESSAGE_BUFFER as u64 + 1).capacity())
+            .collect();
+        let mut expected = vec![INITIAL_MESSAGE_BUFFER * 4; MAX_SHARED_SPARES];
+        expected.push(INITIAL_MESSAGE_BUFFER);
+        assert_eq!(capacities, expected);
+    }
 
     #[test]
     fn whole_messages_come_out_as_they_went_in_without_a_copy() {
