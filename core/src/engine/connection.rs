@@ -401,12 +401,28 @@ impl Connection {
     fn receive<T>(
         &self,
         timeout: Option<Duration>,
-        mut take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
+        take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
     ) -> Result<T> {
         if timeout != Some(Duration::ZERO) {
             super::runtime::check_may_block()?;
         }
-        let deadline = deadline_after(timeout);
+        let mut reading_inline = false;
+        let received = self.receive_until(deadline_after(timeout), take, &mut reading_inline);
+        if reading_inline {
+            self.end_inline_reading(&mut self.lock());
+        }
+        received
+    }
+
+    /// [`Connection::receive`]'s loop. Once this thread has waited on the socket, the reader
+    /// task stays aside until the receive ends (`reading_inline` says so): waking it after
+    /// each wait, only for it to find the thread waiting again, cost a hand-over per wait.
+    fn receive_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
+        reading_inline: &mut bool,
+    ) -> Result<T> {
         let mut inner = self.lock();
         loop {
             let taken = take(&mut inner.protocol)?;
@@ -423,29 +439,35 @@ impl Connection {
             }
             inner = match inner.socket.clone() {
                 Some(socket)
-                    if !inner.inline_reading
+                    if (*reading_inline || !inner.inline_reading)
                         && !inner.reading_paused
                         && !inner.protocol.is_closed() =>
                 {
-                    self.read_inline(inner, &socket, deadline)?
+                    self.read_inline(inner, &socket, deadline, reading_inline)?
                 }
-                _ => self
-                    .shared
-                    .readable
-                    .wait_until(inner, deadline)
-                    .ok_or(Error::Timeout("recv"))?,
+                _ => {
+                    if std::mem::take(reading_inline) {
+                        self.end_inline_reading(&mut inner);
+                    }
+                    self.shared
+                        .readable
+                        .wait_until(inner, deadline)
+                        .ok_or(Error::Timeout("recv"))?
+                }
             };
         }
     }
 
     /// Reads the socket on the receiving thread: what is there at once, else waits for it to
-    /// become readable, sparing the hand-off from the reader task. The wait is sliced so that
-    /// an end decided by a timer (keepalive, close timeout) is noticed.
+    /// become readable (marked as reading inline), sparing the hand-off from the reader task.
+    /// The wait is sliced so that an end decided by a timer (keepalive, close timeout) is
+    /// noticed.
     fn read_inline<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
         socket: &TcpStream,
         deadline: Option<Instant>,
+        reading_inline: &mut bool,
     ) -> Result<MutexGuard<'a, Inner>> {
         match read_plain(&mut inner, socket) {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -461,12 +483,16 @@ impl Connection {
             None => INLINE_WAIT_SLICE,
         };
         inner.inline_reading = true;
+        *reading_inline = true;
         drop(inner);
         wait_readable(socket, slice);
-        let mut inner = self.lock();
+        Ok(self.lock())
+    }
+
+    /// The receiving thread stops reading inline: the reader task watches the socket again.
+    fn end_inline_reading(&self, inner: &mut Inner) {
         inner.inline_reading = false;
         self.shared.inline_done.notify_one();
-        Ok(inner)
     }
 
     /// Feeds the outcome of a socket read into `buffer` to the protocol and dispatches the
