@@ -1196,6 +1196,26 @@ fn recv_blocked_inline_notices_an_end_decided_by_a_timer() {
     eprintln!("keepalive timeout: recv returned {after:?} after the connection opened");
 }
 
+/// A receive that waited on the socket inline, over several wait slices, hands the socket
+/// back to the reader task when it ends (here by its timeout): a ping that arrives while no
+/// thread receives is answered.
+#[test]
+fn a_ping_after_an_inline_receive_ended_is_answered_by_the_reader_task() {
+    let (_server, connection, mut peer) = open_with_silent_peer(ServerConfig::default());
+    let outcome = connection.recv(Some(Duration::from_millis(250)));
+    assert!(
+        matches!(outcome, Err(Error::Timeout(_))),
+        "recv: {outcome:?}"
+    );
+    let key = [0x55, 0x66, 0x77, 0x88];
+    let mut ping = vec![0x89, 0x80 | 2];
+    ping.extend_from_slice(&key);
+    ping.extend(b"p1".iter().zip(key.iter()).map(|(b, k)| b ^ k));
+    peer.write_all(&ping).expect("raw ping");
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(read_raw_frame(&mut peer), (0x8a, b"p1".to_vec()));
+}
+
 /// The peer's TCP connection goes away (no close frame) while recv(None) waits inline.
 #[test]
 fn recv_blocked_inline_returns_when_the_peer_drops_tcp() {

@@ -220,6 +220,123 @@ fn a_recycled_message_buffer_assembles_the_next_large_message_on_its_thread() {
     }
 }
 
+/// Reads up to `limit` bytes of `wire` into the room the connection gives (as a driver's
+/// socket read would); returns how many it took.
+fn read_in_place(conn: &mut Connection, wire: &[u8], limit: usize, t0: Instant) -> usize {
+    let room = conn.payload_room(1).expect("room for the payload");
+    let count = room.len().min(wire.len()).min(limit);
+    for (slot, byte) in room.iter_mut().zip(&wire[..count]) {
+        slot.write(*byte);
+    }
+    // SAFETY: the first `count` bytes of the room were just written.
+    unsafe { conn.receive_payload_in_place(count, t0) };
+    count
+}
+
+#[test]
+fn payloads_read_in_place_arrive_as_through_receive_data_unmasked_at_any_split() {
+    let t0 = Instant::now();
+    let payload: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+    for role in ROLES {
+        for limit in [1, 3, 4097, 65_536, usize::MAX] {
+            let mut conn = Connection::new(role, unlimited(), t0);
+            let frame = Frame::binary(&payload).to(role);
+            let wire = frame.encode();
+            let header_len = frame.header(payload.len() as u64).len();
+            // The header, and the next message's first bytes only later.
+            conn.receive_data(&wire[..header_len], t0);
+            let mut at = header_len;
+            while at < wire.len() {
+                let room = conn.payload_room(1).expect("room").len();
+                assert!(room <= wire.len() - at, "{role:?}: room past the frame");
+                at += read_in_place(&mut conn, &wire[at..], limit, t0);
+            }
+            assert!(
+                conn.payload_room(1).is_none(),
+                "{role:?}: room between frames"
+            );
+            conn.receive_data(&Frame::text("next").to(role).encode(), t0);
+            assert_eq!(
+                messages(&mut conn),
+                vec![
+                    (MessageKind::Binary, payload.clone()),
+                    (MessageKind::Text, b"next".to_vec())
+                ],
+                "{role:?}, reads of at most {limit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn payload_room_only_for_data_frames_with_enough_left() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(Role::Client, unlimited(), t0);
+    assert!(conn.payload_room(1).is_none(), "no frame under way");
+    let ping = Frame::ping(vec![1; 100]);
+    conn.receive_data(&ping.header(100), t0);
+    assert!(conn.payload_room(1).is_none(), "a control frame");
+    conn.receive_data(&[1; 100], t0);
+    let binary = Frame::binary(vec![2; 1000]);
+    conn.receive_data(&binary.header(1000), t0);
+    assert_eq!(conn.payload_room(1000).map(|room| room.len()), Some(1000));
+    assert!(
+        conn.payload_room(1001).is_none(),
+        "less left than asked for"
+    );
+    conn.receive_data(&[2; 1000], t0);
+    assert_eq!(
+        messages(&mut conn),
+        vec![(MessageKind::Binary, vec![2; 1000])]
+    );
+}
+
+#[test]
+fn payload_room_does_not_grow_on_a_header_alone() {
+    // On a thread of its own: no spare buffer from other tests.
+    std::thread::spawn(|| {
+        let t0 = Instant::now();
+        let mut conn = Connection::new(Role::Client, unlimited(), t0);
+        conn.receive_data(&Frame::binary([]).header(1 << 30), t0);
+        let room = conn.payload_room(16 << 10).expect("room").len();
+        assert!(
+            room <= INITIAL_MESSAGE_BUFFER,
+            "{room} bytes on a header alone"
+        );
+        // Filled, the buffer doubles, at least by what is asked.
+        let wire = vec![0; room];
+        read_in_place(&mut conn, &wire, usize::MAX, t0);
+        let room = conn.payload_room(1 << 20).expect("room").len();
+        assert!((1 << 20..=2 * INITIAL_MESSAGE_BUFFER.max(1 << 20)).contains(&room));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn invalid_text_read_in_place_fails_with_1007() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(Role::Client, unlimited(), t0);
+    let mut text = vec![b'a'; 100_000];
+    text[30_000] = 0xff;
+    let wire = Frame::text(&text).encode();
+    let header_len = wire.len() - text.len();
+    conn.receive_data(&wire[..header_len], t0);
+    let mut at = header_len;
+    while conn.state() == State::Open && at < wire.len() {
+        at += read_in_place(&mut conn, &wire[at..], 10_000, t0);
+    }
+    assert!(
+        at < wire.len(),
+        "the connection failed before the frame's end"
+    );
+    assert_eq!(
+        into_closed(take_events(&mut conn)).and_then(|(info, _)| info.sent.map(|f| f.code)),
+        Some(1007)
+    );
+    assert!(conn.payload_room(1).is_none(), "no room once failed");
+}
+
 #[test]
 fn a_burst_of_large_messages_is_assembled_in_recycled_buffers_up_to_their_cap() {
     let t0 = Instant::now();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferrows_core::engine::{self, Chunk, PendingConnect};
-use ferrows_core::protocol::MessageKind;
+use ferrows_core::protocol::{recycle_shared_message_buffer, MessageKind};
 use ferrows_core::Error;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -25,6 +25,16 @@ pub fn data_to_py<'py>(py: Python<'py>, kind: MessageKind, data: &[u8]) -> Bound
         }
         MessageKind::Binary => PyBytes::new(py, data).into_any(),
     }
+}
+
+/// [`data_to_py`] for data the caller owns: its buffer goes back to the core for the next
+/// large message (assembled by this thread reading inline, or by the reader task). A fresh
+/// megabyte per message, freed once copied, goes back to the kernel and is faulted in again
+/// by the next one.
+fn owned_data_to_py(py: Python<'_>, kind: MessageKind, data: Vec<u8>) -> Bound<'_, PyAny> {
+    let object = data_to_py(py, kind, &data);
+    recycle_shared_message_buffer(data);
+    object
 }
 
 /// Data to send: text or binary.
@@ -117,7 +127,7 @@ impl PyConnection {
             |slice| slice_timeout(self.inner.recv_message(slice)),
             |e| self.closed_error(py, e),
         )?;
-        Ok(message.map(|(kind, data)| data_to_py(py, kind, &data)))
+        Ok(message.map(|(kind, data)| owned_data_to_py(py, kind, data)))
     }
 
     /// Receives the next chunk of a message: `(is_text, data, fin)`; None when `timeout` passes.
@@ -131,7 +141,7 @@ impl PyConnection {
         Ok(chunk.map(|c| {
             (
                 c.kind == MessageKind::Text,
-                data_to_py(py, c.kind, &c.data),
+                owned_data_to_py(py, c.kind, c.data),
                 c.fin,
             )
         }))

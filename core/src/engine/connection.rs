@@ -401,12 +401,28 @@ impl Connection {
     fn receive<T>(
         &self,
         timeout: Option<Duration>,
-        mut take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
+        take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
     ) -> Result<T> {
         if timeout != Some(Duration::ZERO) {
             super::runtime::check_may_block()?;
         }
-        let deadline = deadline_after(timeout);
+        let mut reading_inline = false;
+        let received = self.receive_until(deadline_after(timeout), take, &mut reading_inline);
+        if reading_inline {
+            self.end_inline_reading(&mut self.lock());
+        }
+        received
+    }
+
+    /// [`Connection::receive`]'s loop. Once this thread has waited on the socket, the reader
+    /// task stays aside until the receive ends (`reading_inline` says so): waking it after
+    /// each wait, only for it to find the thread waiting again, cost a hand-over per wait.
+    fn receive_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&mut protocol::Connection) -> Result<Option<T>>,
+        reading_inline: &mut bool,
+    ) -> Result<T> {
         let mut inner = self.lock();
         loop {
             let taken = take(&mut inner.protocol)?;
@@ -423,35 +439,40 @@ impl Connection {
             }
             inner = match inner.socket.clone() {
                 Some(socket)
-                    if !inner.inline_reading
+                    if (*reading_inline || !inner.inline_reading)
                         && !inner.reading_paused
                         && !inner.protocol.is_closed() =>
                 {
-                    self.read_inline(inner, &socket, deadline)?
+                    self.read_inline(inner, &socket, deadline, reading_inline)?
                 }
-                _ => self
-                    .shared
-                    .readable
-                    .wait_until(inner, deadline)
-                    .ok_or(Error::Timeout("recv"))?,
+                _ => {
+                    if std::mem::take(reading_inline) {
+                        self.end_inline_reading(&mut inner);
+                    }
+                    self.shared
+                        .readable
+                        .wait_until(inner, deadline)
+                        .ok_or(Error::Timeout("recv"))?
+                }
             };
         }
     }
 
     /// Reads the socket on the receiving thread: what is there at once, else waits for it to
-    /// become readable, sparing the hand-off from the reader task. The wait is sliced so that
-    /// an end decided by a timer (keepalive, close timeout) is noticed.
+    /// become readable (marked as reading inline), sparing the hand-off from the reader task.
+    /// The wait is sliced so that an end decided by a timer (keepalive, close timeout) is
+    /// noticed.
     fn read_inline<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
         socket: &TcpStream,
         deadline: Option<Instant>,
+        reading_inline: &mut bool,
     ) -> Result<MutexGuard<'a, Inner>> {
-        let mut buffer = [MaybeUninit::uninit(); READ_BUFFER];
-        match read_raw(socket, &mut buffer) {
+        match read_plain(&mut inner, socket) {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             read => {
-                self.absorb_read(&mut inner, read);
+                self.end_read(&mut inner, read.map(|(count, _)| count));
                 return Ok(inner);
             }
         }
@@ -462,20 +483,35 @@ impl Connection {
             None => INLINE_WAIT_SLICE,
         };
         inner.inline_reading = true;
+        *reading_inline = true;
         drop(inner);
         wait_readable(socket, slice);
-        let mut inner = self.lock();
-        inner.inline_reading = false;
-        self.shared.inline_done.notify_one();
-        Ok(inner)
+        Ok(self.lock())
     }
 
-    /// Feeds the outcome of a socket read (the bytes read; none at the end of the stream) to
-    /// the protocol and dispatches the events.
-    fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<&[u8]>) {
+    /// The receiving thread stops reading inline: the reader task watches the socket again.
+    fn end_inline_reading(&self, inner: &mut Inner) {
+        inner.inline_reading = false;
+        self.shared.inline_done.notify_one();
+    }
+
+    /// Feeds the outcome of a socket read into `buffer` to the protocol and dispatches the
+    /// events.
+    fn absorb_read(&self, inner: &mut Inner, read: std::io::Result<usize>, buffer: &[u8]) {
+        if let Ok(count @ 1..) = read {
+            inner
+                .protocol
+                .receive_data(&buffer[..count], Instant::now());
+        }
+        self.end_read(inner, read);
+    }
+
+    /// Tells the protocol how a read ended (the bytes it read are in the protocol already)
+    /// and dispatches the events.
+    fn end_read(&self, inner: &mut Inner, read: std::io::Result<usize>) {
         match read {
-            Ok([]) => inner.protocol.receive_eof(),
-            Ok(data) => inner.protocol.receive_data(data, Instant::now()),
+            Ok(0) => inner.protocol.receive_eof(),
+            Ok(_) => {}
             Err(error) => inner.protocol.receive_transport_error(Error::Io(error)),
         }
         self.dispatch(inner);
@@ -836,17 +872,34 @@ pub const DEFER_LIMIT: usize = 64 * 1024;
 /// How long a receiving thread waits on the socket before looking at the connection again.
 const INLINE_WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// One non-blocking read straight from the socket, whoever the caller is: the bytes read
-/// (none at the end of the stream). The buffer is not zeroed first: clearing 16 KiB before
-/// every read of a small message cost more than the read's own copy.
-fn read_raw<'b>(
-    socket: &TcpStream,
-    buffer: &'b mut [MaybeUninit<u8>],
-) -> std::io::Result<&'b [u8]> {
-    let read = socket2::SockRef::from(socket).recv(buffer)?;
-    // SAFETY: recv initialized the first `read` bytes of the buffer, which it does not
-    // exceed.
-    Ok(unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read) })
+/// One non-blocking read of a plain socket, whoever the caller is, fed to the protocol:
+/// straight into the message being assembled while a large payload is under way
+/// ([`protocol::Connection::payload_room`]: no copy, and reads as long as the payload), else
+/// through a buffer on the stack. Returns the bytes read (0 at end of file) and whether they
+/// emptied the socket: fewer than there was room for (TCP hands over all it holds).
+fn read_plain(inner: &mut Inner, socket: &TcpStream) -> std::io::Result<(usize, bool)> {
+    let socket = socket2::SockRef::from(socket);
+    if let Some(room) = inner.protocol.payload_room(READ_BUFFER) {
+        let room_len = room.len();
+        let count = socket.recv(room)?;
+        if count > 0 {
+            // SAFETY: recv initialized the first `count` bytes of the room just given.
+            unsafe {
+                inner
+                    .protocol
+                    .receive_payload_in_place(count, Instant::now())
+            };
+        }
+        return Ok((count, count > 0 && count < room_len));
+    }
+    let mut buffer = [MaybeUninit::<u8>::uninit(); READ_BUFFER];
+    let count = socket.recv(&mut buffer)?;
+    // SAFETY: recv initialized the first `count` bytes.
+    let data = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), count) };
+    if count > 0 {
+        inner.protocol.receive_data(data, Instant::now());
+    }
+    Ok((count, count > 0 && count < READ_BUFFER))
 }
 
 /// Blocks the calling thread until `socket` is readable or `timeout` passes.
@@ -886,7 +939,7 @@ async fn read_tls_until_closed<R: AsyncRead + Unpin>(connection: &Connection, re
         };
         let closed = super::runtime::reading(|| {
             let mut inner = connection.lock();
-            connection.absorb_read(&mut inner, read.map(|n| &buffer[..n]));
+            connection.absorb_read(&mut inner, read, &buffer);
             inner.protocol.is_closed()
         });
         if closed {
@@ -925,7 +978,7 @@ async fn read_plain_until_closed(connection: &Connection, socket: &TcpStream) {
             ready = socket.readable() => {
                 if let Err(error) = ready {
                     let mut inner = connection.lock();
-                    connection.absorb_read(&mut inner, Err(error));
+                    connection.end_read(&mut inner, Err(error));
                     return;
                 }
             }
@@ -944,34 +997,30 @@ fn read_plain_once(connection: &Connection, socket: &TcpStream) -> bool {
     if inner.inline_reading || inner.reading_paused {
         return false;
     }
-    // The buffer lives on the stack, not in the task: an idle connection holds none
-    // (16 KiB each, on servers with many connections).
-    let mut buffer = [MaybeUninit::uninit(); READ_BUFFER];
-    let unfilled = &mut buffer;
-    // try_io clears tokio's readiness when the socket turns out empty (an inline reader
-    // may have emptied it), so the next readable() really waits. A short read emptied
-    // it too (TCP hands over all it holds, up to the buffer's size): it clears the
-    // readiness as well, sparing the read that would find nothing. Tokio keeps
-    // readiness that an event newer than this read brought.
+    // The read buffer lives on read_plain's stack, not in the task: an idle connection
+    // holds none (16 KiB each, on servers with many connections). try_io clears tokio's
+    // readiness when the socket turns out empty (an inline reader may have emptied it),
+    // so the next readable() really waits. A short read emptied it too: it clears the
+    // readiness as well, sparing the read that would find nothing. Tokio keeps readiness
+    // that an event newer than this read brought.
     let mut short_read = None;
-    let short = &mut short_read;
-    let read = socket.try_io(tokio::io::Interest::READABLE, move || {
-        match read_raw(socket, unfilled)? {
-            data if !data.is_empty() && data.len() < READ_BUFFER => {
-                *short = Some(data);
+    let read = socket.try_io(tokio::io::Interest::READABLE, || {
+        match read_plain(&mut inner, socket)? {
+            (count, true) => {
+                short_read = Some(count);
                 Err(std::io::ErrorKind::WouldBlock.into())
             }
-            data => Ok(data),
+            (count, false) => Ok(count),
         }
     });
     let read = match short_read {
-        Some(data) => Ok(data),
+        Some(count) => Ok(count),
         None if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) => {
             return false;
         }
         None => read,
     };
-    connection.absorb_read(&mut inner, read);
+    connection.end_read(&mut inner, read);
     inner.protocol.is_closed()
 }
 

@@ -1107,10 +1107,7 @@ impl Connection {
                 extend_masked(&mut incoming.data, chunk, mask, offset);
                 incoming.size += take;
             }
-            if incoming.kind == MessageKind::Text
-                && incoming.utf8.feed(&incoming.data[start..]).is_err()
-            {
-                self.fail_invalid_utf8();
+            if !self.check_new_text(start) {
                 return take;
             }
         } else {
@@ -1120,6 +1117,95 @@ impl Connection {
             self.end_frame(now);
         }
         take
+    }
+
+    /// Validates the message's data from `start` on as UTF-8 when it is text, failing the
+    /// connection when it is not; true when the data is fine.
+    fn check_new_text(&mut self, start: usize) -> bool {
+        let incoming = self.incoming.as_mut().expect("data frame has a message");
+        if incoming.kind == MessageKind::Text
+            && incoming.utf8.feed(&incoming.data[start..]).is_err()
+        {
+            self.fail_invalid_utf8();
+            return false;
+        }
+        true
+    }
+
+    /// Room in the message being received for the current frame's payload, for a driver to
+    /// read it from the transport straight into place (one copy fewer, reads as long as the
+    /// payload) and then call [`Connection::receive_payload_in_place`]. Only while at least
+    /// `min` bytes of an uncompressed data frame remain, with no input held and the inbox
+    /// within its limit; otherwise input goes through [`Connection::receive_data`]. The room
+    /// is what the message's buffer can take without growing, at most the frame's rest;
+    /// when that is under `min` the buffer doubles (at least `min`), as it would for
+    /// [`Connection::receive_data`]: a frame header alone does not make it allocate much.
+    pub fn payload_room(&mut self, min: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        let ReadState::Payload {
+            header, remaining, ..
+        } = &self.read
+        else {
+            return None;
+        };
+        let inbox_full = self
+            .inbox_limit
+            .is_some_and(|limit| self.inbox.charged_bytes() > limit);
+        if !matches!(header.opcode, OpCode::Data(_))
+            || *remaining < min as u64
+            || inbox_full
+            || self.discard_input
+            || self.state == State::Closed
+            || !self.held_input.is_empty()
+        {
+            return None;
+        }
+        let remaining = *remaining;
+        let incoming = self.incoming.as_mut().expect("data frame has a message");
+        if incoming.compressed {
+            return None;
+        }
+        let data = &mut incoming.data;
+        if data.capacity() - data.len() < min {
+            data.reserve(data.len().max(min));
+        }
+        let room = (data.capacity() - data.len()).min(remaining as usize);
+        Some(&mut data.spare_capacity_mut()[..room])
+    }
+
+    /// Takes `count` bytes of payload that the driver read into the room
+    /// [`Connection::payload_room`] gave, as [`Connection::receive_data`] would take them.
+    ///
+    /// # Safety
+    /// The first `count` bytes of that room are written (initialized), and the connection
+    /// did not change since the room was given.
+    pub unsafe fn receive_payload_in_place(&mut self, count: usize, now: Instant) {
+        let ReadState::Payload {
+            ref header,
+            ref mut remaining,
+            ref mut consumed,
+        } = self.read
+        else {
+            panic!("receive_payload_in_place without payload_room");
+        };
+        assert!(count as u64 <= *remaining, "more than the frame's payload");
+        let incoming = self.incoming.as_mut().expect("data frame has a message");
+        let start = incoming.data.len();
+        assert!(
+            count <= incoming.data.capacity() - start,
+            "more than the room"
+        );
+        // SAFETY: the caller wrote these bytes of the buffer's spare capacity.
+        unsafe { incoming.data.set_len(start + count) };
+        if let Some(key) = header.mask {
+            apply_mask(&mut incoming.data[start..], key, *consumed);
+        }
+        incoming.size += count;
+        *remaining -= count as u64;
+        *consumed += count;
+        let done = *remaining == 0;
+        if self.check_new_text(start) && done {
+            self.end_frame(now);
+        }
     }
 
     fn fail_inflate(&mut self, error: InflateError) {

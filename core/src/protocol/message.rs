@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use super::connection::MessageKind;
 
@@ -93,8 +94,21 @@ impl SpareBuffers {
     }
 }
 
+/// Spares of any thread, for drivers that assemble messages on one thread and copy them out
+/// on another (the engine's reader task, and the application thread that receives), bounded
+/// as a thread's own are.
+static SHARED_SPARE_BUFFERS: Mutex<SpareBuffers> = Mutex::new(SpareBuffers::new());
+
+fn with_shared_spares<T>(use_spares: impl FnOnce(&mut SpareBuffers) -> T) -> T {
+    use_spares(
+        &mut SHARED_SPARE_BUFFERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    )
+}
+
 /// The buffer a message whose first frame announces `length` bytes is assembled in: for a
-/// large one, one of the calling thread's spares if one fits.
+/// large one, one of the calling thread's spares if one fits, else a shared one.
 pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
     let initial = length.min(INITIAL_MESSAGE_BUFFER as u64) as usize;
     if initial < MIN_SPARE_BUFFER {
@@ -102,7 +116,13 @@ pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
     }
     SPARE_BUFFERS
         .with_borrow_mut(|spares| spares.take(length))
+        .or_else(|| with_shared_spares(|spares| spares.take(length)))
         .unwrap_or_else(|| Vec::with_capacity(initial))
+}
+
+/// Whether a buffer is worth keeping as a spare.
+fn spare_sized(buffer: &Vec<u8>) -> bool {
+    (MIN_SPARE_BUFFER..=MAX_SPARE_BUFFER).contains(&buffer.capacity())
 }
 
 /// Hands back the buffer of a received message whose bytes the caller has copied out, for
@@ -113,9 +133,19 @@ pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
 /// thread keeps buffers of [`MIN_SPARE_BUFFER`] to [`MAX_SPARE_BUFFER`] bytes, at most
 /// [`MAX_SPARE_BYTES`] together, preferring large ones.
 pub fn recycle_message_buffer(buffer: Vec<u8>) {
-    let capacity = buffer.capacity();
-    if (MIN_SPARE_BUFFER..=MAX_SPARE_BUFFER).contains(&capacity) {
+    if spare_sized(&buffer) {
         SPARE_BUFFERS.with_borrow_mut(|spares| spares.keep(buffer));
+    }
+}
+
+/// Hands back the buffer of a received message whose bytes the caller has copied out, for
+/// the next large message received on any thread: [`recycle_message_buffer`] for a driver
+/// whose messages may be assembled on a thread other than the one that copies them out (the
+/// sync face: a receiving thread reads the socket itself, or the reader task does). The
+/// process keeps such spares within the bounds of one thread's.
+pub fn recycle_shared_message_buffer(buffer: Vec<u8>) {
+    if spare_sized(&buffer) {
+        with_shared_spares(|spares| spares.keep(buffer));
     }
 }
 
@@ -253,6 +283,39 @@ mod tests {
     use super::*;
 
     const TEXT: MessageKind = MessageKind::Text;
+
+    #[test]
+    fn shared_spares_go_to_whichever_thread_assembles_next_and_are_bounded() {
+        // A size no other test of this binary recycles, taken only by messages above it.
+        let size = 3 * INITIAL_MESSAGE_BUFFER + 4096;
+        let large = || Vec::<u8>::with_capacity(size);
+        let first = large();
+        let address = first.as_ptr();
+        let on_another_thread = |buffer: Vec<u8>| {
+            std::thread::spawn(move || recycle_shared_message_buffer(buffer))
+                .join()
+                .unwrap()
+        };
+        on_another_thread(first);
+        let taken = std::thread::spawn(move || message_buffer(size as u64))
+            .join()
+            .unwrap();
+        assert_eq!(taken.as_ptr(), address, "the spare went to another thread");
+        // More than the pool holds: it keeps what fits its bytes.
+        let room = MAX_SPARE_BYTES / taken.capacity();
+        for _ in 0..room + 2 {
+            on_another_thread(large());
+        }
+        let kept = std::thread::spawn(move || {
+            (0..room + 2)
+                .map(|_| message_buffer(size as u64))
+                .filter(|buffer| buffer.capacity() == taken.capacity())
+                .count()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(kept, room, "spares kept beyond or below the bound");
+    }
 
     #[test]
     fn whole_messages_come_out_as_they_went_in_without_a_copy() {

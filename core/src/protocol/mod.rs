@@ -17,4 +17,4 @@ pub use broadcast::{Broadcast, SharedFrame};
 pub use config::ProtocolConfig;
 pub use connection::{Connection, Event, MessageKind, PingAck, Role, State};
 pub use deflate::{Agreement, DeflateConfig};
-pub use message::{recycle_message_buffer, Chunk, Inbox};
+pub use message::{recycle_message_buffer, recycle_shared_message_buffer, Chunk, Inbox};
