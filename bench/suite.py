@@ -544,8 +544,12 @@ class Suite:
                 args += ["--probe", self.profile.probe_seconds]
                 timeout = deadline + 2 * self.profile.probe_seconds + SLACK_SECONDS
                 (result,) = run_json([self.loadgen, *args], timeout)
-            if result["connections"] < connections:
-                row.note = f"{result['connections']:,} of {connections:,} opened in {deadline} s"
+            if result["connections"] < connections or result["closed"]:
+                row.note = (
+                    f"{result['connections']:,} of {connections:,} opened in {deadline} s"
+                    f" ({result['lost']:,} refused or reset while opening,"
+                    f" {result['closed']:,} closed by the server once open)"
+                )
             figures = ("kib_per_connection", "open_s", "p99_alone_us", "p99_beside_idle_us")
             sample = {key: result[key] for key in figures}
             sample["p99_growth"] = result["p99_beside_idle_us"] / result["p99_alone_us"]

@@ -40,18 +40,25 @@ pub fn after_read(work: AfterRead) -> Option<AfterRead> {
 /// work that notifiers handed over meanwhile with [`after_read`]. That work runs once no
 /// lock is held and after this thread stops collecting: what it triggers is not deferred.
 pub(crate) fn reading<T>(read: impl FnOnce() -> T) -> T {
-    AFTER_READ.with(|pending| *pending.borrow_mut() = Some(Vec::new()));
-    let outcome = read();
-    let collected = AFTER_READ.with(|pending| pending.borrow_mut().take());
-    for work in collected.into_iter().flatten() {
-        work();
+    /// Stops collecting however `read` ends: the collected work runs, or, if `read`
+    /// panicked, is dropped with it (work run while unwinding could not panic safely).
+    struct Collecting;
+    impl Drop for Collecting {
+        fn drop(&mut self) {
+            let collected = AFTER_READ.with(|pending| pending.borrow_mut().take());
+            if !std::thread::panicking() {
+                collected.into_iter().flatten().for_each(|work| work());
+            }
+        }
     }
-    outcome
+    AFTER_READ.with(|pending| *pending.borrow_mut() = Some(Vec::new()));
+    let _collecting = Collecting;
+    read()
 }
 
 /// Sets the number of runtime worker threads (0 means the default: `FERROWS_RUNTIME_THREADS`
-/// if set, else one per core this process may run on, at most 4). Takes effect when the runtime is built;
-/// fails once it runs.
+/// if set, else one per core this process may run on, at most 4). Takes effect when the
+/// runtime is built; fails once it runs.
 pub fn set_worker_threads(count: usize) -> Result<()> {
     let guard = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     if matches!(&*guard, Some((pid, _)) if *pid == std::process::id()) {
@@ -195,5 +202,15 @@ mod tests {
         assert_eq!(outcome, 7);
         assert_eq!(*log.lock().unwrap(), ["read", "first", "second"]);
         assert!(after_read(record("after")).is_some());
+        // A read that panics stops the collecting too: later work is given back.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reading(|| {
+                assert!(after_read(record("lost")).is_none());
+                panic!("a read failed");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(after_read(record("after a panic")).is_some());
+        assert_eq!(*log.lock().unwrap(), ["read", "first", "second"]);
     }
 }
