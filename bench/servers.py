@@ -77,16 +77,18 @@ async def ferrows_callback(port: int, tls: tuple[str, str] | None) -> None:
     await serve_until_killed(serve, None, port, tls, listener=Echo, max_connections=MAX_CONNECTIONS)
 
 
+def echo_each_sync(connection: Any) -> None:
+    """The echo handler for the threaded servers, ferrows.sync's and websockets.sync's."""
+    for message in connection:
+        connection.send(message)
+
+
 def ferrows_sync(port: int, tls: tuple[str, str] | None) -> None:
     from ferrows.sync.server import serve
 
-    def echo(connection: Any) -> None:
-        for message in connection:
-            connection.send(message)
-
     certfile, keyfile = tls if tls is not None else (None, None)
     with serve(
-        echo,
+        echo_each_sync,
         "127.0.0.1",
         port,
         certfile=certfile,
@@ -153,12 +155,8 @@ def websockets_sync(port: int, tls: tuple[str, str] | None) -> None:
     """websockets' threaded server: the peer of ferrows.sync's (a thread per connection)."""
     from websockets.sync.server import serve
 
-    def echo(connection: Any) -> None:
-        for message in connection:
-            connection.send(message)
-
     with serve(
-        echo,
+        echo_each_sync,
         "127.0.0.1",
         port,
         ssl=tls_context(tls),
