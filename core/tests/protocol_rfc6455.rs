@@ -346,7 +346,7 @@ fn a_burst_of_large_messages_is_assembled_in_recycled_buffers_up_to_their_cap() 
     let room = MAX_SPARE_BYTES / spare;
     for role in ROLES {
         let mut conn = Connection::new(role, unlimited(), t0);
-        (0..room + 8).for_each(|_| recycle_message_buffer(Vec::with_capacity(spare)));
+        (0..room + 8).for_each(|_| recycle_message_buffer(vec![0; spare]));
         // All held at once, as an inbox full of them would hold them.
         let frame = Frame::binary(&payload).to(role).encode();
         let held: Vec<Vec<u8>> = (0..room + 8)

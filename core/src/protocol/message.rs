@@ -120,9 +120,11 @@ pub(crate) fn message_buffer(length: u64) -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(initial))
 }
 
-/// Whether a buffer is worth keeping as a spare.
+/// Whether a buffer is worth keeping as a spare: it held a message that a spare could have
+/// served (one under [`MIN_SPARE_BUFFER`] never takes one, though its buffer may be larger:
+/// an inflated message's grows from 16 KiB), and is not over [`MAX_SPARE_BUFFER`].
 fn spare_sized(buffer: &Vec<u8>) -> bool {
-    (MIN_SPARE_BUFFER..=MAX_SPARE_BUFFER).contains(&buffer.capacity())
+    buffer.len() >= MIN_SPARE_BUFFER && buffer.capacity() <= MAX_SPARE_BUFFER
 }
 
 /// Hands back the buffer of a received message whose bytes the caller has copied out, for
@@ -130,8 +132,8 @@ fn spare_sized(buffer: &Vec<u8>) -> bool {
 /// objects of its own, on one thread (the asyncio face), then receives large messages
 /// without allocating and freeing them each time: freed, such blocks go back to the kernel
 /// (the allocator trims its heap) and the next message faults every page in again. A
-/// thread keeps buffers of [`MIN_SPARE_BUFFER`] to [`MAX_SPARE_BUFFER`] bytes, at most
-/// [`MAX_SPARE_BYTES`] together, preferring large ones.
+/// thread keeps the buffers of messages of [`MIN_SPARE_BUFFER`] bytes or more, each of at
+/// most [`MAX_SPARE_BUFFER`], [`MAX_SPARE_BYTES`] together, preferring large ones.
 pub fn recycle_message_buffer(buffer: Vec<u8>) {
     if spare_sized(&buffer) {
         SPARE_BUFFERS.with_borrow_mut(|spares| spares.keep(buffer));
@@ -285,36 +287,23 @@ mod tests {
     const TEXT: MessageKind = MessageKind::Text;
 
     #[test]
-    fn shared_spares_go_to_whichever_thread_assembles_next_and_are_bounded() {
-        // A size no other test of this binary recycles, taken only by messages above it.
-        let size = 3 * INITIAL_MESSAGE_BUFFER + 4096;
-        let large = || Vec::<u8>::with_capacity(size);
-        let first = large();
-        let address = first.as_ptr();
-        let on_another_thread = |buffer: Vec<u8>| {
-            std::thread::spawn(move || recycle_shared_message_buffer(buffer))
-                .join()
-                .unwrap()
-        };
-        on_another_thread(first);
-        let taken = std::thread::spawn(move || message_buffer(size as u64))
-            .join()
-            .unwrap();
-        assert_eq!(taken.as_ptr(), address, "the spare went to another thread");
-        // More than the pool holds: it keeps what fits its bytes.
-        let room = MAX_SPARE_BYTES / taken.capacity();
-        for _ in 0..room + 2 {
-            on_another_thread(large());
-        }
-        let kept = std::thread::spawn(move || {
-            (0..room + 2)
-                .map(|_| message_buffer(size as u64))
-                .filter(|buffer| buffer.capacity() == taken.capacity())
-                .count()
+    fn the_buffer_of_a_message_too_small_for_a_spare_is_not_kept() {
+        // An inflated 4 KiB message sits in a buffer grown to 16 KiB or more: a message that
+        // size never takes a spare, so keeping its buffer would only pile them up.
+        let capacity = std::thread::spawn(|| {
+            let mut small = Vec::with_capacity(2 * MIN_SPARE_BUFFER);
+            small.resize(MIN_SPARE_BUFFER / 4, 0u8);
+            recycle_message_buffer(small);
+            // Kept, the spare would serve this message whole; not kept, a buffer of the
+            // message's own size comes.
+            message_buffer(MIN_SPARE_BUFFER as u64).capacity()
         })
         .join()
         .unwrap();
-        assert_eq!(kept, room, "spares kept beyond or below the bound");
+        assert_eq!(
+            capacity, MIN_SPARE_BUFFER,
+            "a small message's buffer was kept as a spare"
+        );
     }
 
     #[test]
