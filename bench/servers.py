@@ -83,23 +83,29 @@ def echo_each_sync(connection: Any) -> None:
         connection.send(message)
 
 
-def ferrows_sync(port: int, tls: tuple[str, str] | None) -> None:
-    from ferrows.sync.server import serve
-
-    certfile, keyfile = tls if tls is not None else (None, None)
+def serve_threaded_until_killed(serve: Any, port: int, **options: Any) -> None:
+    """Runs a threaded server (ferrows.sync's or websockets.sync's: a thread per connection)
+    echoing every message, with the settings every server here gets."""
     with serve(
         echo_each_sync,
         "127.0.0.1",
         port,
-        certfile=certfile,
-        keyfile=keyfile,
-        max_connections=MAX_CONNECTIONS,
         open_timeout=OPEN_TIMEOUT,
         max_size=None,
         ping_interval=None,
+        **options,
     ) as server:
         ready()
         server.serve_forever()
+
+
+def ferrows_sync(port: int, tls: tuple[str, str] | None) -> None:
+    from ferrows.sync.server import serve
+
+    certfile, keyfile = tls if tls is not None else (None, None)
+    serve_threaded_until_killed(
+        serve, port, certfile=certfile, keyfile=keyfile, max_connections=MAX_CONNECTIONS
+    )
 
 
 async def picows_server(port: int, tls: tuple[str, str] | None) -> None:
@@ -152,22 +158,12 @@ async def aiohttp_server(port: int, tls: tuple[str, str] | None) -> None:
 
 
 def websockets_sync(port: int, tls: tuple[str, str] | None) -> None:
-    """websockets' threaded server: the peer of ferrows.sync's (a thread per connection)."""
+    """websockets' threaded server: the peer of ferrows.sync's."""
     from websockets.sync.server import serve
 
-    with serve(
-        echo_each_sync,
-        "127.0.0.1",
-        port,
-        ssl=tls_context(tls),
-        backlog=BACKLOG,
-        open_timeout=OPEN_TIMEOUT,
-        max_size=None,
-        ping_interval=None,
-        compression=None,
-    ) as server:
-        ready()
-        server.serve_forever()
+    serve_threaded_until_killed(
+        serve, port, ssl=tls_context(tls), backlog=BACKLOG, compression=None
+    )
 
 
 async def websockets_server(port: int, tls: tuple[str, str] | None) -> None:

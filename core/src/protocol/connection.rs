@@ -106,6 +106,20 @@ enum ReadState {
     },
 }
 
+impl ReadState {
+    /// Inside a payload: its frame's header, the bytes remaining and those consumed.
+    fn payload(&mut self) -> Option<(&FrameHeader, &mut u64, &mut usize)> {
+        match self {
+            ReadState::Header => None,
+            ReadState::Payload {
+                header,
+                remaining,
+                consumed,
+            } => Some((header, remaining, consumed)),
+        }
+    }
+}
+
 /// The message being received: the current frame's data goes to the inbox when the frame
 /// ends (text up to its last whole character).
 struct Incoming {
@@ -1068,12 +1082,7 @@ impl Connection {
     }
 
     fn read_payload(&mut self, data: &[u8], now: Instant) -> usize {
-        let ReadState::Payload {
-            ref header,
-            ref mut remaining,
-            ref mut consumed,
-        } = self.read
-        else {
+        let Some((header, remaining, consumed)) = self.read.payload() else {
             unreachable!("read_payload outside a payload");
         };
         let take = (*remaining).min(data.len() as u64) as usize;
@@ -1179,12 +1188,7 @@ impl Connection {
     /// The first `count` bytes of that room are written (initialized), and the connection
     /// did not change since the room was given.
     pub unsafe fn receive_payload_in_place(&mut self, count: usize, now: Instant) {
-        let ReadState::Payload {
-            ref header,
-            ref mut remaining,
-            ref mut consumed,
-        } = self.read
-        else {
+        let Some((header, remaining, consumed)) = self.read.payload() else {
             panic!("receive_payload_in_place without payload_room");
         };
         assert!(count as u64 <= *remaining, "more than the frame's payload");
