@@ -730,7 +730,10 @@ class Suite:
             if row.median and peers:
                 best = min(peers) if section.lower_is_better else max(peers)
                 value = row.median[section.ranked]
-                row.ratio = value / best if section.lower_is_better else best / value
+                # A figure of 0 (a window too short for the CPU clock to move, in quick
+                # mode) ranks nothing.
+                if value > 0 and best > 0:
+                    row.ratio = value / best if section.lower_is_better else best / value
 
     def furthest_behind(self, count: int = 3) -> list[Row]:
         ranked = [r for r in self.rows if r.role == "ferrows" and r.ratio is not None]
