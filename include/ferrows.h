@@ -416,7 +416,8 @@ uint32_t ferrows_abi_version(void);
 
 /*
  Sets how many threads the runtime uses (0: `FERROWS_RUNTIME_THREADS`, else one per core
- the process may run on, at most 4). Call it before the first connection or server; `FERROWS_ERR_STATE` after.
+ the process may run on, at most 4). Call it before the first connection or server;
+ `FERROWS_ERR_STATE` after.
  */
 ferrows_result ferrows_set_runtime_threads(uint32_t count);
 

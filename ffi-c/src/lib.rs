@@ -48,7 +48,8 @@ pub extern "C" fn ferrows_abi_version() -> u32 {
 }
 
 /// Sets how many threads the runtime uses (0: `FERROWS_RUNTIME_THREADS`, else one per core
-/// the process may run on, at most 4). Call it before the first connection or server; `FERROWS_ERR_STATE` after.
+/// the process may run on, at most 4). Call it before the first connection or server;
+/// `FERROWS_ERR_STATE` after.
 #[no_mangle]
 pub extern "C" fn ferrows_set_runtime_threads(count: u32) -> ferrows_result {
     ffi!(ferrows_result::FERROWS_ERR_PANIC, {

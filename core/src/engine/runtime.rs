@@ -40,14 +40,18 @@ pub fn after_read(work: AfterRead) -> Option<AfterRead> {
 /// work that notifiers handed over meanwhile with [`after_read`]. That work runs once no
 /// lock is held and after this thread stops collecting: what it triggers is not deferred.
 pub(crate) fn reading<T>(read: impl FnOnce() -> T) -> T {
-    /// Stops collecting however `read` ends: the collected work runs, or, if `read`
-    /// panicked, is dropped with it (work run while unwinding could not panic safely).
+    /// Stops collecting however `read` ends: the collected work runs here, or, if `read`
+    /// panicked, on tasks of its own (work run while unwinding could not panic safely, and
+    /// dropped it would leave, say, a queue marked as draining for good).
     struct Collecting;
     impl Drop for Collecting {
         fn drop(&mut self) {
             let collected = AFTER_READ.with(|pending| pending.borrow_mut().take());
+            let collected = collected.into_iter().flatten();
             if !std::thread::panicking() {
-                collected.into_iter().flatten().for_each(|work| work());
+                collected.for_each(|work| work());
+            } else if let Ok(handle) = handle() {
+                collected.for_each(|work| drop(handle.spawn(async move { work() })));
             }
         }
     }
@@ -202,15 +206,19 @@ mod tests {
         assert_eq!(outcome, 7);
         assert_eq!(*log.lock().unwrap(), ["read", "first", "second"]);
         assert!(after_read(record("after")).is_some());
-        // A read that panics stops the collecting too: later work is given back.
+        // A read that panics stops the collecting too (later work is given back), and what
+        // it collected still runs, on the runtime.
+        let (ran, done) = std::sync::mpsc::channel();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             reading(|| {
-                assert!(after_read(record("lost")).is_none());
+                let ran = Box::new(move || ran.send(()).unwrap()) as AfterRead;
+                assert!(after_read(ran).is_none());
                 panic!("a read failed");
             })
         }));
         assert!(panicked.is_err());
         assert!(after_read(record("after a panic")).is_some());
-        assert_eq!(*log.lock().unwrap(), ["read", "first", "second"]);
+        done.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the work collected before the panic ran");
     }
 }
